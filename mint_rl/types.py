@@ -1,0 +1,356 @@
+"""The MinT / Tinker data types: model inputs, datums, tensors, optimizer and sampling settings.
+
+Plain dataclasses. Each one checks its own fields when built, and errors name the field, so bad
+input fails at the call site instead of deep inside a training step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from mint_rl.errors import InvalidInputError
+
+LossFnType = Literal["cross_entropy", "importance_sampling", "ppo", "cispo", "dro"]
+StopReason = Literal["length", "stop"]
+TensorDtype = Literal["int64", "float32"]
+
+# Keys whose plain-list values have a known dtype (Tinker's table, plus `mask`).
+_KEY_DTYPES: dict[str, TensorDtype] = {
+    "target_tokens": "int64",
+    "weights": "float32",
+    "advantages": "float32",
+    "logprobs": "float32",
+    "mask": "float32",
+    "clip_low_threshold": "float32",
+    "clip_high_threshold": "float32",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Tensors
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A flat list of numbers with a dtype and a shape: how arrays cross the API."""
+
+    data: list[int] | list[float]
+    dtype: TensorDtype
+    shape: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("int64", "float32"):
+            raise InvalidInputError("dtype", f"must be 'int64' or 'float32', got {self.dtype!r}")
+        if self.shape is not None and math.prod(self.shape) != len(self.data):
+            raise InvalidInputError(
+                "shape", f"{self.shape} does not hold {len(self.data)} elements"
+            )
+
+    @classmethod
+    def from_numpy(cls, array: np.ndarray) -> TensorData:
+        array = np.asarray(array)
+        if array.dtype.kind in "iub":
+            dtype: TensorDtype = "int64"
+            flat = array.astype(np.int64).reshape(-1).tolist()
+        elif array.dtype.kind == "f":
+            dtype = "float32"
+            flat = array.astype(np.float32).reshape(-1).tolist()
+        else:
+            raise InvalidInputError("data", f"unsupported array dtype {array.dtype}")
+        return cls(data=flat, dtype=dtype, shape=list(array.shape))
+
+    @classmethod
+    def from_torch(cls, tensor: Any) -> TensorData:
+        return cls.from_numpy(tensor.detach().cpu().numpy())
+
+    @classmethod
+    def from_list(cls, values: Sequence[Any], dtype: TensorDtype) -> TensorData:
+        np_dtype = np.int64 if dtype == "int64" else np.float32
+        try:
+            array = np.asarray(values, dtype=np_dtype)
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError("data", f"cannot be read as {dtype}: {e}") from None
+        return cls(data=array.reshape(-1).tolist(), dtype=dtype, shape=list(array.shape))
+
+    def to_numpy(self) -> np.ndarray:
+        np_dtype = np.int64 if self.dtype == "int64" else np.float32
+        array = np.asarray(self.data, dtype=np_dtype)
+        return array.reshape(self.shape) if self.shape is not None else array
+
+    def to_torch(self) -> Any:
+        import torch
+
+        return torch.from_numpy(self.to_numpy())
+
+    def tolist(self) -> list[Any]:
+        return self.to_numpy().tolist()
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else len(self.data)
+
+
+def _as_tensor_data(key: str, value: Any) -> TensorData:
+    """Converts what users pass in `loss_fn_inputs` (list, numpy, torch, TensorData)."""
+    if isinstance(value, TensorData):
+        return value
+    if isinstance(value, np.ndarray):
+        return TensorData.from_numpy(value)
+    if type(value).__module__.startswith("torch"):
+        return TensorData.from_torch(value)
+    if isinstance(value, (list, tuple)):
+        if key not in _KEY_DTYPES:
+            # Tinker raises KeyError here too: a plain list under an unknown key has no dtype.
+            raise UnknownInputKeyError(key)
+        return TensorData.from_list(value, _KEY_DTYPES[key])
+    if isinstance(value, (int, float)) and key in _KEY_DTYPES:
+        return TensorData.from_list([value], _KEY_DTYPES[key])
+    raise InvalidInputError(f"loss_fn_inputs[{key!r}]", f"unsupported type {type(value).__name__}")
+
+
+class UnknownInputKeyError(KeyError):
+    def __init__(self, key: str) -> None:
+        known = ", ".join(sorted(_KEY_DTYPES))
+        super().__init__(
+            f"loss_fn_inputs[{key!r}]: unknown key for a plain list (known: {known}); "
+            "pass a numpy array or torch tensor to send other keys"
+            + (" — the sampler's logprobs go under 'logprobs'" if key == "target_logprobs" else "")
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Model inputs
+
+
+@dataclass(frozen=True)
+class EncodedTextChunk:
+    tokens: list[int]
+    type: Literal["encoded_text"] = "encoded_text"
+
+    def __post_init__(self) -> None:
+        for i, t in enumerate(self.tokens):
+            if not isinstance(t, (int, np.integer)) or isinstance(t, bool):
+                raise InvalidInputError(f"tokens[{i}]", f"must be an int, got {t!r}")
+            if t < 0:
+                raise InvalidInputError(f"tokens[{i}]", f"token ids are >= 0, got {t}")
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+
+ModelInputChunk = EncodedTextChunk
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A token sequence, stored as chunks (only text chunks are supported locally)."""
+
+    chunks: list[ModelInputChunk] = field(default_factory=list)
+
+    @classmethod
+    def from_ints(cls, tokens: Sequence[int]) -> ModelInput:
+        return cls(chunks=[EncodedTextChunk(tokens=[int(t) for t in tokens])])
+
+    @classmethod
+    def empty(cls) -> ModelInput:
+        return cls(chunks=[])
+
+    def to_ints(self) -> list[int]:
+        out: list[int] = []
+        for chunk in self.chunks:
+            if not isinstance(chunk, EncodedTextChunk):
+                raise InvalidInputError("chunks", "to_ints() needs text chunks only")
+            out.extend(chunk.tokens)
+        return out
+
+    @property
+    def length(self) -> int:
+        return sum(chunk.length for chunk in self.chunks)
+
+    def append(self, chunk: ModelInputChunk) -> ModelInput:
+        return ModelInput(chunks=[*self.chunks, chunk])
+
+    def append_int(self, token: int) -> ModelInput:
+        return self.append(EncodedTextChunk(tokens=[int(token)]))
+
+
+@dataclass
+class Datum:
+    """One training example: the model's input and the per-token inputs of the loss."""
+
+    model_input: ModelInput
+    loss_fn_inputs: dict[str, TensorData]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_input, ModelInput):
+            raise InvalidInputError("model_input", "must be a types.ModelInput")
+        if not isinstance(self.loss_fn_inputs, dict):
+            raise InvalidInputError("loss_fn_inputs", "must be a dict of key -> array")
+        self.loss_fn_inputs = {k: _as_tensor_data(k, v) for k, v in self.loss_fn_inputs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer and sampling settings
+
+
+def _check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInputError(name, f"must be a finite number, got {value!r}")
+    if value < lo or value > hi or (lo_open and value == lo):
+        bracket = "(" if lo_open else "["
+        raise InvalidInputError(name, f"must be in {bracket}{lo}, {hi}], got {value}")
+
+
+@dataclass(frozen=True)
+class AdamParams:
+    """AdamW settings for one `optim_step` (Tinker defaults; same update as torch.optim.AdamW)."""
+
+    learning_rate: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-12
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 0.0  # 0 = no global-norm clipping
+
+    def __post_init__(self) -> None:
+        _check_range("learning_rate", self.learning_rate, 0.0, math.inf)
+        _check_range("beta1", self.beta1, 0.0, 1.0)
+        _check_range("beta2", self.beta2, 0.0, 1.0)
+        _check_range("eps", self.eps, 0.0, math.inf)
+        _check_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        _check_range("grad_clip_norm", self.grad_clip_norm, 0.0, math.inf)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. `stop` takes strings or token ids; MinT's `stop_token_ids` is accepted too."""
+
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | list[int] | None = None
+    temperature: float = 1.0
+    top_k: int = -1
+    top_p: float = 1.0
+    stop_token_ids: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and (
+            not isinstance(self.max_tokens, int) or self.max_tokens < 1
+        ):
+            raise InvalidInputError("max_tokens", f"must be a positive int, got {self.max_tokens}")
+        _check_range("temperature", self.temperature, 0.0, math.inf)
+        _check_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        if not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k not in (-1, 0)):
+            raise InvalidInputError("top_k", f"must be -1 (no limit) or >= 1, got {self.top_k}")
+        if isinstance(self.stop, list) and self.stop:
+            kinds = {isinstance(s, str) for s in self.stop}
+            if len(kinds) > 1:
+                raise InvalidInputError("stop", "mixes strings and token ids")
+
+    def stop_strings(self) -> list[str]:
+        if isinstance(self.stop, str):
+            return [self.stop]
+        return [s for s in (self.stop or []) if isinstance(s, str)]
+
+    def stop_token_id_list(self) -> list[int]:
+        ids = [s for s in (self.stop or []) if isinstance(s, int) and not isinstance(s, str)]
+        return ids + list(self.stop_token_ids or [])
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 32
+    seed: int | None = None
+    train_unembed: bool = True
+    train_mlp: bool = True
+    train_attn: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or self.rank < 1:
+            raise InvalidInputError("rank", f"must be a positive int, got {self.rank!r}")
+        if not (self.train_mlp or self.train_attn or self.train_unembed):
+            raise InvalidInputError("train_attn", "at least one of attn/mlp/unembed must train")
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass
+class ForwardBackwardOutput:
+    loss_fn_output_type: str
+    loss_fn_outputs: list[dict[str, TensorData]]
+    metrics: dict[str, float]
+
+    @property
+    def loss(self) -> float:
+        """The summed loss of the call (the seed reads `result.loss`)."""
+        return self.metrics["loss:sum"]
+
+
+@dataclass
+class OptimStepResponse:
+    metrics: dict[str, float] | None = None
+
+
+@dataclass
+class SaveWeightsResponse:
+    path: str
+
+
+@dataclass
+class SaveWeightsForSamplerResponse:
+    path: str
+
+
+@dataclass
+class LoadWeightsResponse:
+    path: str
+
+
+@dataclass
+class ModelData:
+    arch: str
+    model_name: str
+    tokenizer_id: str
+
+
+@dataclass
+class GetInfoResponse:
+    model_id: str
+    model_data: ModelData
+    is_lora: bool
+    lora_rank: int
+    model_name: str
+
+
+@dataclass
+class SampledSequence:
+    tokens: list[int]
+    logprobs: list[float] | None
+    stop_reason: StopReason
+    # Policy version that produced each token (mint_rl extension; see docs/sampling.md).
+    policy_versions: list[int] | None = None
+
+
+@dataclass
+class SampleResponse:
+    sequences: list[SampledSequence]
+    prompt_logprobs: list[float | None] | None = None
+    topk_prompt_logprobs: list[list[tuple[int, float]] | None] | None = None
+
+
+@dataclass
+class SupportedModel:
+    model_name: str
+    max_context_length: int | None = None
+
+
+@dataclass
+class GetServerCapabilitiesResponse:
+    supported_models: list[SupportedModel]
