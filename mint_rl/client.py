@@ -1,0 +1,326 @@
+"""ServiceClient and TrainingClient: the MinT / Tinker training API on a local learner.
+
+Every TrainingClient owns one worker thread; its calls are validated at once (a bad request raises
+here and queues nothing), then applied strictly in submission order. Calls return APIFutures, so
+`forward_backward` and `optim_step` can be submitted back to back and awaited later, as the
+Tinker cookbook does.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mint_rl.errors import InvalidInputError
+from mint_rl.futures import APIFuture
+from mint_rl.learner import checkpoint as ckpt
+from mint_rl.learner.engine import CustomLossFn, LearnerEngine, LearnerSettings
+from mint_rl.models import DEFAULT_MODEL, resolve_model
+from mint_rl.types import (
+    AdamParams,
+    Datum,
+    ForwardBackwardOutput,
+    GetInfoResponse,
+    GetServerCapabilitiesResponse,
+    LoadWeightsResponse,
+    LoraConfig,
+    ModelData,
+    OptimStepResponse,
+    SaveWeightsForSamplerResponse,
+    SaveWeightsResponse,
+    SupportedModel,
+)
+
+T = TypeVar("T")
+
+
+class ServiceClient:
+    """Entry point. Keyword arguments of the hosted service (api_key, base_url, ...) are accepted
+    and ignored: everything runs on this machine."""
+
+    def __init__(
+        self,
+        user_metadata: dict[str, str] | None = None,
+        project_id: str | None = None,
+        *,
+        learner_settings: LearnerSettings | None = None,
+        **_hosted_service_options: Any,
+    ) -> None:
+        self.user_metadata = user_metadata or {}
+        self.project_id = project_id
+        self.learner_settings = learner_settings or LearnerSettings()
+
+    def get_server_capabilities(self) -> GetServerCapabilitiesResponse:
+        return GetServerCapabilitiesResponse([SupportedModel(DEFAULT_MODEL, 8192)])
+
+    def create_lora_training_client(
+        self,
+        base_model: str,
+        rank: int = 32,
+        seed: int | None = None,
+        train_mlp: bool = True,
+        train_attn: bool = True,
+        train_unembed: bool = True,
+        user_metadata: dict[str, str] | None = None,
+    ) -> TrainingClient:
+        lora = LoraConfig(rank=rank, seed=seed, train_mlp=train_mlp, train_attn=train_attn,
+                          train_unembed=train_unembed)
+        engine = LearnerEngine(resolve_model(base_model), lora, self.learner_settings)
+        return TrainingClient(engine, base_model=base_model, user_metadata=user_metadata)
+
+    def create_training_client_from_state(
+        self, path: str, base_model: str | None = None, **_: Any
+    ) -> TrainingClient:
+        """A new client with the weights of a save_state checkpoint and a fresh optimizer."""
+        return self._from_state(path, base_model, with_optimizer=False)
+
+    def create_training_client_from_state_with_optimizer(
+        self, path: str, base_model: str | None = None, **_: Any
+    ) -> TrainingClient:
+        """A new client that continues exactly where the checkpoint left off."""
+        return self._from_state(path, base_model, with_optimizer=True)
+
+    def _from_state(self, path: str, base_model: str | None, *, with_optimizer: bool):
+        folder = ckpt.resolve_path(path)
+        meta = ckpt.read_meta(folder)
+        lora = LoraConfig(**meta["lora"])
+        client = self.create_lora_training_client(
+            base_model or meta["base_model"], rank=lora.rank, seed=lora.seed,
+            train_mlp=lora.train_mlp, train_attn=lora.train_attn,
+            train_unembed=lora.train_unembed,
+        )
+        load = client.load_state_with_optimizer if with_optimizer else client.load_state
+        load(path).result()
+        return client
+
+    def create_sampling_client(
+        self, model_path: str | None = None, base_model: str | None = None, **_: Any
+    ):
+        if model_path is None and base_model is None:
+            raise InvalidInputError("model_path", "give model_path or base_model")
+        from mint_rl.sampler.sampling_client import SamplingClient
+
+        if model_path is not None:
+            folder = ckpt.resolve_path(model_path)
+            return SamplingClient(base_model=base_model or _adapter_base(folder),
+                                  model_path=str(folder))
+        return SamplingClient(base_model=base_model)
+
+    # Async forms: single await, as in Tinker.
+    async def create_lora_training_client_async(self, *args: Any, **kw: Any) -> TrainingClient:
+        import anyio
+
+        return await anyio.to_thread.run_sync(
+            lambda: self.create_lora_training_client(*args, **kw)
+        )
+
+
+def _adapter_base(folder: Path) -> str:
+    import json
+
+    config = json.loads((folder / "adapter_config.json").read_text())
+    return config.get("base_model_name_or_path") or DEFAULT_MODEL
+
+
+class TrainingClient:
+    def __init__(
+        self,
+        engine: LearnerEngine,
+        *,
+        base_model: str,
+        user_metadata: dict[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.base_model = base_model
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.user_metadata = user_metadata or {}
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"mint-learner-{self.run_id}"
+        )
+        self._submit_lock = threading.Lock()
+
+    def _submit(self, fn: Callable[..., T], *args: Any, **kw: Any) -> APIFuture[T]:
+        with self._submit_lock:  # submission order == execution order
+            return APIFuture(self._worker.submit(fn, *args, **kw))
+
+    # ----------------------------------------------------------------------------------------
+    # training
+
+    def forward(
+        self, data: Sequence[Datum], loss_fn: str, loss_fn_config: dict[str, float] | None = None
+    ) -> APIFuture[ForwardBackwardOutput]:
+        """Loss and logprobs without touching gradients."""
+        loss, batch = self.engine.prepare(data, loss_fn)
+        config = loss.config(loss_fn_config)
+        return self._submit(self.engine.forward_backward, batch, loss, config, backward=False)
+
+    def forward_backward(
+        self, data: Sequence[Datum], loss_fn: str, loss_fn_config: dict[str, float] | None = None
+    ) -> APIFuture[ForwardBackwardOutput]:
+        """Adds this batch's gradient to the accumulated one; applied by optim_step."""
+        loss, batch = self.engine.prepare(data, loss_fn)
+        config = loss.config(loss_fn_config)
+        return self._submit(self.engine.forward_backward, batch, loss, config, backward=True)
+
+    def forward_backward_custom(
+        self, data: Sequence[Datum], loss_fn: CustomLossFn, **_: Any
+    ) -> APIFuture[ForwardBackwardOutput]:
+        """`loss_fn(data, logprobs) -> (loss, metrics)`; logprobs[d] has one entry per token."""
+        if not callable(loss_fn):
+            raise InvalidInputError("loss_fn", "must be callable(data, logprobs)")
+        _, batch = self.engine.prepare(data, None)
+        return self._submit(self.engine.forward_backward_custom, list(data), batch, loss_fn)
+
+    def optim_step(self, adam_params: AdamParams) -> APIFuture[OptimStepResponse]:
+        if not isinstance(adam_params, AdamParams):
+            raise InvalidInputError("adam_params", "must be a types.AdamParams")
+        return self._submit(lambda: OptimStepResponse(self.engine.optim_step(adam_params)))
+
+    # ----------------------------------------------------------------------------------------
+    # checkpoints
+
+    def save_state(
+        self, name: str, ttl_seconds: int | None = None, overwrite: bool = False
+    ) -> APIFuture[SaveWeightsResponse]:
+        """Weights + optimizer state, resumable with load_state_with_optimizer."""
+        target = ckpt.checkpoint_dir(self.run_id, "weights", name)
+
+        def save() -> SaveWeightsResponse:
+            meta = ckpt.state_meta(self.base_model, self.engine.lora_config, self.engine.step)
+            optimizer = self.engine.optimizer_state()
+
+            def write(folder: Path) -> None:
+                ckpt.write_adapter(folder, self.engine.model)
+                ckpt.write_state(folder, meta, optimizer)
+
+            ckpt.write_atomically(target, write, overwrite=overwrite)
+            return SaveWeightsResponse(ckpt.public_path(self.run_id, "weights", name))
+
+        return self._submit(save)
+
+    def load_state(self, path: str, **_: Any) -> APIFuture[LoadWeightsResponse]:
+        """Weights only; the optimizer starts fresh."""
+        return self._load(path, with_optimizer=False)
+
+    def load_state_with_optimizer(self, path: str, **_: Any) -> APIFuture[LoadWeightsResponse]:
+        return self._load(path, with_optimizer=True)
+
+    def _load(self, path: str, *, with_optimizer: bool) -> APIFuture[LoadWeightsResponse]:
+        folder = ckpt.resolve_path(path)
+        adapter = ckpt.read_adapter(folder)
+        mine = self.engine.lora_state()
+        if set(adapter) != set(mine) or any(adapter[k].shape != mine[k].shape for k in mine):
+            raise InvalidInputError("path", f"{path!r} holds a LoRA of another shape or targets "
+                                    "than this client's (rank or train_* flags differ)")
+        meta = ckpt.read_meta(folder) if with_optimizer else None
+        optimizer = ckpt.read_optimizer(folder) if with_optimizer else None
+
+        def load() -> LoadWeightsResponse:
+            self.engine.load_lora_state(adapter)
+            self.engine.zero_grad()
+            if optimizer is not None and meta is not None:
+                self.engine.load_optimizer_state(optimizer)
+                self.engine.step = int(meta["step"])
+            else:
+                self.engine.reset_optimizer()
+            return LoadWeightsResponse(path)
+
+        return self._submit(load)
+
+    def save_weights_for_sampler(
+        self, name: str, ttl_seconds: int | None = None, overwrite: bool = True
+    ) -> APIFuture[SaveWeightsForSamplerResponse]:
+        """A standard PEFT adapter folder that vLLM and peft load as it is."""
+        target = ckpt.checkpoint_dir(self.run_id, "sampler_weights", name)
+
+        def save() -> SaveWeightsForSamplerResponse:
+            ckpt.write_atomically(
+                target, lambda f: ckpt.write_adapter(f, self.engine.model), overwrite=overwrite
+            )
+            return SaveWeightsForSamplerResponse(
+                ckpt.public_path(self.run_id, "sampler_weights", name)
+            )
+
+        return self._submit(save)
+
+    def save_weights_and_get_sampling_client(self, name: str | None = None, **_: Any):
+        """A SamplingClient frozen on the current weights (the policy version is the step)."""
+        from mint_rl.sampler.sampling_client import SamplingClient
+
+        version = self.engine.step
+        path = self.save_weights_for_sampler(name or f"step-{version:06d}").result()
+        return SamplingClient(base_model=self.base_model, model_path=str(
+            ckpt.resolve_path(path.path)), policy_version=version)
+
+    def create_sampling_client(self, model_path: str, **_: Any):
+        from mint_rl.sampler.sampling_client import SamplingClient
+
+        return SamplingClient(base_model=self.base_model,
+                              model_path=str(ckpt.resolve_path(model_path)))
+
+    # ----------------------------------------------------------------------------------------
+    # info
+
+    def get_tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    def get_info(self) -> GetInfoResponse:
+        config = self.engine.model.get_base_model().config
+        arch = (config.architectures or [config.model_type])[0]
+        return GetInfoResponse(
+            model_id=self.run_id,
+            model_data=ModelData(arch=arch, model_name=self.base_model,
+                                 tokenizer_id=self.base_model),
+            is_lora=True,
+            lora_rank=self.engine.lora_config.rank,
+            model_name=self.base_model,
+        )
+
+    def close(self) -> None:
+        """Finishes queued calls and stops the worker thread."""
+        self._worker.shutdown(wait=True)
+
+    # ----------------------------------------------------------------------------------------
+    # async forms: the first await submits (ordering fixed), the second waits for the result
+
+    async def forward_async(self, *a: Any, **kw: Any) -> APIFuture[ForwardBackwardOutput]:
+        return self.forward(*a, **kw)
+
+    async def forward_backward_async(self, *a: Any, **kw: Any) -> APIFuture[ForwardBackwardOutput]:
+        return self.forward_backward(*a, **kw)
+
+    async def forward_backward_custom_async(
+        self, *a: Any, **kw: Any
+    ) -> APIFuture[ForwardBackwardOutput]:
+        return self.forward_backward_custom(*a, **kw)
+
+    async def optim_step_async(self, *a: Any, **kw: Any) -> APIFuture[OptimStepResponse]:
+        return self.optim_step(*a, **kw)
+
+    async def save_state_async(self, *a: Any, **kw: Any) -> APIFuture[SaveWeightsResponse]:
+        return self.save_state(*a, **kw)
+
+    async def load_state_async(self, *a: Any, **kw: Any) -> APIFuture[LoadWeightsResponse]:
+        return self.load_state(*a, **kw)
+
+    async def load_state_with_optimizer_async(
+        self, *a: Any, **kw: Any
+    ) -> APIFuture[LoadWeightsResponse]:
+        return self.load_state_with_optimizer(*a, **kw)
+
+    async def save_weights_for_sampler_async(
+        self, *a: Any, **kw: Any
+    ) -> APIFuture[SaveWeightsForSamplerResponse]:
+        return self.save_weights_for_sampler(*a, **kw)
+
+    async def save_weights_and_get_sampling_client_async(self, *a: Any, **kw: Any):
+        import anyio
+
+        return await anyio.to_thread.run_sync(
+            lambda: self.save_weights_and_get_sampling_client(*a, **kw)
+        )

@@ -1,0 +1,118 @@
+"""Checkpoints on disk: safetensors + JSON, written atomically, loaded without pickle.
+
+    <run>/weights/<name>/           resumable state (save_state)
+        adapter_model.safetensors   LoRA tensors (PEFT names)
+        adapter_config.json         PEFT config: the folder is a standard PEFT adapter
+        optimizer.safetensors       AdamW moments and step counts, keyed "<param>::<field>"
+        mint_state.json             base model, LoRA settings, optimizer step
+    <run>/sampler_weights/<name>/   adapter only (save_weights_for_sampler): vLLM and peft load it
+
+Paths handed to users look like Tinker's: `mint://<run_id>/weights/<name>` (`tinker://` accepted),
+or a plain local folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from mint_rl.errors import ConflictError, InvalidInputError, NotFoundError
+from mint_rl.models import mint_home
+from mint_rl.types import LoraConfig
+
+KINDS = ("weights", "sampler_weights")
+
+
+def runs_dir() -> Path:
+    return mint_home() / "runs"
+
+
+def checkpoint_dir(run_id: str, kind: str, name: str) -> Path:
+    if not name or "/" in name or name in (".", ".."):
+        raise InvalidInputError("name", f"must be a plain folder name, got {name!r}")
+    return runs_dir() / run_id / kind / name
+
+
+def public_path(run_id: str, kind: str, name: str) -> str:
+    return f"mint://{run_id}/{kind}/{name}"
+
+
+def resolve_path(path: str) -> Path:
+    """mint://run/kind/name, tinker://run/kind/name, or a local folder -> existing folder."""
+    if not isinstance(path, str) or not path:
+        raise InvalidInputError("path", f"must be a non-empty string, got {path!r}")
+    for scheme in ("mint://", "tinker://"):
+        if path.startswith(scheme):
+            parts = path[len(scheme):].strip("/").split("/")
+            if len(parts) != 3 or parts[1] not in KINDS:
+                raise InvalidInputError(
+                    "path", f"{path!r} is not of the form {scheme}<run_id>/<weights|"
+                    "sampler_weights>/<name>"
+                )
+            local = runs_dir() / parts[0] / parts[1] / parts[2]
+            break
+    else:
+        local = Path(path).expanduser()
+    if not (local / "adapter_model.safetensors").exists():
+        raise NotFoundError(f"path: no checkpoint at {path!r} (looked in {local})")
+    return local
+
+
+def write_atomically(target: Path, write: Any, *, overwrite: bool) -> None:
+    """Calls write(tmp_folder), then renames it to `target`: readers never see half a folder."""
+    if target.exists() and not overwrite:
+        raise ConflictError(f"name: a checkpoint already exists at {target}; pass overwrite=True")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        write(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_adapter(folder: Path, model: Any) -> None:
+    """A standard PEFT adapter folder (peft writes safetensors by default)."""
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+def write_state(folder: Path, meta: dict[str, Any], optimizer: dict[str, Any]) -> None:
+    save_file({k: v.contiguous() for k, v in optimizer.items()}, folder / "optimizer.safetensors")
+    (folder / "mint_state.json").write_text(json.dumps(meta, indent=2))
+
+
+def state_meta(base_model: str, lora: LoraConfig, step: int) -> dict[str, Any]:
+    return {"format": 1, "base_model": base_model, "lora": asdict(lora), "step": step}
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    meta_file = folder / "mint_state.json"
+    if not meta_file.exists():
+        raise NotFoundError(f"path: {folder} is a sampler checkpoint (no mint_state.json); "
+                            "resume needs a save_state checkpoint")
+    return json.loads(meta_file.read_text())
+
+
+def read_adapter(folder: Path) -> dict[str, Any]:
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def read_optimizer(folder: Path) -> dict[str, Any]:
+    file = folder / "optimizer.safetensors"
+    if not file.exists():
+        raise NotFoundError(f"path: {folder} holds no optimizer state")
+    return load_file(file)

@@ -1,0 +1,278 @@
+"""The learner: a LoRA model (torch + peft) with forward, forward_backward, and optim_step.
+
+Blocking and single-threaded by design: the TrainingClient runs these methods one at a time, in
+submission order, on its worker thread. A step reads top to bottom:
+
+    prepare (validate) -> pack rows -> decoder forward -> logprobs at the needed positions
+    -> loss per datum (summed) -> backward (gradients accumulate until optim_step)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from mint_rl.learner.inputs import PreparedDatum, prepare_batch
+from mint_rl.learner.logprobs import selective_logprobs
+from mint_rl.learner.lora import add_lora
+from mint_rl.learner.packing import PackedBatch, pack
+from mint_rl.losses import Loss, get_loss
+from mint_rl.types import AdamParams, Datum, ForwardBackwardOutput, LoraConfig, TensorData
+
+log = logging.getLogger(__name__)
+
+CustomLossFn = Callable[[list[Datum], list[torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class LearnerSettings:
+    """How the learner computes; none of this changes the maths beyond float rounding."""
+
+    dtype: str = "float32"  # "float32" (exact reference) or "bfloat16" (autocast, fp32 softmax)
+    row_capacity: int = 512  # tokens per packed row
+    tokens_per_microbatch: int = 4096  # bounds activation memory; gradients accumulate across
+    share_prefixes: bool = True  # compute a prompt shared by several samples once
+    num_threads: int | None = None  # torch intra-op threads (None = torch's default)
+
+    def __post_init__(self) -> None:
+        from mint_rl.errors import InvalidInputError
+
+        if self.dtype not in ("float32", "bfloat16"):
+            raise InvalidInputError("dtype", f"must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.row_capacity < 1 or self.tokens_per_microbatch < 1:
+            raise InvalidInputError("row_capacity", "and tokens_per_microbatch must be >= 1")
+
+
+class LearnerEngine:
+    def __init__(
+        self, model_dir: Path, lora: LoraConfig, settings: LearnerSettings | None = None
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.lora_config = lora
+        self.settings = settings or LearnerSettings()
+        if self.settings.num_threads:
+            torch.set_num_threads(self.settings.num_threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        base = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+        self.model = add_lora(base, lora)
+        self.model.train()
+        self.vocab_size = int(base.config.vocab_size)
+        self.decoder = self.model.get_base_model().get_decoder()
+        self.lm_head = self.model.get_base_model().get_output_embeddings()
+        self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=1e-4, betas=(0.9, 0.95),
+                                           eps=1e-12, weight_decay=0.0)
+        self.step = 0  # optimizer steps taken: the policy version
+
+    # ----------------------------------------------------------------------------------------
+    # forward / forward_backward
+
+    def prepare(self, data: Sequence[Datum], loss_fn: str | None) -> tuple[Loss | None, list]:
+        loss = get_loss(loss_fn) if loss_fn is not None else None
+        return loss, prepare_batch(data, loss, self.vocab_size)
+
+    def forward_backward(
+        self, batch: list[PreparedDatum], loss: Loss, config: dict[str, float], *, backward: bool
+    ) -> ForwardBackwardOutput:
+        """Loss (summed) and per-datum logprobs; with `backward`, gradients accumulate."""
+        logprobs: list[torch.Tensor] = [torch.empty(0)] * len(batch)
+        total = 0.0
+        metric_sums: dict[str, float] = {}
+        for indices in self._microbatches(batch):
+            part = [batch[i] for i in indices]
+            trained = [loss.trained(d.x) for d in part] if backward else None
+            with contextlib.nullcontext() if backward else torch.no_grad():
+                lps = self._logprobs(part, trained)
+                per_datum = [loss.per_token(lp, d.x, config).sum()
+                             for lp, d in zip(lps, part, strict=True)]
+                part_loss = torch.stack(per_datum).sum()
+                if backward and part_loss.requires_grad:
+                    part_loss.backward()
+            total += float(part_loss.detach())
+            for i, lp in zip(indices, lps, strict=True):
+                logprobs[i] = lp.detach()
+            _accumulate(metric_sums, _loss_metrics(loss, part, lps, config))
+        metrics = {"loss:sum": total, **_finish_metrics(metric_sums)}
+        return _output(logprobs, metrics)
+
+    def forward_backward_custom(
+        self, data: Sequence[Datum], batch: list[PreparedDatum], fn: CustomLossFn
+    ) -> ForwardBackwardOutput:
+        """Any differentiable function of the per-datum logprobs, in one forward/backward pass."""
+        lps = self._logprobs(batch, trained=None)
+        loss, user_metrics = fn(list(data), lps)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            from mint_rl.errors import InvalidInputError
+
+            raise InvalidInputError("loss_fn", "must return (scalar tensor, dict of metrics)")
+        if not torch.isfinite(loss):
+            raise FloatingPointError("forward_backward_custom: the custom loss is not finite")
+        # Tinker reports the linear surrogate sum(dL/dlogp * logp) as loss:sum; same here.
+        grads = torch.autograd.grad(loss, lps, retain_graph=True, allow_unused=True)
+        surrogate = sum(
+            float((g * lp).sum()) for g, lp in zip(grads, lps, strict=True) if g is not None
+        )
+        loss.backward()
+        metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()),
+                   **{k: float(v) for k, v in (user_metrics or {}).items()}}
+        return _output([lp.detach() for lp in lps], metrics)
+
+    def _microbatches(self, batch: list[PreparedDatum]) -> list[list[int]]:
+        """Splits the batch by token budget, keeping datums with the same prompt together."""
+        order = sorted(range(len(batch)), key=lambda i: batch[i].tokens)
+        out: list[list[int]] = [[]]
+        used = 0
+        budget = self.settings.tokens_per_microbatch
+        for i in order:
+            n = len(batch[i].tokens)
+            if out[-1] and used + n > budget:
+                out.append([])
+                used = 0
+            out[-1].append(i)
+            used += n
+        return out
+
+    def _logprobs(
+        self, batch: list[PreparedDatum], trained: list[torch.Tensor] | None
+    ) -> list[torch.Tensor]:
+        packed = self.pack([d.tokens for d in batch])
+        autocast = (
+            torch.autocast("cpu" if packed.input_ids.device.type == "cpu" else "cuda",
+                           dtype=torch.bfloat16)
+            if self.settings.dtype == "bfloat16"
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            hidden = self.decoder(
+                input_ids=packed.input_ids,
+                attention_mask=packed.attention_mask,
+                position_ids=packed.position_ids,
+            ).last_hidden_state
+            hidden_flat = hidden.reshape(-1, hidden.shape[-1])
+            flat = selective_logprobs(
+                hidden_flat,
+                self.lm_head,
+                torch.cat(packed.columns),
+                torch.cat([d.targets for d in batch]),
+                torch.cat(trained) if trained is not None else None,
+            )
+        return list(flat.split([len(d.tokens) for d in batch]))
+
+    def pack(self, seqs: list[list[int]]) -> PackedBatch:
+        return pack(
+            seqs,
+            row_capacity=self.settings.row_capacity,
+            share_prefixes=self.settings.share_prefixes,
+            pad_id=self.tokenizer.pad_token_id or 0,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # optimizer
+
+    def optim_step(self, adam: AdamParams) -> dict[str, float]:
+        grads = [p.grad for p in self.params.values() if p.grad is not None]
+        norms = [torch.linalg.vector_norm(g) for g in grads]
+        grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError("optim_step: gradient norm is not finite; step skipped")
+        if adam.grad_clip_norm > 0 and grad_norm > adam.grad_clip_norm:
+            for g in grads:
+                g.mul_(adam.grad_clip_norm / (grad_norm + 1e-6))
+        for group in self.optimizer.param_groups:
+            group.update(lr=adam.learning_rate, betas=(adam.beta1, adam.beta2), eps=adam.eps,
+                         weight_decay=adam.weight_decay)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"grad_norm:mean": grad_norm, "learning_rate:mean": adam.learning_rate,
+                "step:max": float(self.step)}
+
+    # ----------------------------------------------------------------------------------------
+    # state: LoRA tensors and Adam moments, keyed by parameter name
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, state)
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for name, p in self.params.items():
+            for key, value in self.optimizer.state.get(p, {}).items():
+                out[f"{name}::{key}"] = torch.as_tensor(value).detach().clone()
+        return out
+
+    def load_optimizer_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.optimizer.state.clear()
+        for name, p in self.params.items():
+            entries = {k.split("::", 1)[1]: v for k, v in state.items()
+                       if k.split("::", 1)[0] == name}
+            if entries:
+                self.optimizer.state[p] = {k: v.clone() for k, v in entries.items()}
+
+    def reset_optimizer(self) -> None:
+        self.optimizer.state.clear()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def _output(logprobs: list[torch.Tensor], metrics: dict[str, float]) -> ForwardBackwardOutput:
+    return ForwardBackwardOutput(
+        loss_fn_output_type="target_logprobs",
+        loss_fn_outputs=[{"logprobs": TensorData.from_torch(lp)} for lp in logprobs],
+        metrics=metrics,
+    )
+
+
+def _loss_metrics(
+    loss: Loss, batch: list[PreparedDatum], lps: list[torch.Tensor], config: dict[str, float]
+) -> dict[str, Any]:
+    """Sums for mean metrics over trained tokens: ratio, clip fraction, sampler-learner KL."""
+    if not loss.is_rl:
+        return {}
+    sums = {"tokens": 0.0, "ratio": 0.0, "clipped": 0.0, "kl": 0.0}
+    lo = config.get("clip_low_threshold")
+    hi = config.get("clip_high_threshold")
+    for d, lp in zip(batch, lps, strict=True):
+        mask = d.x["weights"] != 0
+        if not mask.any():
+            continue
+        log_ratio = lp.detach()[mask] - d.x["logprobs"][mask]
+        ratio = log_ratio.exp()
+        sums["tokens"] += float(mask.sum())
+        sums["ratio"] += float(ratio.sum())
+        sums["kl"] += float((-log_ratio).sum())
+        if lo is not None and hi is not None:
+            sums["clipped"] += float(((ratio < lo) | (ratio > hi)).sum())
+    return sums
+
+
+def _accumulate(into: dict[str, float], part: dict[str, float]) -> None:
+    for k, v in part.items():
+        into[k] = into.get(k, 0.0) + v
+
+
+def _finish_metrics(sums: dict[str, float]) -> dict[str, float]:
+    n = sums.get("tokens", 0.0)
+    if not n:
+        return {}
+    return {
+        "ratio:mean": sums["ratio"] / n,
+        "clip_frac:mean": sums["clipped"] / n,
+        "kl_sample_train:mean": sums["kl"] / n,
+    }

@@ -1,0 +1,125 @@
+"""Checking a batch of datums against a loss and turning it into tensors.
+
+Everything that can be wrong with a request is found here, before the model runs, so a rejected
+call leaves the accumulated gradient exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mint_rl.errors import InvalidInputError, MissingLossInputError
+from mint_rl.losses import Loss
+from mint_rl.types import Datum
+
+log = logging.getLogger(__name__)
+_warned_keys: set[tuple[str, str]] = set()
+
+
+@dataclass
+class PreparedDatum:
+    tokens: list[int]  # model_input as ints, length N
+    targets: torch.Tensor  # (N,) int64
+    x: dict[str, torch.Tensor]  # per-token float inputs of the loss, each (N,)
+
+
+def prepare_batch(
+    data: Sequence[Datum], loss: Loss | None, vocab_size: int
+) -> list[PreparedDatum]:
+    """Validates `data` for `loss` (None = custom loss: only target_tokens needed)."""
+    if not isinstance(data, (list, tuple)) or len(data) == 0:
+        raise InvalidInputError("data", "must be a non-empty list of types.Datum")
+    return [_prepare(i, d, loss, vocab_size) for i, d in enumerate(data)]
+
+
+def _prepare(i: int, datum: Datum, loss: Loss | None, vocab_size: int) -> PreparedDatum:
+    if not isinstance(datum, Datum):
+        raise InvalidInputError(f"data[{i}]", f"must be a types.Datum, got {type(datum).__name__}")
+    where = f"data[{i}]"
+    inputs = datum.loss_fn_inputs
+    required = loss.required if loss is not None else ("target_tokens",)
+    missing = [k for k in required if k not in inputs]
+    if missing:
+        hint = ""
+        if "logprobs" in missing and "target_logprobs" in inputs:
+            hint = "'target_logprobs' is the learner's output; pass the sampler's as 'logprobs'"
+        name = loss.name if loss is not None else "custom"
+        raise MissingLossInputError(name, missing, list(required), hint)
+
+    tokens = datum.model_input.to_ints()
+    n = len(tokens)
+    if n == 0:
+        raise InvalidInputError(f"{where}.model_input", "is empty")
+    _check_ids(f"{where}.model_input", np.asarray(tokens), vocab_size)
+
+    target_data = inputs["target_tokens"]
+    if target_data.shape is not None and len(target_data.shape) != 1:
+        raise InvalidInputError(
+            f"{where}.loss_fn_inputs['target_tokens']",
+            f"must be 1-D, got shape {target_data.shape}",
+        )
+    targets = target_data.to_numpy()
+    _check_length(f"{where}.loss_fn_inputs['target_tokens']", len(targets), n)
+    _check_ids(f"{where}.loss_fn_inputs['target_tokens']", targets, vocab_size)
+
+    x: dict[str, torch.Tensor] = {}
+    if loss is not None:
+        float_keys = [k for k in ("weights", "mask", "logprobs", "advantages") if k in inputs]
+        arrays = {k: _float_array(f"{where}.loss_fn_inputs[{k!r}]", inputs[k]) for k in float_keys}
+        for key, array in arrays.items():
+            if key == "advantages" and len(array) == 1 and n > 1:
+                continue  # one advantage per trajectory: broadcast below
+            _check_length(f"{where}.loss_fn_inputs[{key!r}]", len(array), n)
+        if loss.is_rl:
+            weights = arrays.get("weights", arrays.get("mask"))
+            adv = arrays["advantages"]
+            if len(adv) == 1 and n > 1:
+                spread = weights != 0 if weights is not None else np.ones(n, dtype=bool)
+                adv = np.where(spread, adv[0], 0.0).astype(np.float32)
+            if weights is None:
+                weights = (adv != 0).astype(np.float32)
+            x = {"weights": weights, "advantages": adv, "logprobs": arrays["logprobs"]}
+        else:
+            x = {"weights": arrays["weights"]}
+        x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x.items()}
+        _warn_unused(inputs.keys(), set(required) | {"weights", "mask"}, loss.name)
+    return PreparedDatum(tokens=tokens, targets=torch.from_numpy(targets.astype(np.int64)), x=x)
+
+
+def _float_array(field: str, tensor_data) -> np.ndarray:
+    array = tensor_data.to_numpy().astype(np.float32).reshape(-1)
+    if tensor_data.shape is not None and len(tensor_data.shape) > 1:
+        raise InvalidInputError(field, f"must be 1-D, got shape {tensor_data.shape}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise InvalidInputError(field, f"has a non-finite value at position {int(bad.argmax())}")
+    return array
+
+
+def _check_length(field: str, got: int, expected: int) -> None:
+    if got != expected:
+        raise InvalidInputError(
+            field, f"has length {got} but model_input has length {expected}; they must match"
+        )
+
+
+def _check_ids(field: str, ids: np.ndarray, vocab_size: int) -> None:
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bad.any():
+        j = int(bad.argmax())
+        raise InvalidInputError(
+            field,
+            f"token id {int(ids[j])} at position {j} is outside the vocabulary [0, {vocab_size})",
+        )
+
+
+def _warn_unused(keys, used: set[str], loss_name: str) -> None:
+    for key in keys:
+        if key not in used and (loss_name, key) not in _warned_keys:
+            _warned_keys.add((loss_name, key))
+            log.warning("loss_fn_inputs[%r] is not used by %s; ignored", key, loss_name)

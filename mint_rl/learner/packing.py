@@ -1,0 +1,158 @@
+"""Packing sequences into rows: no padding to the longest, and shared prompts computed once.
+
+An RL batch is groups of samples that share a prompt. Instead of running `prompt + completion_i`
+for every sample, a row holds `prompt, completion_1, completion_2, ...`: the prompt is computed once
+and each completion attends to the prompt and to itself (a block mask, positions continuing from
+the prompt). Gradients flow into the shared prompt from every completion, so the result equals
+running the sequences one by one. Units (a prompt group, or one sequence) are then packed
+first-fit-decreasing into rows of a fixed capacity, so short sequences fill the space that
+padding to the longest would waste.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Row:
+    tokens: list[int]
+    positions: list[int]
+    segment: list[int]  # attention segment of each column (unique per sequence/prompt)
+    prefix_of: list[int]  # for a prompt column: its group id; else -1
+    group: list[int]  # group id of each column
+
+
+@dataclass
+class PackedBatch:
+    input_ids: torch.Tensor  # (R, L)
+    position_ids: torch.Tensor  # (R, L)
+    attention_mask: torch.Tensor  # (R, 1, L, L) bool, True = may attend
+    # For datum d, its N_d positions as flat indices into the (R*L) columns.
+    columns: list[torch.Tensor]
+    real_tokens: int  # columns holding a token (the rest is padding)
+
+    @property
+    def padding_fraction(self) -> float:
+        total = self.input_ids.numel()
+        return 1.0 - self.real_tokens / total if total else 0.0
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _prompt_groups(seqs: list[list[int]], min_shared: int) -> list[tuple[int, list[int]]]:
+    """Groups datums whose sequences share a prefix of at least `min_shared` tokens.
+
+    Returns (shared prefix length, datum indices) per group; single datums have prefix 0.
+    """
+    order = sorted(range(len(seqs)), key=lambda d: seqs[d])
+    groups: list[tuple[int, list[int]]] = []
+    for d in order:
+        if groups:
+            shared, members = groups[-1]
+            prev = seqs[members[-1]]
+            lcp = _common_prefix(prev, seqs[d])
+            new_shared = lcp if len(members) == 1 else min(shared, lcp)
+            # A prefix must leave every member at least one token of its own, so no member's
+            # last position lies inside the shared block (keeps the column map simple).
+            shortest = min(len(seqs[m]) for m in [*members, d])
+            new_shared = min(new_shared, shortest - 1)
+            if new_shared >= min_shared:
+                groups[-1] = (new_shared, [*members, d])
+                continue
+        groups.append((0, [d]))
+    return groups
+
+
+def pack(
+    seqs: list[list[int]],
+    *,
+    row_capacity: int = 512,
+    share_prefixes: bool = True,
+    min_shared: int = 8,
+    pad_id: int = 0,
+) -> PackedBatch:
+    """Packs token sequences into rows; `columns[d]` maps datum d's positions into the rows."""
+    if share_prefixes:
+        groups = _prompt_groups(seqs, min_shared)
+    else:
+        groups = [(0, [d]) for d in range(len(seqs))]
+    unit_len = [shared + sum(len(seqs[d]) - shared for d in members) for shared, members in groups]
+    capacity = max(row_capacity, max(unit_len))
+
+    # First-fit decreasing: longest units first, each into the first row with room.
+    rows: list[Row] = []
+    columns: list[tuple[int, list[int]]] = [(0, [])] * len(seqs)  # datum -> (row, columns)
+    segment_id = 0
+    for g in sorted(range(len(groups)), key=lambda g: -unit_len[g]):
+        shared, members = groups[g]
+        row_index = next(
+            (i for i, r in enumerate(rows) if len(r.tokens) + unit_len[g] <= capacity), None
+        )
+        if row_index is None:
+            rows.append(Row([], [], [], [], []))
+            row_index = len(rows) - 1
+        row = rows[row_index]
+        prefix_start = len(row.tokens)
+        if shared:
+            first = seqs[members[0]]
+            row.tokens += first[:shared]
+            row.positions += list(range(shared))
+            row.segment += [segment_id] * shared
+            row.prefix_of += [g] * shared
+            row.group += [g] * shared
+            segment_id += 1
+        for d in members:
+            start = len(row.tokens)
+            own = seqs[d][shared:]
+            row.tokens += own
+            row.positions += list(range(shared, len(seqs[d])))
+            row.segment += [segment_id] * len(own)
+            row.prefix_of += [-1] * len(own)
+            row.group += [g] * len(own)
+            segment_id += 1
+            cols = list(range(prefix_start, prefix_start + shared)) + list(
+                range(start, start + len(own))
+            )
+            columns[d] = (row_index, cols)
+
+    width = max(len(r.tokens) for r in rows)
+    n_rows = len(rows)
+    input_ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((n_rows, width), dtype=torch.long)
+    segment = torch.full((n_rows, width), -1, dtype=torch.long)
+    group = torch.full((n_rows, width), -1, dtype=torch.long)
+    is_prefix = torch.zeros((n_rows, width), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        n = len(r.tokens)
+        input_ids[i, :n] = torch.tensor(r.tokens)
+        position_ids[i, :n] = torch.tensor(r.positions)
+        segment[i, :n] = torch.tensor(r.segment)
+        group[i, :n] = torch.tensor(r.group)
+        is_prefix[i, :n] = torch.tensor([p >= 0 for p in r.prefix_of], dtype=torch.bool)
+        # Padding columns: each its own segment, so its attention row is not empty (no NaN).
+        pad = torch.arange(n, width)
+        segment[i, n:] = -2 - pad
+        group[i, n:] = -2 - pad
+
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    same_group = group[:, :, None] == group[:, None, :]
+    same_segment = segment[:, :, None] == segment[:, None, :]
+    mask = causal & same_group & (same_segment | is_prefix[:, None, :])
+
+    flat_columns = [torch.tensor(cols, dtype=torch.long) + r * width for r, cols in columns]
+    return PackedBatch(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=mask[:, None],
+        columns=flat_columns,
+        real_tokens=sum(len(r.tokens) for r in rows),
+    )
