@@ -31,7 +31,9 @@ KINDS = ("weights", "sampler_weights")
 
 
 def runs_dir() -> Path:
-    return mint_home() / "runs"
+    """Where run checkpoints live: `$MINT_RL_RUNS`, default `$MINT_RL_HOME/runs`."""
+    override = os.environ.get("MINT_RL_RUNS")
+    return Path(override) if override else mint_home() / "runs"
 
 
 def checkpoint_dir(run_id: str, kind: str, name: str) -> Path:

@@ -1,0 +1,64 @@
+"""Test helpers: an RL-shaped batch and a reference computation independent of the learner."""
+
+from __future__ import annotations
+
+import torch
+
+from mint_rl import types
+
+
+def rl_batch(
+    vocab: int, *, seed: int = 0, groups: int = 2, samples: int = 3, prompt_len: int = 12
+) -> list[dict]:
+    """Groups of samples sharing a prompt; completions of different lengths (4..9 tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for _ in range(groups):
+        prompt = torch.randint(3, vocab, (prompt_len,), generator=g).tolist()
+        for s in range(samples):
+            completion = torch.randint(3, vocab, (4 + (s * 2) % 6,), generator=g).tolist()
+            full = prompt + completion
+            n = len(full) - 1
+            weights = [0.0] * (prompt_len - 1) + [1.0] * len(completion)
+            adv = 1.0 if s % 2 == 0 else -0.5
+            items.append({
+                "tokens": full[:-1],
+                "targets": full[1:],
+                "weights": weights,
+                "advantages": [a * adv for a in weights],
+                "n": n,
+            })
+    return items
+
+
+def reference_logprobs(model: torch.nn.Module, tokens: list[int], targets: list[int]):
+    """Plain HF forward of one unpadded sequence, full log-softmax, gather: no packing."""
+    logits = model(input_ids=torch.tensor([tokens])).logits[0].float()
+    return logits.log_softmax(-1).gather(-1, torch.tensor(targets)[:, None]).squeeze(-1)
+
+
+def to_datums(items: list[dict], loss_fn: str, sampler_logprobs: list[list[float]]) -> list:
+    datums = []
+    for item, q in zip(items, sampler_logprobs, strict=True):
+        inputs = {"target_tokens": item["targets"]}
+        if loss_fn == "cross_entropy":
+            inputs["weights"] = item["weights"]
+        else:
+            inputs.update(logprobs=q, advantages=item["advantages"], weights=item["weights"])
+        datums.append(types.Datum(model_input=types.ModelInput.from_ints(item["tokens"]),
+                                  loss_fn_inputs=inputs))
+    return datums
+
+
+def lora_grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters()
+            if p.requires_grad and p.grad is not None}
+
+
+def randomize_lora_b(model: torch.nn.Module, seed: int = 1, scale: float = 0.02) -> None:
+    """LoRA B starts at 0; make it non-zero so the adapter matters and all grads are live."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
