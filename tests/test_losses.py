@@ -24,7 +24,8 @@ def _hard_clip(r, lo, hi):
 def _soft_clip(r, lo, hi, beta):
     d = torch.log(r)
     a, b = math.log(lo), math.log(hi)
-    s = a + torch.log1p(torch.exp(beta * (d - a))) / beta - torch.log1p(torch.exp(beta * (d - b))) / beta
+    softplus = lambda x: torch.log1p(torch.exp(beta * x)) / beta  # noqa: E731
+    s = a + softplus(d - a) - softplus(d - b)
     return torch.exp(s)
 
 

@@ -54,12 +54,12 @@ def _bad_requests(vocab: int):
          lambda c: c.forward_backward([_datum([5, 6, 7], **{**GOOD, "advantages": [nan]})], "ppo"),
          ValueError, "advantages"),
         ("inf logprob",
-         lambda c: c.forward_backward([_datum([5, 6, 7], **{**GOOD, "logprobs": [0, -math.inf, 0]})],
-                                      "ppo"),
+         lambda c: c.forward_backward(
+             [_datum([5, 6, 7], **{**GOOD, "logprobs": [0, -math.inf, 0]})], "ppo"),
          ValueError, "logprobs"),
         ("target token outside the vocabulary",
-         lambda c: c.forward_backward([_datum([5, 6, 7], **{**GOOD, "target_tokens": [6, 7, vocab]})],
-                                      "ppo"),
+         lambda c: c.forward_backward(
+             [_datum([5, 6, 7], **{**GOOD, "target_tokens": [6, 7, vocab]})], "ppo"),
          ValueError, "target_tokens"),
         ("input token outside the vocabulary",
          lambda c: c.forward_backward([_datum([5, vocab + 3, 7], **GOOD)], "ppo"),
