@@ -7,6 +7,7 @@ import threading
 import time
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from mint_rl.runtime import (
@@ -43,7 +44,7 @@ class Recorder(Actor):
         self.loaded = True
 
     async def teardown(self) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.torn_down += 1
         TEARDOWNS.append(self.seen[:])
 
@@ -51,7 +52,7 @@ class Recorder(Actor):
     async def record(self, x: int) -> int:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
-        await anyio.sleep(0)  # give other messages every chance to overlap
+        await anyio.lowlevel.checkpoint()  # give other messages every chance to overlap
         self.seen.append(x)
         self.active -= 1
         return x
@@ -186,7 +187,7 @@ def test_endpoint_rejects_sync_methods_and_the_reserved_timeout_name() -> None:
     with pytest.raises(TypeError, match="async def"):
         endpoint(lambda self: None)
 
-    async def takes_timeout(self: object, timeout: float) -> None: ...
+    async def takes_timeout(self: object, timeout: float) -> None: ...  # noqa: ASYNC109
 
     with pytest.raises(TypeError, match="reserved"):
         endpoint(takes_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from mint_rl.runtime import Actor, channel, endpoint, open_system
@@ -71,7 +72,7 @@ class SlowSink(Actor):
 
     @endpoint
     async def take(self, payload: bytes) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         self.total += len(payload)
 
     @endpoint

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,7 +34,7 @@ class Flaky(Actor):
     """Crashes on demand; counts instances so a restart is visible."""
 
     instances = 0
-    attempts: dict[str, int] = {}
+    attempts: ClassVar[dict[str, int]] = {}
 
     def __init__(self) -> None:
         Flaky.instances += 1
@@ -202,7 +205,7 @@ class Node(Actor):
         self.log.append(f"up {self.ctx.name}")
 
     async def teardown(self) -> None:
-        await anyio.sleep(0)  # a checkpoint: proves the cleanup is shielded
+        await anyio.lowlevel.checkpoint()  # a checkpoint: proves the cleanup is shielded
         self.log.append(f"down {self.ctx.name}")
 
     @endpoint

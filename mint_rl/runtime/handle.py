@@ -126,7 +126,12 @@ class ActorHandle(Generic[A]):
         return f"<ActorHandle {self.name}>"
 
     async def call(
-        self, endpoint: EndpointName, /, *args: Any, timeout: float | None = None, **kwargs: Any  # noqa: ASYNC109
+        self,
+        endpoint: EndpointName,
+        /,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 (the backend acts on it; see module doc)
+        **kwargs: Any,
     ) -> Any:
         """Send a message and wait for the endpoint's return value.
 
@@ -161,7 +166,12 @@ class ActorHandle(Generic[A]):
         await self._post(self._envelope(endpoint, args, kwargs, None, streaming=False))
 
     async def stream(
-        self, endpoint: EndpointName, /, *args: Any, timeout: float | None = None, **kwargs: Any  # noqa: ASYNC109
+        self,
+        endpoint: EndpointName,
+        /,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 (the backend acts on it; see module doc)
+        **kwargs: Any,
     ) -> AsyncIterator[Any]:
         """Iterate over the items a streaming endpoint yields; `timeout` applies per item.
 

@@ -21,8 +21,8 @@ pipeline and the error comes out of `open()`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -168,7 +168,7 @@ class Pipeline:
         return tuple(tx.statistics() for tx in self._channels)
 
     async def _feed(self, tx: ChannelSender[Any]) -> None:
-        with tx:
+        with tx, _quiet_if_downstream_gone():
             if isinstance(self._source, AsyncIterable):
                 async for item in self._source:
                     await tx.send(item)
@@ -179,5 +179,12 @@ class Pipeline:
 
 async def _own(worker: Worker, rx: ChannelReceiver[Any], tx: ChannelSender[Any]) -> None:
     """Run one stage worker and close its channel ends however it exits."""
-    with rx, tx:
+    with rx, tx, _quiet_if_downstream_gone():
         await worker(rx, tx)
+
+
+@contextmanager
+def _quiet_if_downstream_gone() -> Iterator[None]:
+    """A closed downstream means it failed (and reports that itself) or the consumer left."""
+    with suppress(anyio.BrokenResourceError):
+        yield
