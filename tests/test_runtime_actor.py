@@ -316,3 +316,42 @@ def test_runtime_errors_survive_pickling() -> None:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error)
         assert str(copy) == str(error)
+
+
+class Trainer(Actor):
+    """A blocking 'training step' in a worker thread, as the learner will run torch."""
+
+    def __init__(self, started: threading.Event, finished: threading.Event) -> None:
+        self.started = started
+        self.finished = finished
+
+    def _step(self) -> None:
+        self.started.set()
+        time.sleep(0.1)
+        self.finished.set()
+
+    @endpoint
+    async def train(self) -> None:
+        await self.ctx.run_blocking(self._step)
+
+
+def test_cancelled_shutdown_leaves_no_task_and_no_thread_behind() -> None:
+    started, finished = threading.Event(), threading.Event()
+    threads_before = set(threading.enumerate())
+    tasks_after: list[int] = []
+
+    async def main() -> None:
+        tasks_before = len(anyio.get_running_tasks())
+        async with open_system() as system:
+            trainer = await system.spawn(Trainer, started, finished)
+            await trainer.cast("train")
+            await anyio.to_thread.run_sync(started.wait)
+            system.cancel()  # mid-step: the cancelled actor still waits for its thread
+        assert finished.is_set()
+        tasks_after.append(len(anyio.get_running_tasks()) - tasks_before)
+
+    anyio.run(main, backend="asyncio")
+    assert tasks_after == [0]
+    for thread in set(threading.enumerate()) - threads_before:
+        thread.join(timeout=2)  # anyio's idle workers exit when their event loop closes
+    assert set(threading.enumerate()) - threads_before == set()

@@ -4,13 +4,14 @@ An RL batch is groups of samples that share a prompt. Instead of running `prompt
 for every sample, a row holds `prompt, completion_1, completion_2, ...`: the prompt is computed once
 and each completion attends to the prompt and to itself (a block mask, positions continuing from
 the prompt). Gradients flow into the shared prompt from every completion, so the result equals
-running the sequences one by one. Units (a prompt group, or one sequence) are then packed
-first-fit-decreasing into rows of a fixed capacity, so short sequences fill the space that
-padding to the longest would waste.
+running the sequences one by one. Units (a prompt group, or one sequence) are then spread over
+about total/row_capacity rows, longest first into the least-filled row, so short sequences fill
+the space that padding to the longest would waste.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -86,20 +87,16 @@ def pack(
     else:
         groups = [(0, [d]) for d in range(len(seqs))]
     unit_len = [shared + sum(len(seqs[d]) - shared for d in members) for shared, members in groups]
-    capacity = max(row_capacity, max(unit_len))
 
-    # First-fit decreasing: longest units first, each into the first row with room.
-    rows: list[Row] = []
+    # As few rows as the capacity allows, then longest unit first into the least-filled row:
+    # rows come out nearly equal, so padding them to the widest wastes little.
+    n_rows = max(1, math.ceil(sum(unit_len) / row_capacity))
+    rows = [Row([], [], [], [], []) for _ in range(n_rows)]
     columns: list[tuple[int, list[int]]] = [(0, [])] * len(seqs)  # datum -> (row, columns)
     segment_id = 0
     for g in sorted(range(len(groups)), key=lambda g: -unit_len[g]):
         shared, members = groups[g]
-        row_index = next(
-            (i for i, r in enumerate(rows) if len(r.tokens) + unit_len[g] <= capacity), None
-        )
-        if row_index is None:
-            rows.append(Row([], [], [], [], []))
-            row_index = len(rows) - 1
+        row_index = min(range(n_rows), key=lambda i: len(rows[i].tokens))
         row = rows[row_index]
         prefix_start = len(row.tokens)
         if shared:
@@ -124,6 +121,7 @@ def pack(
             )
             columns[d] = (row_index, cols)
 
+    rows = [r for r in rows if r.tokens]  # empty rows can only be the last ones (fewer units)
     width = max(len(r.tokens) for r in rows)
     n_rows = len(rows)
     input_ids = torch.full((n_rows, width), pad_id, dtype=torch.long)

@@ -1,0 +1,38 @@
+"""Model resolution: local folders, the bundled default, and a clear error for the hub."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mint_rl.errors import ModelNotAvailableError
+from mint_rl.models import resolve_model
+
+
+def test_local_folder_is_used_as_is(tiny_model):
+    assert resolve_model(str(tiny_model)) == tiny_model.resolve()
+
+
+def test_unreachable_hub_id_fails_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError, match="no-such-org/no-such-model"):
+        resolve_model("no-such-org/no-such-model")
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_default_model_is_a_plain_hf_folder(default_model):
+    config = json.loads((default_model / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert (default_model / "model.safetensors").exists()
+    assert (default_model / "tokenizer.json").exists()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                     add_generation_prompt=True)
+    assert "<|im_start|>assistant" in prompt
