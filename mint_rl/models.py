@@ -157,3 +157,4 @@ def make_tiny_model(out: str | Path, *, vocab_size: int = 512, seed: int = 0) ->
             shutil.rmtree(out, ignore_errors=True)
             os.replace(Path(tmp) / "m", out)
     return out
+

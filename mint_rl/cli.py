@@ -1,0 +1,87 @@
+"""The `mint-rl` command.
+
+    mint-rl run RECIPE [--steps N] [--max-steps-off-policy K] [--loss LOSS] [--log-dir DIR]
+                       [--seed S] [recipe options...]
+    mint-rl prepare-model [ID_OR_FOLDER]
+    mint-rl list
+
+Recipes live in the top-level `recipes/` package and are found by name at run time: the library
+never imports them otherwise (imports point recipes -> actors -> mint_rl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mint_rl.losses import LOSSES
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """Options every recipe takes; each recipe parses its own extra options."""
+
+    recipe: str
+    steps: int | None
+    max_steps_off_policy: int
+    loss: str | None
+    log_dir: Path | None
+    seed: int
+
+
+def _recipe_names() -> list[str]:
+    try:
+        import recipes
+    except ImportError:
+        return []
+    return sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mint-rl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a recipe end to end")
+    run.add_argument("recipe", help="recipe name (see `mint-rl list`)")
+    run.add_argument("--steps", type=int, default=None, help="training steps (recipe default)")
+    run.add_argument("--max-steps-off-policy", type=int, default=0, metavar="K",
+                     help="0 = synchronous on-policy; K >= 1 lets samplers run K versions ahead")
+    run.add_argument("--loss", choices=sorted(set(LOSSES) - {"cross_entropy"}), default=None)
+    run.add_argument("--log-dir", type=Path, default=None, help="metrics, plots, checkpoints")
+    run.add_argument("--seed", type=int, default=0)
+
+    prepare = sub.add_parser("prepare-model", help="resolve a model once into the local cache")
+    prepare.add_argument("model", nargs="?", default=None)
+    sub.add_parser("list", help="list recipes")
+
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "prepare-model":
+        from mint_rl.models import DEFAULT_MODEL, resolve_model
+
+        print(resolve_model(args.model or DEFAULT_MODEL))
+        return 0
+    if args.command == "list":
+        print("\n".join(_recipe_names()))
+        return 0
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be >= 1")
+    if args.max_steps_off_policy < 0:
+        parser.error("--max-steps-off-policy must be >= 0")
+    names = _recipe_names()
+    if args.recipe not in names:
+        parser.error(f"unknown recipe {args.recipe!r}; available: {', '.join(names) or 'none'}")
+    module = importlib.import_module(f"recipes.{args.recipe}")
+    run_args = RunArgs(recipe=args.recipe, steps=args.steps,
+                       max_steps_off_policy=args.max_steps_off_policy, loss=args.loss,
+                       log_dir=args.log_dir, seed=args.seed)
+    return int(module.main(run_args, extra) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

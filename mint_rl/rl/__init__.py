@@ -1,0 +1,1 @@
+"""RL building blocks: advantages, datum building, metrics logging."""
