@@ -38,7 +38,8 @@ def _recipe_names() -> list[str]:
         import recipes
     except ImportError:
         return []
-    return sorted(m.name for m in pkgutil.iter_modules(recipes.__path__) if not m.name.startswith("_"))
+    modules = pkgutil.iter_modules(recipes.__path__)
+    return sorted(m.name for m in modules if not m.name.startswith("_"))
 
 
 def main(argv: list[str] | None = None) -> int:

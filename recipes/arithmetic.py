@@ -1,4 +1,6 @@
-"""Arithmetic RL: SmolLM2-135M-Instruct learns to answer "What is 3 + 4? Reply with just the number."
+"""Arithmetic RL: SmolLM2-135M-Instruct learns to answer small additions.
+
+The prompt: "What is 3 + 4? Reply with just the number."
 
 Reward 1 when the first number in the reply is the sum, else 0. Advantages are rewards centered
 per group of samples of the same problem (GRPO without std normalisation). Held-out problems are
