@@ -117,9 +117,8 @@ class LearnerEngine:
             raise FloatingPointError("forward_backward_custom: the custom loss is not finite")
         # Tinker reports the linear surrogate sum(dL/dlogp * logp) as loss:sum; same here.
         grads = torch.autograd.grad(loss, lps, retain_graph=True, allow_unused=True)
-        surrogate = sum(
-            float((g * lp).sum()) for g, lp in zip(grads, lps, strict=True) if g is not None
-        )
+        pairs = [(g, lp.detach()) for g, lp in zip(grads, lps, strict=True) if g is not None]
+        surrogate = sum(float((g * lp).sum()) for g, lp in pairs)
         loss.backward()
         metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()),
                    **{k: float(v) for k, v in (user_metrics or {}).items()}}
