@@ -32,7 +32,13 @@ from anyio.abc import TaskGroup, TaskStatus
 from mint_rl.runtime.actor import Actor, ActorContext, endpoints_of
 from mint_rl.runtime.channel import ChannelReceiver, ChannelSender, ChannelStats, channel
 from mint_rl.runtime.errors import ActorCrashedError, ActorSetupError, ActorStoppedError
-from mint_rl.runtime.handle import ActorHandle, Envelope, StreamReply, check_picklable
+from mint_rl.runtime.handle import (
+    ActorHandle,
+    CallReply,
+    Envelope,
+    StreamReply,
+    check_picklable,
+)
 from mint_rl.runtime.supervisor import Action, FailureReport, RestartPolicy, Supervisor
 
 log = logging.getLogger("mint_rl.runtime")
@@ -175,9 +181,9 @@ class ActorCell:
                         task_status.started(self.handle)
                         task_status = None
                     self.state = "running"
-                    await self._serve(instance, tg)
-                    self.state = "stopping"
-                    await children.stop_all(self._config.teardown_timeout)
+                    # Serving in a task of its own keeps its await chain short: every message
+                    # resumes each frame of that chain twice, which is most of the hop cost.
+                    tg.start_soon(self._serve, instance, tg, children, name=f"actor:{self.name}")
         except Exception as exc:  # a child actor escalated into this actor's task group
             if self._crash is None:
                 self._crash = _Crash("children", _unwrap(exc))
@@ -216,18 +222,35 @@ class ActorCell:
 
     # -- the mailbox loop (hot path) ---------------------------------------------------------
 
-    async def _serve(self, instance: Actor, tg: TaskGroup) -> None:
+    async def _serve(self, instance: Actor, tg: TaskGroup, children: Any) -> None:
+        """Handle messages until the mailbox is closed and drained, then stop the children."""
         bound = {name: getattr(instance, name) for name in self.specs}
         slots = {
             n: anyio.Semaphore(s.max_concurrency) for n, s in self.specs.items() if s.concurrent
         }
         while self._redeliver:
             await self._dispatch(self._redeliver.popleft(), bound, slots, tg)
+        in_flight = self._in_flight
         async for env in self._inbox:
-            if env.spec.concurrent:
+            spec = env.spec
+            if spec.concurrent or spec.streaming:
                 await self._dispatch(env, bound, slots, tg)
-            else:
-                await self._handle(env, bound[env.spec.name])
+                continue
+            # An ordered call or cast: `_handle` inlined, as this loop is the hot path.
+            if env.reply is not None and env.reply.abandoned:
+                continue
+            in_flight[env] = None
+            try:
+                result = await bound[spec.name](*env.args, **env.kwargs)
+            except Exception as exc:
+                self._finish_with_error(env, exc)
+                continue
+            del in_flight[env]
+            self.handled += 1
+            if env.reply is not None:
+                self._reply(env, result)
+        self.state = "stopping"
+        await children.stop_all(self._config.teardown_timeout)
 
     async def _dispatch(
         self,
@@ -236,55 +259,65 @@ class ActorCell:
         slots: dict[str, anyio.Semaphore],
         tg: TaskGroup,
     ) -> None:
-        name = env.spec.name
-        if not env.spec.concurrent:
-            await self._handle(env, bound[name])
+        """Deliver one message: inline if ordered, in a new task if concurrent."""
+        spec = env.spec
+        fn = bound[spec.name]
+        handle = self._handle_stream if spec.streaming else self._handle
+        if not spec.concurrent:
+            await handle(env, fn)
             return
-        await slots[name].acquire()
-        tg.start_soon(self._handle_concurrent, env, bound[name], slots[name])
+        await slots[spec.name].acquire()
+        tg.start_soon(self._handle_concurrent, handle, env, fn, slots[spec.name])
 
-    async def _handle_concurrent(self, env: Envelope, fn: Any, slot: anyio.Semaphore) -> None:
+    async def _handle_concurrent(
+        self, handle: Any, env: Envelope, fn: Any, slot: anyio.Semaphore
+    ) -> None:
         try:
-            await self._handle(env, fn)
+            await handle(env, fn)
         finally:
             slot.release()
 
     async def _handle(self, env: Envelope, fn: Any) -> None:
-        reply = env.reply
-        if reply is not None and reply.abandoned:
+        if env.reply is not None and env.reply.abandoned:
             return  # the caller timed out or was cancelled before we got to it
-        spec = env.spec
-        env.attempts += 1
         self._in_flight[env] = None
-        if spec.streaming:
-            await self._handle_stream(env, fn)
-            return
         try:
             result = await fn(*env.args, **env.kwargs)
-        except spec.raises as exc:
-            del self._in_flight[env]
-            if reply is None:
-                log.warning("actor %s: cast to %s failed: %r", self.name, spec.name, exc)
-            else:
-                reply.set_error(exc)
-            return
         except Exception as exc:
-            self._fail(spec.name, exc)  # the message stays in flight until the crash is settled
+            self._finish_with_error(env, exc)
             return
         del self._in_flight[env]
         self.handled += 1
-        if reply is not None:
-            if self.check_pickle:
-                try:
-                    check_picklable(f"reply of {self.name}.{spec.name}", result)
-                except Exception as exc:
-                    reply.set_error(exc)
-                    return
-            reply.set_result(result)
+        if env.reply is not None:
+            self._reply(env, result)
+
+    def _reply(self, env: Envelope, result: Any) -> None:
+        assert isinstance(env.reply, CallReply)
+        if self.check_pickle:
+            try:
+                check_picklable(f"reply of {self.name}.{env.spec.name}", result)
+            except Exception as exc:
+                env.reply.set_error(exc)
+                return
+        env.reply.set_result(result)
+
+    def _finish_with_error(self, env: Envelope, exc: Exception) -> None:
+        """A bad-request error (listed in `raises=`) goes to the caller; anything else crashes."""
+        if not isinstance(exc, env.spec.raises):
+            self._fail(env.spec.name, exc)  # the message stays in flight until the crash is settled
+            return
+        del self._in_flight[env]
+        if env.reply is None:
+            log.warning("actor %s: cast to %s failed: %r", self.name, env.spec.name, exc)
+        else:
+            env.reply.set_error(exc)
 
     async def _handle_stream(self, env: Envelope, fn: Any) -> None:
         reply = env.reply
         assert isinstance(reply, StreamReply)
+        if reply.abandoned:
+            return
+        self._in_flight[env] = None
         try:
             with reply.send:
                 agen = fn(*env.args, **env.kwargs)

@@ -13,6 +13,7 @@ end of the stream once all sender clones are closed. No sentinels, no polling.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -96,18 +97,21 @@ class ChannelSender(Generic[T]):
         self._stream = stream
         self._counters = counters
 
-    async def send(self, item: T) -> None:
-        """Send one item, waiting while the channel is full.
+    def send(self, item: T) -> Coroutine[Any, Any, None]:
+        """Send one item, waiting while the channel is full: `await tx.send(item)`.
+
+        A plain function returning anyio's coroutine, to keep a frame off the hot path; the item
+        counts as sent (and in the depth) from the moment the send starts.
 
         Raises:
             anyio.BrokenResourceError: every receiver is closed.
             anyio.ClosedResourceError: this end was closed.
         """
-        await self._stream.send(item)
         c = self._counters
         c.sent += 1
         if c.sent - c.received > c.high_water:
             c.high_water = c.sent - c.received
+        return self._stream.send(item)
 
     def send_nowait(self, item: T) -> None:
         """Send one item or raise `anyio.WouldBlock` if the channel is full."""

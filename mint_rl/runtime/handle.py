@@ -75,7 +75,7 @@ class StreamReply:
 class Envelope:
     """One message in a mailbox. Local only: the Ray backend sends (endpoint, args) instead."""
 
-    __slots__ = ("args", "attempts", "kwargs", "reply", "spec")
+    __slots__ = ("args", "kwargs", "reply", "spec")
 
     def __init__(
         self,
@@ -88,7 +88,6 @@ class Envelope:
         self.args = args
         self.kwargs = kwargs
         self.reply = reply
-        self.attempts = 0
 
 
 def check_picklable(where: str, value: object) -> None:
@@ -116,10 +115,12 @@ class ActorRef(Protocol[A]):
 class ActorHandle(Generic[A]):
     """A reference to a running actor. Cheap to copy and share between actors."""
 
-    __slots__ = ("_cell", "name")
+    __slots__ = ("_cell", "_mailbox", "_specs", "name")
 
     def __init__(self, cell: ActorCell) -> None:
         self._cell = cell
+        self._mailbox = cell.mailbox
+        self._specs = cell.specs
         self.name = cell.name
 
     def __repr__(self) -> str:
@@ -163,7 +164,11 @@ class ActorHandle(Generic[A]):
 
     async def cast(self, endpoint: EndpointName, /, *args: Any, **kwargs: Any) -> None:
         """Send a message without waiting for it to be handled (only for room in the mailbox)."""
-        await self._post(self._envelope(endpoint, args, kwargs, None, streaming=False))
+        env = self._envelope(endpoint, args, kwargs, None, streaming=False)
+        try:  # _post inlined: this is the runtime's hottest path
+            await self._mailbox.send(env)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ActorStoppedError(self.name) from None
 
     async def stream(
         self,
@@ -219,7 +224,7 @@ class ActorHandle(Generic[A]):
         streaming: bool,
     ) -> Envelope:
         name = endpoint if isinstance(endpoint, str) else endpoint.__name__
-        spec = self._cell.specs.get(name)
+        spec = self._specs.get(name)
         if spec is None:
             raise AttributeError(f"{self.name} has no endpoint {name!r}")
         if spec.streaming != streaming:
@@ -231,6 +236,6 @@ class ActorHandle(Generic[A]):
 
     async def _post(self, env: Envelope) -> None:
         try:
-            await self._cell.mailbox.send(env)
+            await self._mailbox.send(env)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ActorStoppedError(self.name) from None

@@ -43,32 +43,47 @@ class _Stage:
     capacity: int | None
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+# Each worker owns (and closes) its clones of the two channel ends. A closed downstream means it
+# failed, and reports that itself, or the consumer left early: either way, stop quietly.
 
 
 async def _map(fn: Callable[[Any], Any], rx: ChannelReceiver[Any], tx: ChannelSender[Any]) -> None:
-    async for item in rx:
-        await tx.send(await _maybe_await(fn(item)))
+    with rx, tx, _quiet_if_downstream_gone():
+        async for item in rx:
+            result = fn(item)
+            if inspect.isawaitable(result):
+                result = await result
+            await tx.send(result)
 
 
 async def _filter(
     keep: Callable[[Any], Any], rx: ChannelReceiver[Any], tx: ChannelSender[Any]
 ) -> None:
-    async for item in rx:
-        if await _maybe_await(keep(item)):
-            await tx.send(item)
+    with rx, tx, _quiet_if_downstream_gone():
+        async for item in rx:
+            verdict = keep(item)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if verdict:
+                await tx.send(item)
 
 
 async def _batch(size: int, rx: ChannelReceiver[Any], tx: ChannelSender[Any]) -> None:
-    batch: list[Any] = []
-    async for item in rx:
-        batch.append(item)
-        if len(batch) == size:
+    with rx, tx, _quiet_if_downstream_gone():
+        batch: list[Any] = []
+        async for item in rx:
+            batch.append(item)
+            if len(batch) == size:
+                await tx.send(batch)
+                batch = []
+        if batch:
             await tx.send(batch)
-            batch = []
-    if batch:
-        await tx.send(batch)
+
+
+@contextmanager
+def _quiet_if_downstream_gone() -> Iterator[None]:
+    with suppress(anyio.BrokenResourceError):
+        yield
 
 
 class Pipeline:
@@ -150,7 +165,7 @@ class Pipeline:
                 self._channels.append(out_tx)
                 with rx, out_tx:  # each worker owns clones; the originals close here
                     for _ in range(stage.workers):
-                        tg.start_soon(_own, stage.worker, rx.clone(), out_tx.clone())
+                        tg.start_soon(stage.worker, rx.clone(), out_tx.clone())
                 rx = out_rx
             try:
                 with rx:
@@ -175,16 +190,3 @@ class Pipeline:
             else:
                 for item in self._source:
                     await tx.send(item)
-
-
-async def _own(worker: Worker, rx: ChannelReceiver[Any], tx: ChannelSender[Any]) -> None:
-    """Run one stage worker and close its channel ends however it exits."""
-    with rx, tx, _quiet_if_downstream_gone():
-        await worker(rx, tx)
-
-
-@contextmanager
-def _quiet_if_downstream_gone() -> Iterator[None]:
-    """A closed downstream means it failed (and reports that itself) or the consumer left."""
-    with suppress(anyio.BrokenResourceError):
-        yield
