@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import runpy
 import statistics
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
@@ -151,3 +153,11 @@ async def test_leaving_the_pipeline_early_cancels_its_tasks() -> None:
             if x > 100:
                 break
     assert len(anyio.get_running_tasks()) == tasks_before
+
+
+async def test_the_custom_pipeline_recipe_runs_and_keeps_only_groups_with_signal() -> None:
+    recipe = runpy.run_path(str(Path(__file__).parent.parent / "recipes" / "custom_pipeline.py"))
+    batches = await recipe["main"](num_prompts=8, group_size=4, batch_size=2)
+    groups = [g for batch in batches for g in batch]
+    assert groups and all(len(set(g.rewards)) > 1 for g in groups)
+    assert all(abs(sum(g.advantages)) < 1e-9 for g in groups)

@@ -164,8 +164,13 @@ class ActorHandle(Generic[A]):
 
     async def cast(self, endpoint: EndpointName, /, *args: Any, **kwargs: Any) -> None:
         """Send a message without waiting for it to be handled (only for room in the mailbox)."""
-        env = self._envelope(endpoint, args, kwargs, None, streaming=False)
-        try:  # _post inlined: this is the runtime's hottest path
+        # The runtime's hottest path: a plain cast by name skips `_envelope` and `_post`.
+        spec = self._specs.get(endpoint) if isinstance(endpoint, str) else None
+        if spec is None or spec.streaming or self._cell.check_pickle:
+            env = self._envelope(endpoint, args, kwargs, None, streaming=False)
+        else:
+            env = Envelope(spec, args, kwargs, None)
+        try:
             await self._mailbox.send(env)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ActorStoppedError(self.name) from None
