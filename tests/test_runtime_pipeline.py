@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import runpy
+import importlib.util
 import statistics
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -156,8 +157,13 @@ async def test_leaving_the_pipeline_early_cancels_its_tasks() -> None:
 
 
 async def test_the_custom_pipeline_recipe_runs_and_keeps_only_groups_with_signal() -> None:
-    recipe = runpy.run_path(str(Path(__file__).parent.parent / "recipes" / "custom_pipeline.py"))
-    batches = await recipe["main"](num_prompts=8, group_size=4, batch_size=2)
+    path = Path(__file__).parent.parent / "recipes" / "custom_pipeline.py"
+    spec = importlib.util.spec_from_file_location("custom_pipeline", path)
+    assert spec is not None and spec.loader is not None
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules["custom_pipeline"] = recipe  # so check_pickle can find its message classes
+    spec.loader.exec_module(recipe)
+    batches = await recipe.main(num_prompts=8, group_size=4, batch_size=2)
     groups = [g for batch in batches for g in batch]
     assert groups and all(len(set(g.rewards)) > 1 for g in groups)
     assert all(abs(sum(g.advantages)) < 1e-9 for g in groups)
