@@ -189,7 +189,12 @@ class ActorHandle(Generic[A]):
         """
         send, receive = anyio.create_memory_object_stream[Any](STREAM_BUFFER)
         reply = StreamReply(send)
-        env = self._envelope(endpoint, args, kwargs, reply, streaming=True)
+        try:
+            env = self._envelope(endpoint, args, kwargs, reply, streaming=True)
+        except Exception:
+            send.close()
+            receive.close()
+            raise
         with receive:
             try:
                 with anyio.fail_after(timeout):
