@@ -197,8 +197,12 @@ class ActorHandle(Generic[A]):
             raise
         with receive:
             try:
-                with anyio.fail_after(timeout):
-                    await self._post(env)
+                try:
+                    with anyio.fail_after(timeout):
+                        await self._post(env)
+                except BaseException:
+                    send.close()  # never reached the actor, which would otherwise own it
+                    raise
                 while True:
                     try:
                         with anyio.fail_after(timeout):
