@@ -1,0 +1,36 @@
+"""RL building blocks: advantage centering and the trajectory -> datum shift."""
+
+from __future__ import annotations
+
+import pytest
+
+from mint_rl.rl.advantages import center_per_batch, center_per_group, is_constant
+from mint_rl.rl.data import trajectory_datum
+
+
+def test_center_per_group():
+    adv = center_per_group([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
+    assert adv[0] == [0.5, -0.5, -0.5, 0.5]
+    assert adv[1] == pytest.approx([0.25, 0.25, 0.25, -0.75])
+    assert all(abs(sum(g)) < 1e-12 for g in adv)
+    normed = center_per_group([[1.0, 0.0]], normalize_std=True)
+    assert normed[0] == pytest.approx([1.0, -1.0], abs=1e-5)
+
+
+def test_center_per_batch_uses_the_batch_mean():
+    adv = center_per_batch([[1.0, 1.0], [0.0, 0.0]])
+    assert adv == [[0.5, 0.5], [-0.5, -0.5]]  # per group these would all be 0
+    assert is_constant([1.0, 1.0]) and not is_constant([1.0, 0.0])
+
+
+def test_trajectory_datum_shifts_once_and_masks_the_prompt():
+    d = trajectory_datum(prompt=[10, 11, 12], completion=[20, 21], completion_logprobs=[-0.1, -0.2],
+                         advantage=0.5)
+    assert d.model_input.to_ints() == [10, 11, 12, 20]
+    x = {k: v.tolist() for k, v in d.loss_fn_inputs.items()}
+    assert x["target_tokens"] == [11, 12, 20, 21]
+    assert x["weights"] == [0.0, 0.0, 1.0, 1.0]
+    assert x["logprobs"] == pytest.approx([0.0, 0.0, -0.1, -0.2])
+    assert x["advantages"] == [0.0, 0.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="completion_logprobs"):
+        trajectory_datum([1], [2, 3], [-0.1], 1.0)
