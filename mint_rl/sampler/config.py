@@ -1,0 +1,66 @@
+"""Engine settings, with defaults chosen per hardware (CPU: fp32 + merged; GPU: bf16 + adapter)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from mint_rl.errors import InvalidInputError
+
+Strategy = Literal["auto", "merged", "adapter"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How one vLLM engine is started. `auto` fields are resolved by `resolve()`."""
+
+    strategy: Strategy = "auto"
+    dtype: DType = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU: KV cache budget in bytes (vLLM's default fraction of a NUMA node fails on small boxes).
+    kv_cache_bytes: int = 1 * GiB
+    gpu_memory_utilization: float = 0.5
+    max_model_len: int | None = 4096
+    max_lora_rank: int = 32  # adapter strategy: the largest adapter rank served
+    max_loras: int = 4  # adapter strategy: versions resident per batch (>= staleness + 1)
+    keep_versions: int = 16  # adapter copies kept on disk for clients of older versions
+    max_logprobs: int = 20
+    enable_prefix_caching: bool = True
+    probe_tolerance: float = 1e-3  # nats; weight-arrival check after each push
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("auto", "merged", "adapter"):
+            raise InvalidInputError(
+                "strategy", f"must be auto, merged or adapter, got {self.strategy!r}"
+            )
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise InvalidInputError("dtype", f"unsupported {self.dtype!r}")
+        if self.kv_cache_bytes < 16 * (1 << 20):
+            raise InvalidInputError("kv_cache_bytes", f"at least 16 MiB, got {self.kv_cache_bytes}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise InvalidInputError("gpu_memory_utilization", "must be in (0, 1]")
+        for name in ("max_lora_rank", "max_loras", "keep_versions", "max_logprobs"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.probe_tolerance <= 0:
+            raise InvalidInputError("probe_tolerance", "must be > 0")
+
+    def resolve(self) -> EngineConfig:
+        """Fills `auto` fields from the hardware."""
+        device = self.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        strategy = self.strategy
+        if strategy == "auto":
+            # vLLM-CPU LoRA kernels are 4-6x slower than merged weights; GPUs serve LoRA fast.
+            strategy = "merged" if device == "cpu" else "adapter"
+        dtype = self.dtype
+        if dtype == "auto":
+            dtype = "float32" if device == "cpu" else "bfloat16"
+        return replace(self, device=device, strategy=strategy, dtype=dtype)

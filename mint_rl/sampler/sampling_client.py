@@ -1,0 +1,173 @@
+"""`SamplingClient`: the MinT / Tinker sampling surface over a shared vLLM engine.
+
+A client is an immutable snapshot of one policy version: clients made before a training step keep
+sampling that step's weights, clients made after it sample the new ones (see weight_sync.py for
+how each strategy honours this).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from mint_rl.errors import InvalidInputError
+from mint_rl.sampler.config import EngineConfig
+from mint_rl.sampler.engine import SamplerEngine, get_engine
+from mint_rl.types import ModelInput, SampledSequence, SampleResponse, SamplingParams
+
+
+class SamplingClient:
+    """Samples from `base_model` + the LoRA adapter at `model_path` (None: the base weights).
+
+    `policy_version` labels the tokens this client produces (`SampledSequence.policy_versions`);
+    None reuses the version the folder was pushed under, or numbers it (negative = untracked).
+    """
+
+    def __init__(
+        self, base_model: str | None = None, model_path: str | Path | None = None,
+        policy_version: int | None = None, *, engine_config: EngineConfig | None = None,
+    ) -> None:
+        if base_model is None:
+            if model_path is None:
+                raise InvalidInputError("base_model", "give base_model or model_path")
+            base_model = _adapter_base_model(model_path)
+        self._base_model = base_model
+        self._model_path = str(model_path) if model_path is not None else None
+        self._engine: SamplerEngine = get_engine(base_model, engine_config)
+        self.policy_version: int = self._engine.register(model_path, policy_version)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Another process gets its own engine and serves the same folder under the same version.
+        return (SamplingClient, (self._base_model, self._model_path, self.policy_version))
+
+    def __repr__(self) -> str:
+        return (f"SamplingClient(base_model={self._base_model!r}, model_path={self._model_path!r}, "
+                f"policy_version={self.policy_version})")
+
+    # ------------------------------------------------------------------ Tinker surface
+
+    def sample(
+        self, prompt: ModelInput, num_samples: int, sampling_params: SamplingParams,
+        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0,
+    ) -> Future[SampleResponse]:
+        """Starts sampling and returns at once; `.result()` gives the SampleResponse."""
+        coro = self._sample(prompt, num_samples, sampling_params, include_prompt_logprobs,
+                            topk_prompt_logprobs)
+        return self._engine.submit(coro)
+
+    async def sample_async(
+        self, prompt: ModelInput, num_samples: int, sampling_params: SamplingParams,
+        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0,
+    ) -> SampleResponse:
+        """Same as `sample`, awaited once, from any asyncio loop."""
+        return await asyncio.wrap_future(self.sample(
+            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs))
+
+    def compute_logprobs(self, prompt: ModelInput) -> Future[list[float | None]]:
+        """Logprob of each prompt token given the ones before it; the first entry is None."""
+        tokens = _prompt_tokens(prompt)
+        return self._engine.submit(self._engine.prompt_logprobs(tokens, self.policy_version))
+
+    async def compute_logprobs_async(self, prompt: ModelInput) -> list[float | None]:
+        return await asyncio.wrap_future(self.compute_logprobs(prompt))
+
+    def get_tokenizer(self) -> Any:
+        return self._engine.tokenizer
+
+    def get_base_model(self) -> str:
+        return self._base_model
+
+    # ------------------------------------------------------------------ internals
+
+    async def _sample(
+        self, prompt: ModelInput, num_samples: int, params: SamplingParams,
+        include_prompt_logprobs: bool, topk_prompt_logprobs: int,
+    ) -> SampleResponse:
+        tokens = _prompt_tokens(prompt)
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+            raise InvalidInputError("num_samples", f"must be a positive int, got {num_samples!r}")
+        if not isinstance(params, SamplingParams):
+            raise InvalidInputError("sampling_params", "must be a mint_rl.types.SamplingParams")
+        if not isinstance(topk_prompt_logprobs, int) or topk_prompt_logprobs < 0:
+            raise InvalidInputError("topk_prompt_logprobs", "must be an int >= 0")
+        if topk_prompt_logprobs > self._engine.config.max_logprobs:
+            raise InvalidInputError(
+                "topk_prompt_logprobs", f"at most {self._engine.config.max_logprobs}")
+        want_prompt = include_prompt_logprobs or topk_prompt_logprobs > 0
+        max_len = self._engine.config.max_model_len or 1 << 30
+        room = max_len - len(tokens)
+        if room < 1:
+            raise InvalidInputError("prompt", f"{len(tokens)} tokens leave no room (max {max_len})")
+        if params.max_tokens is not None and params.max_tokens > room:
+            raise InvalidInputError(
+                "max_tokens", f"{params.max_tokens} + {len(tokens)} prompt tokens > {max_len}")
+        jobs = [
+            self._engine.generate(tokens, _vllm_params(
+                params, i, room, topk_prompt_logprobs if want_prompt and i == 0 else None,
+            ), self.policy_version)
+            for i in range(num_samples)
+        ]
+        gens = await asyncio.gather(*jobs)  # one vLLM request each: the engine batches them
+        response = SampleResponse(sequences=[
+            SampledSequence(tokens=g.tokens, logprobs=g.logprobs,
+                            stop_reason="length" if g.finish_reason == "length" else "stop",
+                            policy_versions=g.versions)
+            for g in gens
+        ])
+        if want_prompt:
+            steps = gens[0].prompt_logprobs or []
+            response.prompt_logprobs = [None] + [
+                d[t].logprob for d, t in zip(steps[1:], tokens[1:], strict=True)
+            ]
+            if topk_prompt_logprobs > 0:
+                response.topk_prompt_logprobs = [None] + [
+                    sorted(((tok, lp.logprob) for tok, lp in d.items()
+                            if lp.rank is not None and lp.rank <= topk_prompt_logprobs),
+                           key=lambda x: -x[1])[:topk_prompt_logprobs]
+                    for d in steps[1:]
+                ]
+        return response
+
+
+def _prompt_tokens(prompt: ModelInput) -> list[int]:
+    if not isinstance(prompt, ModelInput):
+        raise InvalidInputError("prompt", f"must be a ModelInput, got {type(prompt).__name__}")
+    tokens = prompt.to_ints()
+    if not tokens:
+        raise InvalidInputError("prompt", "is empty")
+    return tokens
+
+
+def _vllm_params(
+    p: SamplingParams, index: int, room: int, prompt_logprobs: int | None,
+) -> Any:
+    from vllm import SamplingParams as VllmSamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return VllmSamplingParams(
+        n=1,
+        max_tokens=p.max_tokens if p.max_tokens is not None else room,
+        temperature=p.temperature,
+        top_p=p.top_p,
+        top_k=p.top_k if p.top_k > 0 else 0,
+        seed=None if p.seed is None else p.seed + index,  # distinct samples, reproducible
+        stop=p.stop_strings() or None,
+        stop_token_ids=p.stop_token_id_list() or None,
+        logprobs=0,  # the sampled token's logprob only
+        prompt_logprobs=prompt_logprobs,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def _adapter_base_model(model_path: str | Path) -> str:
+    config = Path(model_path) / "adapter_config.json"
+    try:
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise InvalidInputError("model_path", f"cannot read {config}: {e}") from None
+    if not base:
+        raise InvalidInputError("base_model", f"not given and {config} does not name one")
+    return base
