@@ -34,3 +34,28 @@ def test_trajectory_datum_shifts_once_and_masks_the_prompt():
     assert x["advantages"] == [0.0, 0.0, 0.5, 0.5]
     with pytest.raises(ValueError, match="completion_logprobs"):
         trajectory_datum([1], [2, 3], [-0.1], 1.0)
+
+
+def test_multi_turn_trajectory_is_one_datum_when_observations_extend():
+    from mint_rl.rl.data import trajectory_datums
+    from mint_rl.rl.types import Trajectory, Transition
+
+    first = Transition(observation=[1, 2], action=[3, 4], logprobs=[-0.3, -0.4], versions=[0, 0],
+                       reward=0.0)
+    # The next observation repeats the conversation so far and adds the env's reply [5].
+    second = Transition(observation=[1, 2, 3, 4, 5], action=[6], logprobs=[-0.6], versions=[1],
+                        reward=1.0)
+    traj = Trajectory([first, second])
+    assert traj.total_reward == 1.0 and traj.oldest_version == 0
+    (d,) = trajectory_datums(traj, advantage=2.0)
+    x = {k: v.tolist() for k, v in d.loss_fn_inputs.items()}
+    assert d.model_input.to_ints() == [1, 2, 3, 4, 5]
+    assert x["target_tokens"] == [2, 3, 4, 5, 6]
+    assert x["weights"] == [0.0, 1.0, 1.0, 0.0, 1.0]  # env tokens never train
+    assert x["logprobs"] == pytest.approx([0.0, -0.3, -0.4, 0.0, -0.6])
+    assert x["advantages"] == [0.0, 2.0, 2.0, 0.0, 2.0]
+
+    # An observation that rewrites history starts a new datum.
+    rewritten = Transition(observation=[9, 9], action=[7], logprobs=[-0.7], versions=[1],
+                           reward=0.0)
+    assert len(trajectory_datums(Trajectory([first, rewritten]), 1.0)) == 2

@@ -1,10 +1,30 @@
-"""Turning a sampled trajectory into a Datum: the one-token shift is done here, once."""
+"""Turning sampled trajectories into Datums. The one-token shift happens in `_datum`, only there."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from mint_rl import types
+from mint_rl.rl.types import Trajectory
+
+
+def _datum(tokens: list[int], logprobs: list[float], is_action: list[bool],
+           advantage: float) -> types.Datum:
+    """Position i of the input predicts token i+1: inputs drop the last token, targets the first.
+
+    Observation (prompt) targets get weight 0, advantage 0 and logprob 0; action targets carry
+    the sampler's behaviour logprobs and the trajectory's advantage.
+    """
+    weights = [1.0 if a else 0.0 for a in is_action[1:]]
+    return types.Datum(
+        model_input=types.ModelInput.from_ints(tokens[:-1]),
+        loss_fn_inputs={
+            "target_tokens": tokens[1:],
+            "weights": weights,
+            "logprobs": logprobs[1:],
+            "advantages": [advantage * w for w in weights],
+        },
+    )
 
 
 def trajectory_datum(
@@ -13,11 +33,7 @@ def trajectory_datum(
     completion_logprobs: Sequence[float],
     advantage: float,
 ) -> types.Datum:
-    """prompt + completion -> (input = all but the last token, targets = all but the first).
-
-    Prompt targets get weight 0, advantage 0 and logprob 0; completion targets carry the
-    sampler's (behaviour) logprobs and the trajectory's advantage.
-    """
+    """A single-turn trajectory: prompt + completion."""
     if len(completion) != len(completion_logprobs):
         raise ValueError(
             f"completion_logprobs: length {len(completion_logprobs)} != completion length "
@@ -25,15 +41,32 @@ def trajectory_datum(
         )
     if not prompt or not completion:
         raise ValueError("prompt and completion must both be non-empty")
-    tokens = list(prompt) + list(completion)
-    n_prompt_targets = len(prompt) - 1
-    weights = [0.0] * n_prompt_targets + [1.0] * len(completion)
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={
-            "target_tokens": tokens[1:],
-            "weights": weights,
-            "logprobs": [0.0] * n_prompt_targets + list(completion_logprobs),
-            "advantages": [advantage * w for w in weights],
-        },
+    return _datum(
+        list(prompt) + list(completion),
+        [0.0] * len(prompt) + list(completion_logprobs),
+        [False] * len(prompt) + [True] * len(completion),
+        advantage,
     )
+
+
+def trajectory_datums(trajectory: Trajectory, advantage: float) -> list[types.Datum]:
+    """A (multi-turn) trajectory: one datum while each observation extends the conversation so
+    far, a new datum where it does not (e.g. an env that rewrites the history)."""
+    datums: list[types.Datum] = []
+    tokens: list[int] = []
+    logprobs: list[float] = []
+    is_action: list[bool] = []
+    for t in trajectory.transitions:
+        if tokens and t.observation[: len(tokens)] == tokens:
+            new_observation = t.observation[len(tokens):]
+        else:
+            if tokens:
+                datums.append(_datum(tokens, logprobs, is_action, advantage))
+            tokens, logprobs, is_action = [], [], []
+            new_observation = t.observation
+        tokens += new_observation + t.action
+        logprobs += [0.0] * len(new_observation) + list(t.logprobs)
+        is_action += [False] * len(new_observation) + [True] * len(t.action)
+    if len(tokens) >= 2 and any(is_action[1:]):
+        datums.append(_datum(tokens, logprobs, is_action, advantage))
+    return datums

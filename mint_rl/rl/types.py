@@ -1,0 +1,91 @@
+"""The RL vocabulary, as in tinker-cookbook: environments, groups of them, datasets, trajectories.
+
+An `Env` is one episode: it gives an observation (prompt tokens), takes the model's action
+(sampled tokens) and returns a reward, until done. Multi-turn envs return a next observation that
+extends the conversation. An `EnvGroupBuilder` makes the envs that share a prompt, so their
+rewards can be compared (group-relative advantages). An `RLDataset` hands out batches of builders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StepResult:
+    reward: float
+    episode_done: bool
+    next_observation: list[int] | None = None  # the whole context for the next turn
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Env(Protocol):
+    async def initial_observation(self) -> list[int]:
+        """Prompt tokens of the first turn."""
+        ...
+
+    async def step(self, action: list[int]) -> StepResult:
+        """Reward for the sampled tokens; `next_observation` when the episode goes on."""
+        ...
+
+
+class EnvGroupBuilder(Protocol):
+    async def make_envs(self) -> Sequence[Env]:
+        """Envs of one group: same task, sampled independently."""
+        ...
+
+    def logging_tag(self) -> str:
+        ...
+
+
+class RLDataset(Protocol):
+    def get_batch(self, index: int) -> Sequence[EnvGroupBuilder]:
+        ...
+
+    def __len__(self) -> int:
+        ...
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One turn: what the model saw, what it sampled (with behaviour logprobs and the policy
+    version of each token), and the reward it got."""
+
+    observation: list[int]
+    action: list[int]
+    logprobs: list[float]
+    versions: list[int]
+    reward: float
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    transitions: list[Transition]
+
+    @property
+    def total_reward(self) -> float:
+        return sum(t.reward for t in self.transitions)
+
+    @property
+    def oldest_version(self) -> int:
+        """The oldest policy that produced any of its tokens: what staleness is measured on."""
+        return min((v for t in self.transitions for v in t.versions), default=0)
+
+
+@dataclass(frozen=True)
+class TrajectoryGroup:
+    """The trajectories of one env group, and the batch they were sampled for."""
+
+    trajectories: list[Trajectory]
+    batch_index: int
+    tag: str = ""
+
+    @property
+    def rewards(self) -> list[float]:
+        return [t.total_reward for t in self.trajectories]
+
+    @property
+    def oldest_version(self) -> int:
+        return min(t.oldest_version for t in self.trajectories)
