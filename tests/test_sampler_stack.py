@@ -1,0 +1,289 @@
+"""The sampler on the real stack: vLLM-CPU + the default SmolLM2-135M model, checked against
+HF transformers + peft recomputing the same tokens (fp32, 1e-3 nats).
+
+One engine per strategy for the whole module (start-up is ~20 s); the `merged` tests run first,
+then the engine is closed and an `adapter` engine serves the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mint_rl.errors import InvalidInputError, NotFoundError, WeightSyncError
+from mint_rl.models import DEFAULT_MODEL
+from mint_rl.sampler import EngineConfig, SamplerWeights, SamplingClient, chat_prompt, close_all
+from mint_rl.sampler.testing import HFReference, make_random_adapter
+from mint_rl.types import ModelInput, SamplingParams
+
+pytestmark = pytest.mark.slow
+TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def adapters(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {v: make_random_adapter(default_model, root / f"v{v}", seed=v) for v in (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def ref(default_model: Path) -> HFReference:
+    return HFReference(default_model)
+
+
+@pytest.fixture(scope="module")
+def prompt() -> ModelInput:
+    from transformers import AutoTokenizer
+
+    from mint_rl.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    return chat_prompt(tok, [{"role": "user", "content": "What is 3 + 4?"}])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_engines_after_module() -> object:
+    yield
+    close_all()  # before pytest closes its output streams
+
+
+def _max_diff(ref: HFReference, prompt: ModelInput, tokens: list[int], logprobs: list[float],
+              adapter: Path | None, temperature: float = 1.0) -> float:
+    p = prompt.to_ints()
+    want = ref.logprobs(p + tokens, adapter, temperature)[len(p) - 1:]
+    assert len(want) == len(logprobs) == len(tokens)
+    return max(abs(a - b) for a, b in zip(logprobs, want, strict=True))
+
+
+def _push(weights: SamplerWeights, ref: HFReference, adapter: Path | None, version: int) -> float:
+    expected = ref.logprobs(weights.probe_tokens(), adapter)
+    return weights.push(adapter, version, expected)
+
+
+# ------------------------------------------------------------------------------------ merged
+
+
+@pytest.fixture(scope="module")
+def merged(default_model: Path) -> SamplerWeights:
+    close_all()
+    weights = SamplerWeights(DEFAULT_MODEL, EngineConfig(strategy="merged"))
+    assert weights.engine.config.strategy == "merged"
+    return weights
+
+
+def test_merged_base_logprobs_match_hf(merged: SamplerWeights, ref: HFReference,
+                                       prompt: ModelInput) -> None:
+    client = SamplingClient(DEFAULT_MODEL)
+    assert client.policy_version == 0 and client.get_base_model() == DEFAULT_MODEL
+    out = client.sample(prompt, 3, SamplingParams(max_tokens=12, seed=3)).result()
+    assert len(out.sequences) == 3
+    for seq in out.sequences:
+        assert seq.policy_versions == [0] * len(seq.tokens)
+        assert _max_diff(ref, prompt, seq.tokens, seq.logprobs, None) < TOL
+    # Behaviour logprobs are those of the distribution sampled from: temperature applied.
+    hot = client.sample(prompt, 2, SamplingParams(max_tokens=8, temperature=0.7)).result()
+    for seq in hot.sequences:
+        assert _max_diff(ref, prompt, seq.tokens, seq.logprobs, None, temperature=0.7) < TOL
+
+
+def test_merged_push_serves_adapter_and_old_client_keeps_old(
+    merged: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
+) -> None:
+    old = SamplingClient(DEFAULT_MODEL)
+    seconds = _push(merged, ref, adapters[1], 1)
+    assert seconds < 5
+    v1 = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
+    _push(merged, ref, adapters[2], 2)
+    v2 = SamplingClient(DEFAULT_MODEL, adapters[2], 2)
+    params = SamplingParams(max_tokens=10)
+    futures = [(c, c.sample(prompt, 2, params)) for c in (old, v1, v2, v1, old)]
+    for client, future in futures:
+        adapter = {0: None, 1: adapters[1], 2: adapters[2]}[client.policy_version]
+        for seq in future.result().sequences:
+            assert seq.policy_versions == [client.policy_version] * len(seq.tokens)
+            assert _max_diff(ref, prompt, seq.tokens, seq.logprobs, adapter) < TOL
+
+
+def test_merged_push_mid_flight_stamps_each_token(
+    merged: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
+) -> None:
+    _push(merged, ref, adapters[1], 1)
+    client = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
+    future = client.sample(prompt, 1, SamplingParams(max_tokens=150, stop_token_ids=[]))
+    time.sleep(1.5)
+    merged.push(adapters[2], 2)
+    seq = future.result().sequences[0]
+    versions = seq.policy_versions
+    assert versions == sorted(versions) and versions[0] == 1
+    if len(seq.tokens) == 150:  # (it may stop early on EOS before the push)
+        assert set(versions) == {1, 2}
+    n1 = versions.count(1)
+    # The tokens stamped 1 were sampled by version 1: their logprobs match HF+peft(v1).
+    assert _max_diff(ref, prompt, seq.tokens[:n1], seq.logprobs[:n1], adapters[1]) < TOL
+
+
+def test_push_with_wrong_expectation_raises(merged: SamplerWeights, ref: HFReference,
+                                            adapters: dict[int, Path]) -> None:
+    wrong = ref.logprobs(merged.probe_tokens(), adapters[1])
+    with pytest.raises(WeightSyncError, match="policy version 7"):
+        merged.push(adapters[2], 7, wrong)
+    with pytest.raises(InvalidInputError, match="expected_probe_logprobs"):
+        merged.push(adapters[2], 8, wrong[:-1])
+
+
+def test_sampling_options_and_prompt_logprobs(merged: SamplerWeights, ref: HFReference,
+                                              prompt: ModelInput) -> None:
+    client = SamplingClient(DEFAULT_MODEL)
+    p = prompt.to_ints()
+    lps = client.compute_logprobs(prompt).result()
+    assert lps[0] is None and len(lps) == len(p)
+    want = ref.logprobs(p)
+    assert max(abs(a - b) for a, b in zip(lps[1:], want, strict=True)) < TOL
+    out = client.sample(prompt, 1, SamplingParams(max_tokens=4), include_prompt_logprobs=True,
+                        topk_prompt_logprobs=3).result()
+    assert out.prompt_logprobs is not None and out.prompt_logprobs[0] is None
+    assert max(abs(a - b) for a, b in zip(out.prompt_logprobs[1:], want, strict=True)) < TOL
+    top = out.topk_prompt_logprobs
+    assert top is not None and top[0] is None and all(len(t) == 3 for t in top[1:])
+    # Seeds reproduce; sample i uses seed + i.
+    a = client.sample(prompt, 2, SamplingParams(max_tokens=8, seed=11)).result()
+    b = client.sample(prompt, 2, SamplingParams(max_tokens=8, seed=11)).result()
+    assert [s.tokens for s in a.sequences] == [s.tokens for s in b.sequences]
+    # Stop token ids end a sequence with the stop token included.
+    stop_at = a.sequences[0].tokens[2]
+    c = client.sample(prompt, 1, SamplingParams(max_tokens=8, seed=11, stop=[stop_at])).result()
+    assert c.sequences[0].tokens == a.sequences[0].tokens[:3]
+    assert c.sequences[0].stop_reason == "stop"
+    # Stop strings.
+    tok = client.get_tokenizer()
+    text = tok.decode(a.sequences[0].tokens)
+    word = text.strip().split()[0] if text.strip() else None
+    if word:
+        d = client.sample(prompt, 1, SamplingParams(max_tokens=8, seed=11, stop=word)).result()
+        assert d.sequences[0].stop_reason == "stop"
+    assert a.sequences[0].stop_reason in ("length", "stop")
+
+
+def test_async_and_concurrent_calls_are_batched(merged: SamplerWeights,
+                                                prompt: ModelInput) -> None:
+    client = SamplingClient(DEFAULT_MODEL)
+    params = SamplingParams(max_tokens=16, stop_token_ids=[])
+
+    async def many(n: int) -> list:
+        return await asyncio.gather(*[client.sample_async(prompt, 1, params) for _ in range(n)])
+
+    start = time.perf_counter()
+    asyncio.run(many(1))
+    one = time.perf_counter() - start
+    start = time.perf_counter()
+    outs = asyncio.run(many(8))
+    eight = time.perf_counter() - start
+    assert len(outs) == 8 and all(len(o.sequences[0].tokens) <= 16 for o in outs)
+    assert eight < 4 * one, f"8 concurrent requests took {eight:.2f}s vs {one:.2f}s for one"
+
+
+def test_bad_input_is_rejected(merged: SamplerWeights, prompt: ModelInput, tmp_path: Path) -> None:
+    client = SamplingClient(DEFAULT_MODEL)
+    with pytest.raises(InvalidInputError, match="num_samples"):
+        client.sample(prompt, 0, SamplingParams()).result()
+    with pytest.raises(InvalidInputError, match="prompt"):
+        client.sample(ModelInput.empty(), 1, SamplingParams()).result()
+    with pytest.raises(InvalidInputError, match="model_path"):
+        SamplingClient(DEFAULT_MODEL, tmp_path)
+    with pytest.raises(NotFoundError, match="policy_version"):
+        merged.engine.check_version(12345)
+
+
+# ------------------------------------------------------------------------------------ adapter
+
+
+@pytest.fixture(scope="module")
+def adapter_sync(merged: SamplerWeights) -> SamplerWeights:
+    close_all()  # one engine at a time on this machine
+    weights = SamplerWeights(DEFAULT_MODEL, EngineConfig(strategy="adapter", max_lora_rank=16))
+    assert weights.engine.config.strategy == "adapter"
+    return weights
+
+
+def test_adapter_strategy_logprobs_and_versions(
+    adapter_sync: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
+) -> None:
+    base = SamplingClient(DEFAULT_MODEL)
+    _push(adapter_sync, ref, adapters[1], 1)
+    v1 = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
+    _push(adapter_sync, ref, adapters[2], 2)
+    v2 = SamplingClient(DEFAULT_MODEL, adapters[2], 2)
+    params = SamplingParams(max_tokens=8)
+    futures = [(c, c.sample(prompt, 2, params)) for c in (base, v1, v2)]
+    for client, future in futures:
+        adapter = {0: None, 1: adapters[1], 2: adapters[2]}[client.policy_version]
+        for seq in future.result().sequences:
+            assert seq.policy_versions == [client.policy_version] * len(seq.tokens)
+            assert _max_diff(ref, prompt, seq.tokens, seq.logprobs, adapter) < TOL
+
+
+def test_close_leaves_no_engine_process(adapter_sync: SamplerWeights) -> None:
+    def engine_processes() -> list[psutil.Process]:
+        found = []
+        for p in psutil.Process().children(recursive=True):
+            try:  # (multiprocessing's resource tracker is a child too, and stays)
+                if "VLLM" in p.name() and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    assert engine_processes(), "the engine runs in child processes"
+    close_all()
+    deadline = time.time() + 15
+    while engine_processes() and time.time() < deadline:
+        time.sleep(0.2)
+    assert engine_processes() == []
+
+
+_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, time, psutil
+    from mint_rl.sampler import SamplingClient
+    from mint_rl.models import DEFAULT_MODEL
+    if __name__ == "__main__":
+        client = SamplingClient(DEFAULT_MODEL)
+        pids = [p.pid for p in psutil.Process().children(recursive=True)]
+        print("PIDS", *pids, flush=True)
+        if sys.argv[1] == "raise":
+            raise RuntimeError("boom")
+        time.sleep(600)  # waits for Ctrl-C
+""")
+
+
+@pytest.mark.parametrize("how", ["raise", "sigint"])
+def test_no_orphan_after_exception_or_ctrl_c(how: str, tmp_path: Path) -> None:
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    pids: list[int] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("PIDS"):
+            pids = [int(x) for x in line.split()[1:]]
+            break
+    assert pids, "engine did not start"
+    if how == "sigint":
+        proc.send_signal(2)
+    proc.wait(timeout=60)
+    deadline = time.time() + 15
+    alive = pids
+    while alive and time.time() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p)
+                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.2)
+    assert alive == [], f"engine processes left behind after {how}: {alive}"

@@ -1,0 +1,123 @@
+"""Sampler pieces that need no vLLM engine: LoRA merging, version stamps, config, chat prompts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mint_rl.errors import InvalidInputError
+from mint_rl.sampler.config import EngineConfig
+from mint_rl.sampler.lora_merge import (
+    fused_target,
+    merged_weight,
+    read_adapter,
+    shard_names,
+    targets_of,
+)
+from mint_rl.sampler.testing import make_random_adapter
+from mint_rl.sampler.versions import VersionStamps, engine_request_key
+
+PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_random_adapter(tiny_model, tmp_path_factory.mktemp("ad") / "a", rank=4, alpha=8)
+
+
+def test_merged_weights_equal_peft_merge(tiny_model: Path, tiny_adapter: Path) -> None:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    base = load_file(str(tiny_model / "model.safetensors"))
+    merged_ref = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), str(tiny_adapter)
+    ).merge_and_unload().state_dict()
+    adapter = read_adapter(tiny_adapter)
+    assert adapter.rank == 4 and len(adapter.deltas) == 2 * 7
+    targets = targets_of(adapter, PACKED)
+    assert "model.layers.0.self_attn.qkv_proj" in targets
+    for name in targets:
+        got = merged_weight(name, adapter, PACKED, lambda s: base[f"{s}.weight"])
+        want = torch.cat([merged_ref[f"{s}.weight"] for s in shard_names(name, PACKED)])
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # No adapter: the plain base weights come back (restoring matrices an older version touched).
+    name = "model.layers.1.mlp.gate_up_proj"
+    restored = merged_weight(name, None, PACKED, lambda s: base[f"{s}.weight"])
+    want = torch.cat([base["model.layers.1.mlp.gate_proj.weight"],
+                      base["model.layers.1.mlp.up_proj.weight"]])
+    assert torch.equal(restored, want)
+
+
+def test_fused_target_mapping() -> None:
+    assert fused_target("model.layers.3.self_attn.v_proj", PACKED) == (
+        "model.layers.3.self_attn.qkv_proj", 2)
+    down = "model.layers.3.mlp.down_proj"
+    assert fused_target(down, PACKED) == (down, 0)
+
+
+def test_read_adapter_rejects_what_cannot_be_merged(tiny_adapter: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_adapter, bad)
+    config = json.loads((bad / "adapter_config.json").read_text())
+    config["use_dora"] = True
+    (bad / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidInputError, match="use_dora"):
+        read_adapter(bad)
+    with pytest.raises(InvalidInputError, match="adapter_model.safetensors"):
+        read_adapter(tmp_path)
+    with pytest.raises(InvalidInputError, match="not a folder"):
+        read_adapter(tmp_path / "missing")
+
+
+def test_version_stamps_follow_switches() -> None:
+    stamps = VersionStamps()
+    stamps.start("a", 1)
+    stamps.start("b", 1)
+    stamps.switch({"a-1f2e": 3}, 2)  # a had 3 tokens; b was not scheduled yet
+    stamps.start("c", 2)
+    stamps.switch({"a-1f2e": 5, "c-99": 1}, 4)
+    assert stamps.finish("a", 7) == [1, 1, 1, 2, 2, 4, 4]
+    assert stamps.finish("b", 2) == [4, 4]  # not scheduled before either switch
+    assert stamps.finish("c", 3) == [2, 4, 4]
+    assert len(stamps) == 0
+    assert engine_request_key("mint12-ab12cd34") == "mint12"
+
+
+def test_version_stamps_unscheduled_request_gets_latest_version() -> None:
+    stamps = VersionStamps()
+    stamps.start("x", 1)
+    stamps.switch({}, 2)
+    stamps.switch({}, 3)
+    assert stamps.finish("x", 2) == [3, 3]
+
+
+def test_engine_config_resolves_per_hardware() -> None:
+    cpu = EngineConfig(device="cpu").resolve()
+    assert (cpu.strategy, cpu.dtype) == ("merged", "float32")
+    gpu = EngineConfig(device="cuda").resolve()
+    assert (gpu.strategy, gpu.dtype) == ("adapter", "bfloat16")
+    assert EngineConfig(device="cpu", strategy="adapter").resolve().strategy == "adapter"
+    with pytest.raises(InvalidInputError, match="strategy"):
+        EngineConfig(strategy="fast")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="kv_cache_bytes"):
+        EngineConfig(kv_cache_bytes=10)
+
+
+def test_chat_prompt_uses_template(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from mint_rl.sampler import chat_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    prompt = chat_prompt(tok, [{"role": "user", "content": "What is 3 + 4?"}])
+    text = tok.decode(prompt.to_ints())
+    assert text.startswith("<|im_start|>user") and text.endswith("<|im_start|>assistant\n")
+    with pytest.raises(InvalidInputError, match=r"messages\[0\]"):
+        chat_prompt(tok, [{"content": "x"}])
