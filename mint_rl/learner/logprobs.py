@@ -41,7 +41,11 @@ def selective_logprobs(
     frozen = ~trained
     if frozen.any():
         with torch.no_grad():
-            result[frozen] = token_logprobs(hidden_flat[columns[frozen]], lm_head, targets[frozen])
+            # A shared prompt maps several datums onto the same (column, target): compute once.
+            cols, tgts = columns[frozen], targets[frozen]
+            pairs, inverse = torch.unique(torch.stack([cols, tgts]), dim=1, return_inverse=True)
+            unique = token_logprobs(hidden_flat[pairs[0]], lm_head, pairs[1])
+            result[frozen] = unique[inverse]
     if trained.any():
         live = token_logprobs(hidden_flat[columns[trained]], lm_head, targets[trained])
         # Scatter into a fresh tensor so autograd sees one differentiable (N,) vector.

@@ -17,6 +17,7 @@ either starts a new incarnation after a backoff or gives up.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -95,7 +96,7 @@ class ActorCell:
         new_spawner: Callable[[TaskGroup, str], Any],
     ) -> None:
         self.name = config.name
-        self.specs = endpoints_of(actor_cls if isinstance(actor_cls, type) else type(actor_cls))
+        self.specs = endpoints_of(_actor_class(actor_cls))
         self.check_pickle = config.check_pickle
         self.mailbox: ChannelSender[Envelope]
         self._inbox: ChannelReceiver[Envelope]
@@ -409,3 +410,10 @@ def _unwrap(exc: Exception) -> Exception:
     while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+def _actor_class(factory: Any) -> type:
+    """The class a factory builds: the class itself, or the one inside a functools.partial."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return factory if isinstance(factory, type) else type(factory)

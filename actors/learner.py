@@ -1,0 +1,107 @@
+"""LearnerActor: forward_backward + optim_step on each batch, then exports the new policy.
+
+All torch work runs on the TrainingClient's own worker thread; this actor only awaits its
+futures, so the event loop (and sampling) keeps going while the learner trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mint_rl import types
+from mint_rl.runtime import Actor, endpoint
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    base_model: str
+    rank: int = 16
+    seed: int | None = 0
+    loss: str = "ppo"
+    loss_config: dict | None = None
+    learning_rate: float = 1e-3
+    resume_from: str | None = None  # a save_state path: continue exactly from it
+    settings: object | None = None  # mint_rl.LearnerSettings
+
+
+@dataclass(frozen=True)
+class PolicyExport:
+    """What samplers need to serve a version and to check that it arrived."""
+
+    adapter_dir: str
+    version: int
+    probe_logprobs: list[float]
+
+
+class LearnerActor(Actor):
+    def __init__(self, config: LearnerConfig) -> None:
+        self.config = config
+        self.tokens_trained = 0
+
+    async def setup(self) -> None:
+        import mint_rl as mint
+
+        service = mint.ServiceClient(learner_settings=self.config.settings)
+        if self.config.resume_from:
+            make = lambda: service.create_training_client_from_state_with_optimizer(  # noqa: E731
+                self.config.resume_from)
+        else:
+            make = lambda: service.create_lora_training_client(  # noqa: E731
+                self.config.base_model, rank=self.config.rank, seed=self.config.seed)
+        self.client = await self.ctx.run_blocking(make)
+        self.adam = types.AdamParams(learning_rate=self.config.learning_rate, eps=1e-8)
+
+    @property
+    def version(self) -> int:
+        return self.client.engine.step
+
+    @endpoint
+    async def current_version(self) -> int:
+        return self.version
+
+    @endpoint(raises=(ValueError, KeyError))
+    async def train(self, datums: list[types.Datum]) -> dict[str, float]:
+        """One optimizer step on `datums`; returns the step's metrics.
+
+        With no datums the step changes nothing but the version number, which stays equal to
+        the number of batches consumed.
+        """
+        if not datums:
+            await self.client.optim_step(self.adam)
+            return {}
+        fb = self.client.forward_backward(datums, self.config.loss, self.config.loss_config)
+        step = self.client.optim_step(self.adam)  # queued behind fb: no wait in between
+        out, optim = await fb, await step
+        self.tokens_trained += sum(d.model_input.length for d in datums)
+        return {
+            "loss/sum": out.loss,
+            "kl/sampler_learner": out.metrics.get("kl_sample_train:mean", 0.0),
+            "ratio/mean": out.metrics.get("ratio:mean", 1.0),
+            "clip/frac": out.metrics.get("clip_frac:mean", 0.0),
+            "optim/grad_norm": (optim.metrics or {}).get("grad_norm:mean", 0.0),
+        }
+
+    @endpoint
+    async def export(self, probe_tokens: list[int]) -> PolicyExport:
+        """Saves the current weights for the samplers, with the logprobs they must reproduce."""
+        version = self.version
+        saved = await self.client.save_weights_for_sampler(f"v{version:06d}")
+        from mint_rl.learner.checkpoint import resolve_path
+
+        probe = types.Datum(model_input=types.ModelInput.from_ints(probe_tokens[:-1]),
+                            loss_fn_inputs={"target_tokens": probe_tokens[1:],
+                                            "weights": [0.0] * (len(probe_tokens) - 1)})
+        out = await self.client.forward([probe], "cross_entropy")
+        return PolicyExport(str(resolve_path(saved.path)), version,
+                            out.loss_fn_outputs[0]["logprobs"].tolist())
+
+    @endpoint
+    async def save_state(self, name: str) -> str:
+        return (await self.client.save_state(name, overwrite=True)).path
+
+    @endpoint(concurrent=True)
+    async def stats(self) -> dict[str, float]:
+        return {"version": self.version, "tokens_trained": self.tokens_trained}
+
+    async def teardown(self) -> None:
+        self.client.close()

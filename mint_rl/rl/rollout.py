@@ -1,0 +1,43 @@
+"""Rolling out env groups with a SamplingClient: observation -> sample -> env.step, until done."""
+
+from __future__ import annotations
+
+import anyio
+
+from mint_rl import types
+from mint_rl.rl.types import Env, EnvGroupBuilder, Trajectory, TrajectoryGroup, Transition
+
+
+async def rollout(env: Env, sampler, params: types.SamplingParams, max_turns: int = 16
+                  ) -> Trajectory:
+    """One episode. Each turn samples once; the env decides the reward and whether to go on."""
+    observation = await env.initial_observation()
+    transitions: list[Transition] = []
+    for _ in range(max_turns):
+        response = await sampler.sample_async(types.ModelInput.from_ints(observation), 1, params)
+        seq = response.sequences[0]
+        result = await env.step(list(seq.tokens))
+        versions = seq.policy_versions or [sampler.policy_version] * len(seq.tokens)
+        transitions.append(Transition(observation=list(observation), action=list(seq.tokens),
+                                      logprobs=list(seq.logprobs or []), versions=list(versions),
+                                      reward=result.reward))
+        if result.episode_done or result.next_observation is None:
+            break
+        observation = result.next_observation
+    return Trajectory(transitions)
+
+
+async def rollout_group(builder: EnvGroupBuilder, sampler, params: types.SamplingParams,
+                        batch_index: int) -> TrajectoryGroup:
+    """All envs of a group at once: the engine batches their requests."""
+    envs = list(await builder.make_envs())
+    trajectories: list[Trajectory | None] = [None] * len(envs)
+
+    async def one(i: int) -> None:
+        trajectories[i] = await rollout(envs[i], sampler, params)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(envs)):
+            tg.start_soon(one, i)
+    return TrajectoryGroup([t for t in trajectories if t is not None], batch_index,
+                           builder.logging_tag())
