@@ -1,37 +1,41 @@
 """Arithmetic RL: SmolLM2-135M-Instruct learns to answer small additions.
 
-The prompt: "What is 3 + 4? Reply with just the number."
+The prompt: "What is 3 + 4? Reply with just the number." Reward 1 when the first number in the
+reply is the sum, else 0. Each problem is sampled `group_size` times; advantages are rewards
+centered per group (GRPO without std normalisation). Held-out problems (never trained on) are
+evaluated before, during and after training.
 
-Reward 1 when the first number in the reply is the sum, else 0. Advantages are rewards centered
-per group of samples of the same problem (GRPO without std normalisation). Held-out problems are
-evaluated before and during training.
+    mint-rl run arithmetic [--steps 30] [--max-steps-off-policy 1] [--loss ppo] [--log-dir DIR]
 
-    mint-rl run arithmetic [--steps 30] [--loss ppo] [--log-dir runs/arith] [--lr 1e-3] ...
-
-This version runs the synchronous on-policy loop (sample with the current weights, train, repeat),
-written against the MinT / Tinker API only; `--max-steps-off-policy` > 0 needs the async actor
-pipeline and is rejected for now.
+Runs on the actor pipeline (actors/pipeline.py): a vLLM sampler actor, the advantage actor and a
+torch + peft learner actor. Running the same command with the same --log-dir resumes from the
+last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import anyio
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-import mint_rl as mint
+from actors.advantage import AdvantageActor
+from actors.learner import LearnerActor, LearnerConfig
+from actors.pipeline import PipelineConfig, PipelineState, run_pipeline
+from actors.sampler import SamplerActor
 from mint_rl import types
 from mint_rl.models import DEFAULT_MODEL
-from mint_rl.rl.advantages import center_per_group, is_constant
-from mint_rl.rl.data import trajectory_datum
+from mint_rl.rl.display import RunDisplay
 from mint_rl.rl.metrics import MetricsLogger, plot_metrics
+from mint_rl.rl.types import StepResult
+from mint_rl.runtime import open_system
 
 console = Console()
 
@@ -40,6 +44,7 @@ console = Console()
 class Config:
     base_model: str = DEFAULT_MODEL
     steps: int = 30
+    max_steps_off_policy: int = 0
     loss: str = "ppo"
     lr: float = 1e-3
     rank: int = 16
@@ -51,6 +56,7 @@ class Config:
     eval_every: int = 5
     eval_samples: int = 4
     save_every: int = 10
+    learner_dtype: str = "float32"
     seed: int = 0
 
 
@@ -68,7 +74,7 @@ def reward(reply: str, a: int, b: int) -> float:
 
 
 def split_problems(max_operand: int, seed: int) -> tuple[list[tuple[int, int]], list]:
-    """All pairs, 30% held out for evaluation (never trained on)."""
+    """All pairs, 30% held out for evaluation."""
     pairs = [(a, b) for a in range(max_operand + 1) for b in range(max_operand + 1)]
     random.Random(seed).shuffle(pairs)
     n_eval = max(1, int(0.3 * len(pairs)))
@@ -81,42 +87,132 @@ def prompt_tokens(tokenizer, a: int, b: int) -> list[int]:
                                               tokenize=True, return_dict=False))
 
 
-# ------------------------------------------------------------------------------------------------
-# One synchronous RL step, top to bottom
+class AdditionEnv:
+    """One single-turn episode."""
+
+    def __init__(self, tokenizer, a: int, b: int, prompt: list[int]) -> None:
+        self.tokenizer, self.a, self.b, self.prompt = tokenizer, a, b, prompt
+
+    async def initial_observation(self) -> list[int]:
+        return self.prompt
+
+    async def step(self, action: list[int]) -> StepResult:
+        reply = self.tokenizer.decode(action, skip_special_tokens=True)
+        return StepResult(reward=reward(reply, self.a, self.b), episode_done=True)
 
 
-def sample_groups(sampler, tokenizer, problems, cfg: Config, n: int):
+@dataclass(frozen=True)
+class AdditionGroup:
+    a: int
+    b: int
+    group_size: int
+    tokenizer: object
+
+    async def make_envs(self) -> list[AdditionEnv]:
+        prompt = prompt_tokens(self.tokenizer, self.a, self.b)
+        return [AdditionEnv(self.tokenizer, self.a, self.b, prompt)
+                for _ in range(self.group_size)]
+
+    def logging_tag(self) -> str:
+        return "addition"
+
+
+class AdditionDataset:
+    """Batch i is a deterministic function of (seed, i): a resumed run sees the same data."""
+
+    def __init__(self, problems, tokenizer, cfg: Config) -> None:
+        self.problems, self.tokenizer, self.cfg = problems, tokenizer, cfg
+
+    def get_batch(self, index: int) -> list[AdditionGroup]:
+        rng = random.Random(f"{self.cfg.seed}-{index}")
+        return [AdditionGroup(*rng.choice(self.problems), self.cfg.group_size, self.tokenizer)
+                for _ in range(self.cfg.groups_per_batch)]
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+
+def make_evaluator(problems, tokenizer, cfg: Config):
     params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                                   stop_token_ids=[tokenizer.eos_token_id])
-    prompts = [prompt_tokens(tokenizer, a, b) for a, b in problems]
-    futures = [sampler.sample(types.ModelInput.from_ints(p), n, params) for p in prompts]
-    groups = []
-    for (a, b), prompt, future in zip(problems, prompts, futures, strict=True):
-        sequences = future.result().sequences
-        rewards = [reward(tokenizer.decode(s.tokens, skip_special_tokens=True), a, b)
-                   for s in sequences]
-        groups.append((prompt, sequences, rewards))
-    return groups
+
+    async def evaluate(client, step: int) -> dict[str, float]:
+        scores: list[float] = []
+
+        async def one(a: int, b: int) -> None:
+            prompt = types.ModelInput.from_ints(prompt_tokens(tokenizer, a, b))
+            out = await client.sample_async(prompt, cfg.eval_samples, params)
+            scores.extend(reward(tokenizer.decode(s.tokens, skip_special_tokens=True), a, b)
+                          for s in out.sequences)
+
+        async with anyio.create_task_group() as tg:
+            for a, b in problems:
+                tg.start_soon(one, a, b)
+        return {"eval/accuracy": sum(scores) / len(scores)}
+
+    return evaluate
 
 
-def evaluate(sampler, tokenizer, problems, cfg: Config) -> float:
-    groups = sample_groups(sampler, tokenizer, problems, cfg, cfg.eval_samples)
-    scores = [r for _, _, rewards in groups for r in rewards]
-    return sum(scores) / len(scores)
+# ------------------------------------------------------------------------------------------------
+# Wiring
 
 
-def build_datums(groups) -> tuple[list[types.Datum], int]:
-    rewards = [rw for _, _, rw in groups]
-    advantages = center_per_group(rewards)
-    datums, skipped = [], 0
-    for (prompt, sequences, group_rewards), group_adv in zip(groups, advantages, strict=True):
-        if is_constant(group_rewards):
-            skipped += 1  # zero advantage everywhere: no gradient, skip the compute
-            continue
-        for seq, adv in zip(sequences, group_adv, strict=True):
-            if seq.tokens:
-                datums.append(trajectory_datum(prompt, seq.tokens, seq.logprobs, adv))
-    return datums, skipped
+async def train(cfg: Config, log_dir: Path) -> PipelineState:
+    from transformers import AutoTokenizer
+
+    from mint_rl.learner.engine import LearnerSettings
+    from mint_rl.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.base_model))
+    train_set, eval_set = split_problems(cfg.max_operand, cfg.seed)
+    checkpoints = log_dir / "checkpoints.jsonl"
+    resume_from, start_step = None, 0
+    if checkpoints.exists():
+        last = json.loads(checkpoints.read_text().splitlines()[-1])
+        resume_from, start_step = last["state_path"], last["step"]
+        console.print(f"resuming from {resume_from} at step {start_step}")
+    if start_step >= cfg.steps:
+        console.print(f"{log_dir} already holds all {cfg.steps} steps")
+        return PipelineState(step=start_step)
+
+    params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                  stop_token_ids=[tokenizer.eos_token_id])
+    learner_cfg = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
+                                loss=cfg.loss, learning_rate=cfg.lr, resume_from=resume_from,
+                                settings=LearnerSettings(dtype=cfg.learner_dtype))
+    pipeline_cfg = PipelineConfig(steps=cfg.steps, groups_per_batch=cfg.groups_per_batch,
+                                  max_steps_off_policy=cfg.max_steps_off_policy,
+                                  start_step=start_step, eval_every=cfg.eval_every,
+                                  save_every=cfg.save_every)
+    logger = MetricsLogger(log_dir)
+    state = PipelineState()
+    run_start = time.perf_counter()
+
+    def on_step(metrics: dict) -> None:
+        metrics["time/elapsed"] = time.perf_counter() - run_start
+        logger.log(metrics)
+        display.update(metrics, state)
+
+    def on_checkpoint(step: int, path: str) -> None:
+        with checkpoints.open("a") as f:
+            f.write(json.dumps({"step": step, "state_path": path}) + "\n")
+
+    with RunDisplay(f"arithmetic · {cfg.base_model} · loss={cfg.loss} · "
+                    f"K={cfg.max_steps_off_policy}", cfg.steps, start_step) as display:
+        async with open_system() as system:
+            display.status("starting the vLLM sampler and the learner")
+            sampler = await system.spawn(functools.partial(SamplerActor, cfg.base_model, params),
+                                         name="sampler", device="sampler")
+            learner = await system.spawn(functools.partial(LearnerActor, learner_cfg),
+                                         name="learner", device="learner")
+            advantage = await system.spawn(AdvantageActor, name="advantage")
+            display.status("training")
+            await run_pipeline(pipeline_cfg, AdditionDataset(train_set, tokenizer, cfg),
+                               sampler, advantage, learner, on_step=on_step,
+                               evaluate=make_evaluator(eval_set, tokenizer, cfg),
+                               on_checkpoint=on_checkpoint, state=state)
+    logger.close()
+    return state
 
 
 def parse_options(extra: list[str], run_args) -> Config:
@@ -131,100 +227,44 @@ def parse_options(extra: list[str], run_args) -> Config:
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--max-operand", type=int, default=d.max_operand)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-samples", type=int, default=d.eval_samples)
     p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--learner-dtype", choices=["float32", "bfloat16"], default=d.learner_dtype)
     o = p.parse_args(extra)
     return Config(base_model=o.base_model, steps=run_args.steps or d.steps,
+                  max_steps_off_policy=run_args.max_steps_off_policy,
                   loss=run_args.loss or d.loss, lr=o.lr, rank=o.rank, group_size=o.group_size,
                   groups_per_batch=o.groups_per_batch, max_tokens=o.max_tokens,
                   temperature=o.temperature, max_operand=o.max_operand,
-                  eval_every=o.eval_every, save_every=o.save_every, seed=run_args.seed)
+                  eval_every=o.eval_every, eval_samples=o.eval_samples,
+                  save_every=o.save_every, learner_dtype=o.learner_dtype, seed=run_args.seed)
 
 
 def main(run_args, extra: list[str]) -> int:
     cfg = parse_options(extra, run_args)
-    if run_args.max_steps_off_policy != 0:
-        raise SystemExit("arithmetic: --max-steps-off-policy > 0 needs the async pipeline, "
-                         "which is not built yet; use 0 (synchronous)")
     log_dir = run_args.log_dir or Path("runs") / f"arithmetic-{time.strftime('%Y%m%d-%H%M%S')}"
     log_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / "config.json").write_text(json.dumps(cfg.__dict__, indent=2))
-    train_set, eval_set = split_problems(cfg.max_operand, cfg.seed)
-    rng = random.Random(cfg.seed)
-
-    service = mint.ServiceClient()
-    start_step = 0
-    checkpoints = log_dir / "checkpoints.jsonl"
-    if checkpoints.exists():  # resume: the last saved state, and the step after it
-        last = json.loads(checkpoints.read_text().splitlines()[-1])
-        tc = service.create_training_client_from_state_with_optimizer(last["state_path"])
-        start_step = last["step"]
-        rng.seed(f"{cfg.seed}-{start_step}")
-        console.print(f"resumed from {last['state_path']} at step {start_step}")
-    else:
-        tc = service.create_lora_training_client(cfg.base_model, rank=cfg.rank, seed=cfg.seed)
-    tokenizer = tc.get_tokenizer()
-    logger = MetricsLogger(log_dir)
-    adam = types.AdamParams(learning_rate=cfg.lr, eps=1e-8)
-    run_start = time.perf_counter()
-
-    console.print(f"[bold]arithmetic[/] on {cfg.base_model}: {cfg.steps} steps x "
-                  f"{cfg.groups_per_batch} problems x {cfg.group_size} samples, loss={cfg.loss}, "
-                  f"lr={cfg.lr}; logging to {log_dir}")
-    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-               TextColumn("{task.fields[status]}")]
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("training", total=cfg.steps, completed=start_step, status="")
-        for step in range(start_step, cfg.steps + 1):
-            t0 = time.perf_counter()
-            sampler = tc.save_weights_and_get_sampling_client()
-            metrics: dict = {"step": step}
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                metrics["eval/accuracy"] = evaluate(sampler, tokenizer, eval_set, cfg)
-            if step == cfg.steps:  # the last iteration only evaluates the final weights
-                metrics["time/elapsed"] = time.perf_counter() - run_start
-                logger.log(metrics)
-                break
-            problems = [rng.choice(train_set) for _ in range(cfg.groups_per_batch)]
-            t_sample = time.perf_counter()
-            groups = sample_groups(sampler, tokenizer, problems, cfg, cfg.group_size)
-            sample_wait = time.perf_counter() - t_sample
-            datums, skipped = build_datums(groups)
-            t_train = time.perf_counter()
-            if datums:
-                fb = tc.forward_backward(datums, cfg.loss)
-                optim = tc.optim_step(adam)
-                fb_out, optim_out = fb.result(), optim.result()
-                metrics["kl/sampler_learner"] = fb_out.metrics.get("kl_sample_train:mean")
-                metrics["loss/sum"] = fb_out.loss
-                metrics["optim/grad_norm"] = (optim_out.metrics or {}).get("grad_norm:mean")
-            rewards = [r for _, _, rw in groups for r in rw]
-            metrics.update({
-                "reward/mean": sum(rewards) / len(rewards),
-                "groups/skipped_constant": skipped,
-                "datums": len(datums),
-                "staleness/max": 0,
-                "staleness/mean": 0.0,
-                "time/sample_wait": sample_wait,
-                "time/train": time.perf_counter() - t_train,
-                "time/step": time.perf_counter() - t0,
-                "time/elapsed": time.perf_counter() - run_start,
-            })
-            logger.log(metrics)
-            if cfg.save_every and (step + 1) % cfg.save_every == 0:
-                saved = tc.save_state(f"step-{step + 1:06d}", overwrite=True).result()
-                with checkpoints.open("a") as f:
-                    f.write(json.dumps({"step": step + 1, "state_path": saved.path}) + "\n")
-            status = f"reward {metrics['reward/mean']:.2f}"
-            if "eval/accuracy" in metrics:
-                status += f" | eval acc {metrics['eval/accuracy']:.2f}"
-            progress.update(task, advance=1, status=status)
-    logger.close()
-    plot = plot_metrics(logger.path, log_dir / "curves.png",
-                        ["eval/accuracy", "reward/mean", "kl/sampler_learner", "time/step"],
-                        title=f"arithmetic, {cfg.base_model}, loss={cfg.loss}")
-    rows = [json.loads(x) for x in logger.path.read_text().splitlines()]
+    (log_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    console.print(f"[bold]arithmetic[/]: {cfg.steps} steps x {cfg.groups_per_batch} problems x "
+                  f"{cfg.group_size} samples, loss={cfg.loss}, lr={cfg.lr}, "
+                  f"K={cfg.max_steps_off_policy}; logging to {log_dir}")
+    anyio.run(train, cfg, log_dir)
+    metrics = log_dir / "metrics.jsonl"
+    plot = plot_metrics(metrics, log_dir / "curves.png",
+                        ["eval/accuracy", "reward/mean", "kl/sampler_learner",
+                         "staleness/max", "time/step"],
+                        title=f"arithmetic · {cfg.base_model} · loss={cfg.loss} · "
+                              f"K={cfg.max_steps_off_policy}")
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     evals = [(r["step"], r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
     console.print("eval accuracy by step: " + ", ".join(f"{s}: {a:.2f}" for s, a in evals))
-    console.print(f"metrics: {logger.path}  plot: {plot}")
+    console.print(f"metrics: {metrics}  plot: {plot}  tensorboard: {log_dir / 'tensorboard'}")
     return 0
+
+
+if __name__ == "__main__":  # vLLM's engine process is spawned: keep this guard
+    import sys
+
+    from mint_rl.cli import main as cli_main
+
+    sys.exit(cli_main(["run", "arithmetic", *sys.argv[1:]]))
