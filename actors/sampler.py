@@ -72,6 +72,10 @@ class SamplerActor(Actor):
         """The client of the version being served (for evaluation)."""
         return self.client
 
+    async def teardown(self) -> None:
+        # The engine numbers versions from 0 for this run; the next run gets a fresh one.
+        await self.ctx.run_blocking(self.weights.engine.close)
+
     @endpoint(concurrent=True)
     async def stats(self) -> dict[str, float]:
         return {"version": self.version, "tokens_sampled": self.tokens_sampled}
