@@ -84,16 +84,12 @@ class LearnerActor(Actor):
     @endpoint
     async def export(self, probe_tokens: list[int]) -> PolicyExport:
         """Saves the current weights for the samplers, with the logprobs they must reproduce."""
-        version = self.version
-        saved = await self.client.save_weights_for_sampler(f"v{version:06d}")
         from mint_rl.learner.checkpoint import resolve_path
 
-        probe = types.Datum(model_input=types.ModelInput.from_ints(probe_tokens[:-1]),
-                            loss_fn_inputs={"target_tokens": probe_tokens[1:],
-                                            "weights": [0.0] * (len(probe_tokens) - 1)})
-        out = await self.client.forward([probe], "cross_entropy")
-        return PolicyExport(str(resolve_path(saved.path)), version,
-                            out.loss_fn_outputs[0]["logprobs"].tolist())
+        version = self.version
+        saved = await self.client.save_weights_for_sampler(f"v{version:06d}")
+        probe_logprobs = await self.client.probe_logprobs(probe_tokens)
+        return PolicyExport(str(resolve_path(saved.path)), version, probe_logprobs)
 
     @endpoint
     async def save_state(self, name: str) -> str:

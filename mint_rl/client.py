@@ -29,6 +29,7 @@ from mint_rl.types import (
     LoadWeightsResponse,
     LoraConfig,
     ModelData,
+    ModelInput,
     OptimStepResponse,
     SaveWeightsForSamplerResponse,
     SaveWeightsResponse,
@@ -249,13 +250,33 @@ class TrainingClient:
         return self._submit(save)
 
     def save_weights_and_get_sampling_client(self, name: str | None = None, **_: Any):
-        """A SamplingClient frozen on the current weights (the policy version is the step)."""
-        from mint_rl.sampler.sampling_client import SamplingClient
+        """A SamplingClient frozen on the current weights; the policy version is the step.
+
+        The weights are pushed to this process's sampler engine and checked there: the engine's
+        logprobs of a probe sequence must match the learner's, or WeightSyncError is raised.
+        """
+        from mint_rl.sampler import SamplerWeights, SamplingClient
 
         version = self.engine.step
-        path = self.save_weights_for_sampler(name or f"step-{version:06d}").result()
-        return SamplingClient(base_model=self.base_model, model_path=str(
-            ckpt.resolve_path(path.path)), policy_version=version)
+        saved = self.save_weights_for_sampler(name or f"step-{version:06d}").result()
+        folder = ckpt.resolve_path(saved.path)
+        weights = SamplerWeights(self.base_model)
+        probe = weights.probe_tokens()
+        weights.push(folder, version, self.probe_logprobs(probe).result())
+        return SamplingClient(self.base_model, folder, version)
+
+    def probe_logprobs(self, tokens: list[int]) -> APIFuture[list[float]]:
+        """log p(tokens[i+1] | tokens[:i+1]) under the current weights (after queued ops)."""
+        datum = Datum(model_input=ModelInput.from_ints(tokens[:-1]),
+                      loss_fn_inputs={"target_tokens": tokens[1:],
+                                      "weights": [0.0] * (len(tokens) - 1)})
+        loss, batch = self.engine.prepare([datum], "cross_entropy")
+
+        def run() -> list[float]:
+            out = self.engine.forward_backward(batch, loss, {}, backward=False)
+            return out.loss_fn_outputs[0]["logprobs"].tolist()
+
+        return self._submit(run)
 
     def create_sampling_client(self, model_path: str, **_: Any):
         from mint_rl.sampler.sampling_client import SamplingClient
