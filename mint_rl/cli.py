@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list recipes")
 
     args, extra = parser.parse_known_args(argv)
+    # vLLM logs every engine detail at INFO; the live view is the progress report here.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     if args.command == "prepare-model":
         from mint_rl.models import DEFAULT_MODEL, resolve_model
 
