@@ -1,0 +1,445 @@
+"""RL step benchmark: mint_rl's actor pipeline (K=0 and K=1) vs TRL's GRPOTrainer, same batch.
+
+One run, one system after the other: SmolLM2-135M-Instruct, LoRA rank 16 on every linear layer,
+8 prompts x 4 samples x (at most) 16 new tokens, T=1, on CPU. Prompts are additions that ask for
+step-by-step reasoning, so EOS rarely stops a sample early (the script reports the tokens each
+system actually generated). The reward (the same for both) is 1 when the sum appears in the reply,
+plus 0.001 per character, so a group's rewards almost never tie and every sample is trained on.
+
+    .venv/bin/python bench/bench_rl.py [--trl-python /work/trl-venv/bin/python]
+                                       [--steps 5] [--warmup 1] [--markdown docs/rl_bench.md]
+
+Each mint_rl thread setting runs in its own child process (one vLLM engine, one learner), K=0
+first, then K=1 on the same actors. K=0 runs sampling, training and the weight push strictly one
+after the other, so its per-phase timings are "sampling alone" and "training alone" under the same
+thread setting. TRL runs in its own virtual environment (it must not be installed into the
+project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install torch==2.13.0
+'transformers<5.20' peft trl==1.16.0 datasets`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS, RANK = 8, 4, 16, 16
+LEARNING_RATE = 1e-4
+RESULT = "BENCH_RESULT "  # prefix of the one JSON line a child prints
+
+# Thread settings tried for mint_rl. vLLM-CPU binds its OpenMP threads itself
+# (VLLM_CPU_OMP_THREADS_BIND, default "auto": it reserves a core for the engine's scheduler
+# process and binds the model's one OpenMP thread to CPU 0 here). "learner-core1" gives the
+# learner the other core: one torch thread, every thread of the learner's process pinned to CPU 1
+# once the engine is up (the engine's processes keep their own binding).
+THREAD_SETTINGS = {
+    "default": {"learner_threads": None, "pin": None, "env": {}},
+    "learner-1-thread": {"learner_threads": 1, "pin": None, "env": {}},
+    "learner-core1": {"learner_threads": 1, "pin": 1, "env": {}},
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# The task (shared by both systems)
+
+
+def question(a: int, b: int) -> str:
+    return f"What is {a} + {b}? Explain your reasoning step by step, then give the answer."
+
+
+def reward(reply: str, a: int, b: int) -> float:
+    correct = str(a + b) in re.findall(r"-?\d+", reply)
+    return float(correct) + 0.001 * len(reply)
+
+
+def problems(n: int, seed: int = 0) -> list[tuple[int, int]]:
+    rng = random.Random(seed)
+    return [(rng.randint(0, 99), rng.randint(0, 99)) for _ in range(n)]
+
+
+def machine() -> str:
+    cpu, flags = "unknown CPU", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu == "unknown CPU":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    extra = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu} ({', '.join(extra)}), {os.cpu_count()} cores, {mem:.0f} GiB RAM, no GPU, "
+            f"Python {platform.python_version()}")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# ------------------------------------------------------------------------------------------------
+# mint_rl (child process, project venv)
+
+
+def mint_child(args) -> dict:
+    import anyio
+
+    return anyio.run(_mint_main, args)
+
+
+async def _mint_main(args) -> dict:
+    import functools
+
+    from transformers import AutoTokenizer
+
+    from actors.advantage import AdvantageActor
+    from actors.learner import LearnerActor, LearnerConfig
+    from actors.pipeline import PipelineConfig, run_pipeline
+    from actors.sampler import SamplerActor
+    from mint_rl import types
+    from mint_rl.learner.engine import LearnerSettings
+    from mint_rl.models import resolve_model
+    from mint_rl.rl.types import StepResult
+    from mint_rl.runtime import open_system
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+    generated: list[int] = []  # tokens of every sampled reply (envs run in this process)
+
+    class Env:
+        def __init__(self, a: int, b: int, prompt: list[int]) -> None:
+            self.a, self.b, self.prompt = a, b, prompt
+
+        async def initial_observation(self) -> list[int]:
+            return self.prompt
+
+        async def step(self, action: list[int]) -> StepResult:
+            generated.append(len(action))
+            reply = tokenizer.decode(action, skip_special_tokens=True)
+            return StepResult(reward=reward(reply, self.a, self.b), episode_done=True)
+
+    class Group:
+        def __init__(self, a: int, b: int) -> None:
+            self.a, self.b = a, b
+
+        async def make_envs(self) -> list[Env]:
+            prompt = list(tokenizer.apply_chat_template(
+                [{"role": "user", "content": question(self.a, self.b)}],
+                add_generation_prompt=True, tokenize=True, return_dict=False))
+            return [Env(self.a, self.b, prompt) for _ in range(SAMPLES)]
+
+        def logging_tag(self) -> str:
+            return "addition"
+
+    pool = problems(1024)
+
+    class Dataset:
+        def get_batch(self, index: int) -> list[Group]:
+            return [Group(*pool[(index * PROMPTS_PER_STEP + i) % len(pool)])
+                    for i in range(PROMPTS_PER_STEP)]
+
+        def __len__(self) -> int:
+            return 10**6
+
+    params = types.SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0,
+                                  stop_token_ids=[tokenizer.eos_token_id])
+    settings = LearnerSettings(dtype=args.learner_dtype, num_threads=args.learner_threads)
+    learner_cfg = LearnerConfig(base_model=args.model, rank=RANK, seed=0, loss="ppo",
+                                learning_rate=LEARNING_RATE, settings=settings)
+    results: dict = {"setting": args.setting, "learner_dtype": args.learner_dtype, "runs": {}}
+    t0 = time.perf_counter()
+    async with open_system() as system:
+        sampler = await system.spawn(functools.partial(SamplerActor, args.model, params),
+                                     name="sampler", device="sampler")
+        learner = await system.spawn(functools.partial(LearnerActor, learner_cfg),
+                                     name="learner", device="learner")
+        advantage = await system.spawn(AdvantageActor, name="advantage")
+        if args.pin_learner is not None:
+            for tid in os.listdir("/proc/self/task"):
+                os.sched_setaffinity(int(tid), {args.pin_learner})
+        results["startup_s"] = time.perf_counter() - t0
+        log(f"[{args.setting}] sampler + learner up in {results['startup_s']:.1f} s")
+        for k in args.ks:
+            start = await learner.call("current_version")
+            rows: list[dict] = []
+            generated.clear()
+
+            def on_step(m: dict, rows=rows, k=k) -> None:
+                m["time/wall"] = time.perf_counter()
+                m["load1"] = os.getloadavg()[0]
+                rows.append(m)
+                log(f"[{args.setting} K={k}] step {m['step']}: "
+                    f"{m['time/step']:.2f} s (sample_wait {m['time/sample_wait']:.2f}, "
+                    f"train {m['time/train']:.2f}, push {m['time/push']:.2f}), "
+                    f"datums {m.get('datums')}, load {m['load1']:.2f}")
+
+            cfg = PipelineConfig(steps=start + args.steps, groups_per_batch=PROMPTS_PER_STEP,
+                                 max_steps_off_policy=k, start_step=start)
+            t_run = time.perf_counter()
+            await run_pipeline(cfg, Dataset(), sampler, advantage, learner, on_step=on_step)
+            results["runs"][str(k)] = {
+                "rows": rows, "t_start": t_run, "warmup": args.warmup,
+                "tokens_mean": sum(generated) / max(len(generated), 1),
+                "samples": len(generated),
+            }
+    return results
+
+
+def summarize_mint(run: dict) -> dict:
+    rows, w = run["rows"], run["warmup"]
+    measured = rows[w:]
+    # Wall-clock per step between consecutive step ends: what a user waits for, overlap included.
+    walls = [b["time/wall"] - a["time/wall"] for a, b in zip(rows[w - 1:], rows[w:], strict=False)]
+    if w == 0:
+        walls = [rows[0]["time/wall"] - run["t_start"]] + walls
+
+    def mean(key: str) -> float:
+        return statistics.mean(r[key] for r in measured)
+
+    return {
+        "step": statistics.mean(walls), "step_median": statistics.median(walls),
+        "step_min": min(walls), "step_max": max(walls), "n": len(walls),
+        "sample_wait": mean("time/sample_wait"), "train": mean("time/train"),
+        "push": mean("time/push"), "datums": mean("datums"),
+        "tokens_mean": run["tokens_mean"], "load1": mean("load1"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# TRL (child process, its own venv)
+
+
+def trl_child(args) -> dict:
+    import torch
+    import transformers
+    import trl
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(0)
+    pool = problems(PROMPTS_PER_STEP * (args.steps + 2), seed=1)
+    data = Dataset.from_list([
+        {"prompt": [{"role": "user", "content": question(a, b)}], "a": a, "b": b}
+        for a, b in pool
+    ])
+
+    def addition_reward(completions, a, b, **_) -> list[float]:
+        return [reward(c[0]["content"] if isinstance(c, list) else c, x, y)
+                for c, x, y in zip(completions, a, b, strict=True)]
+
+    class Timer(TrainerCallback):
+        def __init__(self) -> None:
+            self.steps: list[float] = []
+            self.loads: list[float] = []
+            self.logs: list[dict] = []
+            self._t = 0.0
+
+        def on_step_begin(self, *_, **__):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            self.steps.append(time.perf_counter() - self._t)
+            self.loads.append(os.getloadavg()[0])
+            log(f"[trl] step {len(self.steps)}: {self.steps[-1]:.2f} s, "
+                f"load {self.loads[-1]:.2f}")
+
+        def on_log(self, _args, _state, _control, logs=None, **__):
+            if logs:
+                self.logs.append(dict(logs))
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    timer = Timer()
+    with tempfile.TemporaryDirectory() as out:
+        config = GRPOConfig(
+            output_dir=out, per_device_train_batch_size=PROMPTS_PER_STEP * SAMPLES,
+            gradient_accumulation_steps=1, num_generations=SAMPLES,
+            max_completion_length=NEW_TOKENS, temperature=1.0, learning_rate=LEARNING_RATE,
+            max_steps=args.steps, logging_steps=1, save_strategy="no", report_to="none",
+            use_cpu=True, bf16=False, fp16=False, use_vllm=False, seed=0,
+            dataloader_num_workers=0,
+        )
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=addition_reward, args=config, train_dataset=data,
+            processing_class=tokenizer, callbacks=[timer],
+            peft_config=LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
+                                   target_modules="all-linear", task_type="CAUSAL_LM"),
+        )
+        trainer.train()
+    lengths = [x["completions/mean_length"] for x in timer.logs if "completions/mean_length" in x]
+    return {"steps": timer.steps, "loads": timer.loads, "warmup": args.warmup,
+            "tokens_mean": statistics.mean(lengths[args.warmup:] or lengths or [float("nan")]),
+            "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
+                         "torch": torch.__version__},
+            "torch_threads": torch.get_num_threads()}
+
+
+def summarize_trl(res: dict) -> dict:
+    steps = res["steps"][res["warmup"]:]
+    return {"step": statistics.mean(steps), "step_median": statistics.median(steps),
+            "step_min": min(steps), "step_max": max(steps), "n": len(steps),
+            "tokens_mean": res["tokens_mean"],
+            "load1": statistics.mean(res["loads"][res["warmup"]:])}
+
+
+# ------------------------------------------------------------------------------------------------
+# Orchestration
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def run_child(cmd: list[str], env: dict | None = None, timeout: float = 1800) -> dict:
+    log(f"running: {' '.join(cmd[1:])}  (load {load()})")
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=Path(__file__).parent.parent)
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT):
+            return json.loads(line[len(RESULT):])
+    raise RuntimeError(f"{cmd[1:]} exited {proc.returncode} without a result")
+
+
+def report(mint: dict[str, dict], trl_res: dict | None, args, elapsed: float) -> str:
+    out = ["| system | setting | s/step (mean) | median | min–max | measured steps | "
+           "tokens/sample | load avg (1 min) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    if trl_res is not None:
+        t = trl_res["summary"]
+        out.append(f"| TRL {trl_res['versions']['trl']} GRPOTrainer (HF generate, fp32) | "
+                   f"torch {trl_res['torch_threads']} threads | {t['step']:.2f} | "
+                   f"{t['step_median']:.2f} | {t['step_min']:.2f}–{t['step_max']:.2f} | {t['n']} | "
+                   f"{t['tokens_mean']:.1f} | {t['load1']:.1f} |")
+    for setting, res in mint.items():
+        for k, s in res["summary"].items():
+            out.append(f"| mint_rl K={k} ({res['learner_dtype']}) | {setting} | {s['step']:.2f} | "
+                       f"{s['step_median']:.2f} | {s['step_min']:.2f}–{s['step_max']:.2f} | "
+                       f"{s['n']} | {s['tokens_mean']:.1f} | {s['load1']:.1f} |")
+    out += ["", "mint_rl phases (means over the measured steps; at K=0 they run one after the "
+            "other, so they are each phase alone):", "",
+            "| setting | K | sample_wait s | train s | push s | datums/step |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for setting, res in mint.items():
+        for k, s in res["summary"].items():
+            out.append(f"| {setting} | {k} | {s['sample_wait']:.2f} | {s['train']:.2f} | "
+                       f"{s['push']:.2f} | {s['datums']:.1f} |")
+    out += ["", "Targets:", "", "| setting | mint_rl K=0 vs TRL | mint_rl K=1 vs TRL | "
+            "overlap limit max(S, T) s | K=1 / max(S, T) | limit incl. push max(S, T + P) s | "
+            "K=1 / max(S, T + P) | K=1 / its own (T + P) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for setting, res in mint.items():
+        s = res["summary"]
+        if "0" not in s or "1" not in s:
+            continue
+        alone_s, alone_t, alone_p = s["0"]["sample_wait"], s["0"]["train"], s["0"]["push"]
+        limit, limit_p = max(alone_s, alone_t), max(alone_s, alone_t + alone_p)
+        vs = (lambda x: f"{trl_res['summary']['step'] / x:.2f}x") if trl_res else (lambda x: "n/a")
+        out.append(f"| {setting} | {vs(s['0']['step'])} | {vs(s['1']['step'])} | {limit:.2f} | "
+                   f"{s['1']['step'] / limit:.2f}x | {limit_p:.2f} | "
+                   f"{s['1']['step'] / limit_p:.2f}x | "
+                   f"{s['1']['step'] / (s['1']['train'] + s['1']['push']):.2f}x |")
+    out += ["", f"Whole benchmark: {elapsed / 60:.1f} min wall-clock; load average at the end "
+            f"{load()}."]
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=MODEL)
+    p.add_argument("--steps", type=int, default=5, help="steps per system, warm-up included")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--trl-python", default="/work/trl-venv/bin/python")
+    p.add_argument("--settings", default=",".join(THREAD_SETTINGS),
+                   help=f"mint_rl thread settings to run, of {list(THREAD_SETTINGS)}")
+    p.add_argument("--learner-dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--skip-trl", action="store_true")
+    p.add_argument("--markdown", type=Path, help="also write the tables here")
+    p.add_argument("--raw", type=Path, help="write every measurement (JSON) here")
+    p.add_argument("--reuse", type=Path, action="append", default=[],
+                   help="take results from this --raw file of an earlier run (repeatable): "
+                        "settings and TRL found there are not run again")
+    # child modes
+    p.add_argument("--mint-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--setting", default="default", help=argparse.SUPPRESS)
+    p.add_argument("--learner-threads", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--pin-learner", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ks", default="0,1",
+                   help="mint_rl runs, in this order, on the same actors (noise hits the later "
+                        "ones differently: try 1,0 too)")
+    args = p.parse_args()
+    if args.steps <= args.warmup:
+        p.error("--steps must exceed --warmup")
+
+    if args.trl_only:
+        print(RESULT + json.dumps(trl_child(args)), flush=True)
+        return 0
+    if args.mint_only:
+        args.ks = [int(k) for k in args.ks.split(",")]
+        print(RESULT + json.dumps(mint_child(args)), flush=True)
+        return 0
+
+    from mint_rl.models import resolve_model
+
+    start = time.perf_counter()
+    model_dir = str(resolve_model(args.model))
+    log(f"machine: {machine()}; load average {load()}")
+    here = str(Path(__file__).resolve())
+    common = ["--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    mint: dict[str, dict] = {}
+    trl_res = None
+    for path in args.reuse:
+        old = json.loads(path.read_text())
+        mint.update(old["mint"])
+        trl_res = old["trl"] or trl_res
+    for setting in [s for s in args.settings.split(",") if s]:
+        spec = THREAD_SETTINGS[setting]
+        key = setting if args.ks == "0,1" else f"{setting}, K order {args.ks}"
+        if key in mint:
+            continue
+        cmd = [sys.executable, here, "--mint-only", "--setting", key, "--ks", args.ks,
+               "--learner-dtype", args.learner_dtype, *common]
+        if spec["learner_threads"]:
+            cmd += ["--learner-threads", str(spec["learner_threads"])]
+        if spec["pin"] is not None:
+            cmd += ["--pin-learner", str(spec["pin"])]
+        res = run_child(cmd, spec["env"])
+        res["summary"] = {k: summarize_mint(r) for k, r in res["runs"].items()}
+        mint[key] = res
+        if args.raw:  # after each child: a run cut short keeps what it measured
+            args.raw.write_text(json.dumps({"mint": mint, "trl": trl_res, "load": load()}))
+    if trl_res is not None or args.skip_trl:
+        pass
+    elif Path(args.trl_python).exists():
+        try:
+            trl_res = run_child([args.trl_python, here, "--trl-only", "--model", model_dir,
+                                 "--steps", str(args.steps), "--warmup", str(args.warmup)])
+            trl_res["summary"] = summarize_trl(trl_res)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            log(f"TRL failed: {e}")
+    else:
+        log(f"{args.trl_python} not found: no TRL row (see docs/rl_bench.md for how to set it up)")
+    if args.raw:
+        args.raw.write_text(json.dumps({"mint": mint, "trl": trl_res, "load": load()}))
+    text = report(mint, trl_res, args, time.perf_counter() - start)
+    header = (f"Machine: {machine()}.\nModel {args.model}, LoRA r{RANK} all-linear, "
+              f"{PROMPTS_PER_STEP} prompts x {SAMPLES} samples x <= {NEW_TOKENS} new tokens, "
+              f"T=1; {args.steps} steps per system, the first {args.warmup} not measured.\n")
+    print(header + "\n" + text)
+    if args.markdown:
+        args.markdown.write_text(header + "\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":  # vLLM spawns its engine process: keep this guard
+    sys.exit(main())
