@@ -57,6 +57,7 @@ class Config:
     eval_samples: int = 4
     save_every: int = 10
     learner_dtype: str = "float32"
+    learner_threads: int | None = None  # torch threads of the learner (None = torch default)
     seed: int = 0
 
 
@@ -179,7 +180,8 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
                                   stop_token_ids=[tokenizer.eos_token_id])
     learner_cfg = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=resume_from,
-                                settings=LearnerSettings(dtype=cfg.learner_dtype))
+                                settings=LearnerSettings(dtype=cfg.learner_dtype,
+                                                         num_threads=cfg.learner_threads))
     pipeline_cfg = PipelineConfig(steps=cfg.steps, groups_per_batch=cfg.groups_per_batch,
                                   max_steps_off_policy=cfg.max_steps_off_policy,
                                   start_step=start_step, eval_every=cfg.eval_every,
@@ -230,6 +232,8 @@ def parse_options(extra: list[str], run_args) -> Config:
     p.add_argument("--eval-samples", type=int, default=d.eval_samples)
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--learner-dtype", choices=["float32", "bfloat16"], default=d.learner_dtype)
+    p.add_argument("--learner-threads", type=int, default=d.learner_threads,
+                   help="torch threads for the learner; 1 avoids sharing vLLM's core on 2 CPUs")
     o = p.parse_args(extra)
     return Config(base_model=o.base_model, steps=run_args.steps or d.steps,
                   max_steps_off_policy=run_args.max_steps_off_policy,
@@ -237,7 +241,8 @@ def parse_options(extra: list[str], run_args) -> Config:
                   groups_per_batch=o.groups_per_batch, max_tokens=o.max_tokens,
                   temperature=o.temperature, max_operand=o.max_operand,
                   eval_every=o.eval_every, eval_samples=o.eval_samples,
-                  save_every=o.save_every, learner_dtype=o.learner_dtype, seed=run_args.seed)
+                  save_every=o.save_every, learner_dtype=o.learner_dtype,
+                  learner_threads=o.learner_threads, seed=run_args.seed)
 
 
 def main(run_args, extra: list[str]) -> int:
