@@ -134,8 +134,8 @@ async def run_pipeline(
                 groups.append(group)
             sample_wait = time.perf_counter() - t_wait
 
-            staleness = [state.learner_version - v for g in groups for tr in g.trajectories
-                         for v in [tr.oldest_version]]
+            staleness = [state.learner_version - tr.oldest_version
+                         for g in groups for tr in g.trajectories]
             batch = await advantage.call("build", groups)
             t_train = time.perf_counter()
             # Always a step, even with no datums (every group constant): versions then count

@@ -107,8 +107,8 @@ class ServiceClient:
 
         if model_path is not None:
             folder = ckpt.resolve_path(model_path)
-            return SamplingClient(base_model=base_model or _adapter_base(folder),
-                                  model_path=str(folder))
+            # Without base_model, SamplingClient reads it from adapter_config.json.
+            return SamplingClient(base_model=base_model, model_path=str(folder))
         return SamplingClient(base_model=base_model)
 
     # Async forms: single await, as in Tinker.
@@ -118,13 +118,6 @@ class ServiceClient:
         return await anyio.to_thread.run_sync(
             lambda: self.create_lora_training_client(*args, **kw)
         )
-
-
-def _adapter_base(folder: Path) -> str:
-    import json
-
-    config = json.loads((folder / "adapter_config.json").read_text())
-    return config.get("base_model_name_or_path") or DEFAULT_MODEL
 
 
 class TrainingClient:

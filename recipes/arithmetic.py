@@ -133,9 +133,13 @@ class AdditionDataset:
         return self.cfg.steps
 
 
+def sampling_params(cfg: Config, tokenizer) -> types.SamplingParams:
+    return types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                stop_token_ids=[tokenizer.eos_token_id])
+
+
 def make_evaluator(problems, tokenizer, cfg: Config):
-    params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                  stop_token_ids=[tokenizer.eos_token_id])
+    params = sampling_params(cfg, tokenizer)
 
     async def evaluate(client, step: int) -> dict[str, float]:
         scores: list[float] = []
@@ -176,8 +180,7 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
         console.print(f"{log_dir} already holds all {cfg.steps} steps")
         return PipelineState(step=start_step)
 
-    params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                  stop_token_ids=[tokenizer.eos_token_id])
+    params = sampling_params(cfg, tokenizer)
     learner_cfg = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=resume_from,
                                 settings=LearnerSettings(dtype=cfg.learner_dtype,

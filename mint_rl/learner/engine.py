@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from mint_rl.errors import InvalidInputError
 from mint_rl.learner.inputs import PreparedDatum, prepare_batch
 from mint_rl.learner.logprobs import selective_logprobs
 from mint_rl.learner.lora import add_lora
@@ -43,8 +44,6 @@ class LearnerSettings:
     num_threads: int | None = None  # torch intra-op threads (None = torch's default)
 
     def __post_init__(self) -> None:
-        from mint_rl.errors import InvalidInputError
-
         if self.dtype not in ("float32", "bfloat16"):
             raise InvalidInputError("dtype", f"must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.row_capacity < 1 or self.tokens_per_microbatch < 1:
@@ -110,8 +109,6 @@ class LearnerEngine:
         lps = self._logprobs(batch, trained=None)
         loss, user_metrics = fn(list(data), lps)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            from mint_rl.errors import InvalidInputError
-
             raise InvalidInputError("loss_fn", "must return (scalar tensor, dict of metrics)")
         if not torch.isfinite(loss):
             raise FloatingPointError("forward_backward_custom: the custom loss is not finite")
