@@ -4,7 +4,9 @@
                      group rollouts; finished groups go into a bounded channel.
     train_loop:      take fresh groups from the channel (a group older than K versions is
                      dropped and re-sampled), build datums, train one step, export the new
-                     weights and load them into the sampler; log metrics.
+                     weights; log metrics.
+    push_weights:    load each exported version into the sampler, in order, while the train
+                     loop goes on (with K >= 1 the push is off the learner's critical path).
 
 K = `max_steps_off_policy`. K = 0 is synchronous on-policy training: batch b is sampled only by
 version b. With K >= 1 the sampler runs up to K batches ahead while the learner trains. The bound
@@ -87,11 +89,25 @@ async def run_pipeline(
     state = state or PipelineState()
     k = cfg.max_steps_off_policy
     probe = await sampler.call("probe_tokens")
-    await _push_weights(learner, sampler, probe, state)
-    state.learner_version = await learner.call("current_version")
+    export = await learner.call("export", probe)
+    await sampler.call("load_weights", export.adapter_dir, export.version, export.probe_logprobs)
+    state.set_sampler_version(export.version)
+    state.learner_version = export.version
     rollouts_send, rollouts_recv = channel(cfg.groups_per_batch * (k + 1), "rollouts")
+    # One export waits while one loads: the learner is at most two versions ahead of the
+    # sampler, and pacing plus the staleness check below keep every trained group within K.
+    exports_send, exports_recv = channel(1, "exports")
+    push_times: dict[str, float] = {}
 
     async with anyio.create_task_group() as tg:
+
+        async def push_weights() -> None:
+            async for export in exports_recv:
+                t_push = time.perf_counter()
+                push_times["engine"] = await sampler.call(
+                    "load_weights", export.adapter_dir, export.version, export.probe_logprobs)
+                push_times["total"] = time.perf_counter() - t_push
+                state.set_sampler_version(export.version)
 
         async def rollout(builder, batch_index: int, min_version: int) -> None:
             state.groups_in_flight += 1
@@ -108,6 +124,7 @@ async def run_pipeline(
                 for builder in dataset.get_batch(b):
                     tg.start_soon(rollout, builder, b, b - k)
 
+        tg.start_soon(push_weights)
         tg.start_soon(sample_batches)
         for step in range(cfg.start_step, cfg.steps):
             state.step = step
@@ -115,6 +132,7 @@ async def run_pipeline(
             metrics: dict[str, Any] = {"step": step}
             if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0:
                 t_eval = time.perf_counter()
+                await state.wait_sampler_version(state.learner_version)  # evaluate this step's
                 client = await sampler.call("sampling_client")
                 metrics.update(await evaluate(client, step))
                 metrics["time/eval"] = time.perf_counter() - t_eval
@@ -142,9 +160,11 @@ async def run_pipeline(
             # steps, which the pacing above relies on; the weights simply stay the same.
             metrics.update(await learner.call("train", batch.datums))
             train_time = time.perf_counter() - t_train
-            t_push = time.perf_counter()
-            push_seconds = await _push_weights(learner, sampler, probe, state)
-            state.learner_version = await learner.call("current_version")
+            t_export = time.perf_counter()
+            export = await learner.call("export", probe)
+            state.learner_version = export.version
+            await exports_send.send(export)
+            export_time = time.perf_counter() - t_export
 
             metrics.update(batch.metrics)
             metrics.update({
@@ -155,8 +175,10 @@ async def run_pipeline(
                 "queue/in_flight": state.groups_in_flight,
                 "time/sample_wait": sample_wait,
                 "time/train": train_time,
-                "time/push": time.perf_counter() - t_push,
-                "time/push_engine": push_seconds,
+                "time/export": export_time,
+                # The latest push that finished (it overlaps the next step when K >= 1).
+                "time/push": push_times.get("total", 0.0),
+                "time/push_engine": push_times.get("engine", 0.0),
                 "time/step": time.perf_counter() - t_step,
             })
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
@@ -165,6 +187,8 @@ async def run_pipeline(
             state.last_metrics = metrics
             on_step(metrics)
 
+        # The sampler ends serving the final policy (also for whoever samples after the run).
+        await state.wait_sampler_version(state.learner_version)
         if evaluate is not None and cfg.eval_every:
             client = await sampler.call("sampling_client")
             final = {"step": cfg.steps, **await evaluate(client, cfg.steps)}
@@ -172,12 +196,3 @@ async def run_pipeline(
             on_step(final)
         tg.cancel_scope.cancel()  # rollouts started for batches past the last step
     return state
-
-
-async def _push_weights(learner: ActorHandle, sampler: ActorHandle, probe: list[int],
-                        state: PipelineState) -> float:
-    export = await learner.call("export", probe)
-    seconds = await sampler.call("load_weights", export.adapter_dir, export.version,
-                                 export.probe_logprobs)
-    state.set_sampler_version(export.version)
-    return seconds

@@ -133,8 +133,10 @@ class TrainingClient:
         self.base_model = base_model
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.user_metadata = user_metadata or {}
+        # All torch work of this client runs on this one thread, pinned as the settings say.
         self._worker = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"mint-learner-{self.run_id}"
+            max_workers=1, thread_name_prefix=f"mint-learner-{self.run_id}",
+            initializer=engine.settings.bind_thread,
         )
         self._submit_lock = threading.Lock()
 
@@ -266,7 +268,9 @@ class TrainingClient:
         loss, batch = self.engine.prepare([datum], "cross_entropy")
 
         def run() -> list[float]:
-            out = self.engine.forward_backward(batch, loss, {}, backward=False)
+            # fp32 always: the sampler (fp32 on CPU) checks these to 1e-3 nats.
+            out = self.engine.forward_backward(batch, loss, {}, backward=False,
+                                               full_precision=True)
             return out.loss_fn_outputs[0]["logprobs"].tolist()
 
         return self._submit(run)

@@ -58,6 +58,7 @@ class Config:
     save_every: int = 10
     learner_dtype: str = "float32"
     learner_threads: int | None = None  # torch threads of the learner (None = torch default)
+    cpus: str = "auto"  # CPU cores: shared by sampler and learner, split, or auto (split if K>0)
     seed: int = 0
 
 
@@ -167,6 +168,8 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
 
     from mint_rl.learner.engine import LearnerSettings
     from mint_rl.models import resolve_model
+    from mint_rl.placement import plan_cpus
+    from mint_rl.sampler import EngineConfig
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.base_model))
     train_set, eval_set = split_problems(cfg.max_operand, cfg.seed)
@@ -181,10 +184,13 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
         return PipelineState(step=start_step)
 
     params = sampling_params(cfg, tokenizer)
+    cpus = plan_cpus(cfg.max_steps_off_policy, cfg.cpus)
+    engine_cfg = EngineConfig(cpu_cores=cpus.sampler_cores())
     learner_cfg = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=resume_from,
                                 settings=LearnerSettings(dtype=cfg.learner_dtype,
-                                                         num_threads=cfg.learner_threads))
+                                                         num_threads=cfg.learner_threads,
+                                                         cpu_cores=cpus.learner_cores()))
     pipeline_cfg = PipelineConfig(steps=cfg.steps, groups_per_batch=cfg.groups_per_batch,
                                   max_steps_off_policy=cfg.max_steps_off_policy,
                                   start_step=start_step, eval_every=cfg.eval_every,
@@ -206,8 +212,9 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
                     f"K={cfg.max_steps_off_policy}", cfg.steps, start_step) as display:
         async with open_system() as system:
             display.status("starting the vLLM sampler and the learner")
-            sampler = await system.spawn(functools.partial(SamplerActor, cfg.base_model, params),
-                                         name="sampler", device="sampler")
+            sampler = await system.spawn(
+                functools.partial(SamplerActor, cfg.base_model, params, engine_cfg),
+                name="sampler", device="sampler")
             learner = await system.spawn(functools.partial(LearnerActor, learner_cfg),
                                          name="learner", device="learner")
             advantage = await system.spawn(AdvantageActor, name="advantage")
@@ -236,7 +243,10 @@ def parse_options(extra: list[str], run_args) -> Config:
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--learner-dtype", choices=["float32", "bfloat16"], default=d.learner_dtype)
     p.add_argument("--learner-threads", type=int, default=d.learner_threads,
-                   help="torch threads for the learner; 1 avoids sharing vLLM's core on 2 CPUs")
+                   help="torch threads for the learner (default: one per core it may use)")
+    p.add_argument("--cpus", choices=["auto", "shared", "split"], default=d.cpus,
+                   help="CPU cores of sampler and learner: shared, split in halves, or auto "
+                        "(split when K > 0, so overlapping phases do not compete)")
     o = p.parse_args(extra)
     return Config(base_model=o.base_model, steps=run_args.steps or d.steps,
                   max_steps_off_policy=run_args.max_steps_off_policy,
@@ -245,7 +255,8 @@ def parse_options(extra: list[str], run_args) -> Config:
                   temperature=o.temperature, max_operand=o.max_operand,
                   eval_every=o.eval_every, eval_samples=o.eval_samples,
                   save_every=o.save_every, learner_dtype=o.learner_dtype,
-                  learner_threads=o.learner_threads, seed=run_args.seed)
+                  learner_threads=o.learner_threads, cpus=o.cpus,
+                  seed=run_args.seed)
 
 
 def main(run_args, extra: list[str]) -> int:

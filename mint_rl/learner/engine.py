@@ -26,6 +26,7 @@ from mint_rl.learner.logprobs import selective_logprobs
 from mint_rl.learner.lora import add_lora
 from mint_rl.learner.packing import PackedBatch, pack
 from mint_rl.losses import Loss, get_loss
+from mint_rl.placement import parse_cores, pin_current_thread
 from mint_rl.types import AdamParams, Datum, ForwardBackwardOutput, LoraConfig, TensorData
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,26 @@ class LearnerSettings:
     tokens_per_microbatch: int = 4096  # bounds activation memory; gradients accumulate across
     share_prefixes: bool = True  # compute a prompt shared by several samples once
     num_threads: int | None = None  # torch intra-op threads (None = torch's default)
+    # CPU cores the learner's compute thread is pinned to (None = not pinned); with cores given,
+    # num_threads defaults to their number. See mint_rl/placement.py for why this matters.
+    cpu_cores: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
             raise InvalidInputError("dtype", f"must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.row_capacity < 1 or self.tokens_per_microbatch < 1:
             raise InvalidInputError("row_capacity", "and tokens_per_microbatch must be >= 1")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise InvalidInputError("num_threads", f"must be >= 1, got {self.num_threads}")
+        if self.cpu_cores is not None:
+            object.__setattr__(self, "cpu_cores", parse_cores(self.cpu_cores, "cpu_cores"))
+
+    def bind_thread(self) -> None:
+        """Applies cpu_cores / num_threads to the calling thread (the learner's worker)."""
+        if self.cpu_cores is not None:
+            pin_current_thread(self.cpu_cores)
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
 
 
 class LearnerEngine:
@@ -57,8 +72,6 @@ class LearnerEngine:
         self.model_dir = Path(model_dir)
         self.lora_config = lora
         self.settings = settings or LearnerSettings()
-        if self.settings.num_threads:
-            torch.set_num_threads(self.settings.num_threads)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         base = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
         self.model = add_lora(base, lora)
@@ -79,9 +92,11 @@ class LearnerEngine:
         return loss, prepare_batch(data, loss, self.vocab_size)
 
     def forward_backward(
-        self, batch: list[PreparedDatum], loss: Loss, config: dict[str, float], *, backward: bool
+        self, batch: list[PreparedDatum], loss: Loss, config: dict[str, float], *, backward: bool,
+        full_precision: bool = False,
     ) -> ForwardBackwardOutput:
-        """Loss (summed) and per-datum logprobs; with `backward`, gradients accumulate."""
+        """Loss (summed) and per-datum logprobs; with `backward`, gradients accumulate.
+        `full_precision` computes in fp32 even when the settings say bf16."""
         logprobs: list[torch.Tensor] = [torch.empty(0)] * len(batch)
         total = 0.0
         metric_sums: dict[str, float] = {}
@@ -89,7 +104,7 @@ class LearnerEngine:
             part = [batch[i] for i in indices]
             trained = [loss.trained(d.x) for d in part] if backward else None
             with contextlib.nullcontext() if backward else torch.no_grad():
-                lps = self._logprobs(part, trained)
+                lps = self._logprobs(part, trained, full_precision)
                 per_datum = [loss.per_token(lp, d.x, config).sum()
                              for lp, d in zip(lps, part, strict=True)]
                 part_loss = torch.stack(per_datum).sum()
@@ -137,13 +152,14 @@ class LearnerEngine:
         return out
 
     def _logprobs(
-        self, batch: list[PreparedDatum], trained: list[torch.Tensor] | None
+        self, batch: list[PreparedDatum], trained: list[torch.Tensor] | None,
+        full_precision: bool = False,
     ) -> list[torch.Tensor]:
         packed = self.pack([d.tokens for d in batch])
         autocast = (
             torch.autocast("cpu" if packed.input_ids.device.type == "cpu" else "cuda",
                            dtype=torch.bfloat16)
-            if self.settings.dtype == "bfloat16"
+            if self.settings.dtype == "bfloat16" and not full_precision
             else contextlib.nullcontext()
         )
         with autocast:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import logging
 import os
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,21 @@ class Generation:
     versions: list[int]
     finish_reason: str
     prompt_logprobs: list[dict[int, Any] | None] | None
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Sets environment variables for the duration of the block, then restores them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class _LoopThread:
@@ -124,10 +140,12 @@ class SamplerEngine:
             kwargs.update(enable_lora=True, max_lora_rank=c.max_lora_rank, max_loras=c.max_loras,
                           max_cpu_loras=max(c.max_loras, c.keep_versions))
         start = time.perf_counter()
-        self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        # vLLM reads its CPU binding from the environment of the processes it spawns here.
+        with _environment(c.vllm_environment()):
+            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         await self.sync.setup()
-        log.info("sampler engine for %s up in %.1f s (%s, %s)", self.base_model,
-                 time.perf_counter() - start, c.strategy, c.dtype)
+        log.info("sampler engine for %s up in %.1f s (%s, %s, cores %s)", self.base_model,
+                 time.perf_counter() - start, c.strategy, c.dtype, c.cpu_cores)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Runs `coro` on the engine loop and waits (not from the engine loop itself)."""

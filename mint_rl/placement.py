@@ -1,0 +1,106 @@
+"""Which CPU cores the sampler (vLLM) and the learner (torch) compute on.
+
+On a small CPU box the two compete for the same cores, and both run OpenMP-style parallel
+regions that wait for their slowest thread: one thread sharing a core with the other side slows a
+whole step down far more than the core it loses. Measured on the 2-core box (docs/rl_bench.md):
+vLLM's own automatic binding keeps one of two cores for its scheduler and samples at 119 tok/s;
+bound to both it samples at 186 tok/s; a learner on its own pinned core trains 2.4x faster next
+to a sampling engine than with torch's two floating threads. So we place explicitly:
+
+- phases that run one after the other (K = 0) each get every core;
+- phases that overlap (K >= 1) get disjoint cores, the sampler the first half.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mint_rl.errors import InvalidInputError
+
+
+def available_cores() -> tuple[int, ...]:
+    """The CPUs this process may run on (respects taskset / cgroup cpusets)."""
+    return tuple(sorted(os.sched_getaffinity(0)))
+
+
+def parse_cores(spec: str | Iterable[int], field: str) -> tuple[int, ...]:
+    """`"0-3,6"` or `[0, 1, 2, 3, 6]` -> (0, 1, 2, 3, 6); each core must be usable here."""
+    cores: set[int] = set()
+    if isinstance(spec, str):
+        for part in spec.replace(" ", "").split(","):
+            match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not match:
+                raise InvalidInputError(field, f"expected a core list like '0-1' or '2,3', "
+                                               f"got {spec!r}")
+            lo, hi = match.group(1), match.group(2) or match.group(1)
+            cores.update(range(int(lo), int(hi) + 1))
+    else:
+        cores.update(int(c) for c in spec)
+    if not cores:
+        raise InvalidInputError(field, "names no CPU core")
+    missing = cores - set(available_cores())
+    if missing:
+        raise InvalidInputError(field, f"cores {sorted(missing)} are not available to this "
+                                       f"process (available: {format_cores(available_cores())})")
+    return tuple(sorted(cores))
+
+
+def format_cores(cores: Iterable[int]) -> str:
+    """(0, 1, 2, 5) -> "0-2,5", the form vLLM's VLLM_CPU_OMP_THREADS_BIND takes."""
+    runs: list[list[int]] = []
+    for c in sorted(cores):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+@dataclass(frozen=True)
+class CpuPlacement:
+    sampler: tuple[int, ...]
+    learner: tuple[int, ...]
+
+    @property
+    def shared(self) -> bool:
+        return bool(set(self.sampler) & set(self.learner))
+
+    def sampler_cores(self) -> str:
+        """For `EngineConfig(cpu_cores=...)`."""
+        return format_cores(self.sampler)
+
+    def learner_cores(self) -> tuple[int, ...] | None:
+        """For `LearnerSettings(cpu_cores=...)`: pinned only when the learner has its own cores
+        (shared cores are left to torch's threads, which then have them to themselves)."""
+        return None if self.shared else self.learner
+
+
+CPU_MODES = ("auto", "shared", "split")
+
+
+def plan_cpus(
+    max_steps_off_policy: int, mode: str = "auto", cores: Iterable[int] | None = None
+) -> CpuPlacement:
+    """Cores for an RL run: `shared` gives every core to both (right when sampling and training
+    alternate, K = 0), `split` gives each its own half (right when they overlap, K >= 1);
+    `auto` picks by K."""
+    if mode not in CPU_MODES:
+        raise InvalidInputError("cpus", f"must be one of {CPU_MODES}, got {mode!r}")
+    cores = tuple(sorted(cores)) if cores is not None else available_cores()
+    split = mode == "split" or (mode == "auto" and max_steps_off_policy > 0)
+    if not split or len(cores) < 2:
+        return CpuPlacement(sampler=cores, learner=cores)
+    half = len(cores) // 2
+    return CpuPlacement(sampler=cores[:half], learner=cores[half:])
+
+
+def pin_current_thread(cores: Iterable[int]) -> None:
+    """Binds the calling thread (and the OpenMP workers torch starts from it) to `cores`."""
+    import torch
+
+    cores = tuple(cores)
+    os.sched_setaffinity(0, cores)  # pid 0 = the calling thread on Linux
+    torch.set_num_threads(len(cores))
