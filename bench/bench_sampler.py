@@ -92,14 +92,19 @@ def bench_mint(model: str, adapters: dict[int, Path], ref_probe) -> dict[str, fl
     }
 
 
-def bench_vllm(model_dir: Path) -> float:
+def bench_vllm(model_dir: Path, environment: dict[str, str]) -> float:
+    """Raw vLLM on base weights; `environment` holds its CPU-binding variables (empty: vLLM's
+    own automatic binding)."""
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
+    from mint_rl.sampler.engine import _environment
+
     prompts = prompts_tokens(AutoTokenizer.from_pretrained(model_dir))
-    llm = LLM(model=str(model_dir), dtype="float32", kv_cache_memory_bytes=1 << 30,
-              max_model_len=4096, disable_log_stats=True)
+    with _environment(environment):
+        llm = LLM(model=str(model_dir), dtype="float32", kv_cache_memory_bytes=1 << 30,
+                  max_model_len=4096, disable_log_stats=True)
     params = SamplingParams(n=SAMPLES, max_tokens=NEW_TOKENS, temperature=1.0, logprobs=0)
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
 
@@ -146,14 +151,19 @@ def bench_hf(model_dir: Path, adapter: Path) -> float:
     return max(run() for _ in range(2))
 
 
-def table(r: dict[str, float]) -> str:
+def table(r: dict) -> str:
     return "\n".join([
         "| measure | value | target |",
         "|---|---|---|",
         f"| mint_rl sampling, LoRA policy (merged), tok/s | {r['mint']:.0f} | |",
-        f"| raw vLLM `LLM.generate`, base weights, tok/s | {r['vllm']:.0f} | |",
-        f"| HF transformers + peft `generate`, tok/s | {r['hf']:.0f} | |",
-        f"| mint_rl / raw vLLM | {r['mint'] / r['vllm']:.2f}x | >= 0.95x |",
+        f"| raw vLLM `LLM.generate`, base weights, same cores ({r['cores']}), tok/s "
+        f"| {r['vllm']:.0f} | |",
+        f"| raw vLLM `LLM.generate`, base weights, vLLM's own binding, tok/s "
+        f"| {r['vllm_auto']:.0f} | |",
+        f"| HF transformers + peft `generate` ({r['hf_threads']} torch threads), tok/s "
+        f"| {r['hf']:.0f} | |",
+        f"| mint_rl / raw vLLM, same cores | {r['mint'] / r['vllm']:.2f}x | >= 0.95x |",
+        f"| mint_rl / raw vLLM, vLLM's own binding | {r['mint'] / r['vllm_auto']:.2f}x | |",
         f"| mint_rl / HF+peft | {r['mint'] / r['hf']:.1f}x | >= 5x |",
         f"| push -> serving new version (median / max of 6) | {r['swap_s']:.2f} s / "
         f"{r['swap_max_s']:.2f} s | < 0.5 s |",
@@ -173,13 +183,21 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-sampler-"))
     adapters = {v: make_random_adapter(model_dir, tmp / f"v{v}", seed=v) for v in (1, 2)}
     ref = HFReference(model_dir)
-    r: dict[str, float] = {}
+    r: dict = {}
     m = bench_mint(DEFAULT_MODEL, adapters, ref.logprobs)
     r.update(mint=m["tok_s"], swap_s=m["swap_s"], swap_max_s=m["swap_max_s"],
              push_verified_s=m["push_verified_s"])
     del ref
     gc.collect()
-    r["vllm"] = bench_vllm(model_dir)
+    import torch
+
+    from mint_rl.sampler import EngineConfig
+
+    binding = EngineConfig().resolve()
+    r["cores"] = binding.cpu_cores
+    r["vllm"] = bench_vllm(model_dir, binding.vllm_environment())
+    r["vllm_auto"] = bench_vllm(model_dir, {})
+    r["hf_threads"] = torch.get_num_threads()
     r["hf"] = bench_hf(model_dir, adapters[1])
     text = table(r)
     print(f"\nMachine: {machine()}\n{SAMPLES * len(PROMPTS)} sequences x {NEW_TOKENS} new "
