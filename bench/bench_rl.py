@@ -9,12 +9,12 @@ plus 0.001 per character, so a group's rewards almost never tie and every sample
     .venv/bin/python bench/bench_rl.py [--trl-python /work/trl-venv/bin/python]
                                        [--steps 5] [--warmup 1] [--markdown docs/rl_bench.md]
 
-Each mint_rl thread setting runs in its own child process (one vLLM engine, one learner), K=0
-first, then K=1 on the same actors. K=0 runs sampling, training and the weight push strictly one
-after the other, so its per-phase timings are "sampling alone" and "training alone" under the same
-thread setting. TRL runs in its own virtual environment (it must not be installed into the
-project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install torch==2.13.0
-'transformers<5.20' peft trl==1.16.0 datasets`.
+Each mint_rl setting (CPU placement x learner dtype) runs in its own child process (one vLLM
+engine, one learner), K=0 first, then K=1 on the same actors. K=0 runs sampling, training and the
+weight push strictly one after the other, so its per-phase timings are "sampling alone" and
+"training alone" on the same cores. TRL runs in its own virtual environment (it must not be
+installed into the project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install
+torch==2.13.0 'transformers<5.20' peft trl==1.16.0 datasets`.
 """
 
 from __future__ import annotations
@@ -37,16 +37,11 @@ PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS, RANK = 8, 4, 16, 16
 LEARNING_RATE = 1e-4
 RESULT = "BENCH_RESULT "  # prefix of the one JSON line a child prints
 
-# Thread settings tried for mint_rl. vLLM-CPU binds its OpenMP threads itself
-# (VLLM_CPU_OMP_THREADS_BIND, default "auto": it reserves a core for the engine's scheduler
-# process and binds the model's one OpenMP thread to CPU 0 here). "learner-core1" gives the
-# learner the other core: one torch thread, every thread of the learner's process pinned to CPU 1
-# once the engine is up (the engine's processes keep their own binding).
-THREAD_SETTINGS = {
-    "default": {"learner_threads": None, "pin": None, "env": {}},
-    "learner-1-thread": {"learner_threads": 1, "pin": None, "env": {}},
-    "learner-core1": {"learner_threads": 1, "pin": 1, "env": {}},
-}
+# CPU placements tried for mint_rl (mint_rl/placement.py): "shared" gives vLLM's model threads
+# and the learner's torch threads every core (right when they alternate, K=0); "split" gives the
+# sampler the first half of the cores and pins the learner's thread to the other half (right when
+# they overlap, K=1). `mint-rl run` picks by K ("auto").
+CPU_SETTINGS = ("shared", "split")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,8 +104,10 @@ async def _mint_main(args) -> dict:
     from mint_rl import types
     from mint_rl.learner.engine import LearnerSettings
     from mint_rl.models import resolve_model
+    from mint_rl.placement import plan_cpus
     from mint_rl.rl.types import StepResult
     from mint_rl.runtime import open_system
+    from mint_rl.sampler import EngineConfig
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
     generated: list[int] = []  # tokens of every sampled reply (envs run in this process)
@@ -152,20 +149,21 @@ async def _mint_main(args) -> dict:
 
     params = types.SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0,
                                   stop_token_ids=[tokenizer.eos_token_id])
-    settings = LearnerSettings(dtype=args.learner_dtype, num_threads=args.learner_threads)
+    cpus = plan_cpus(max(args.ks), args.cpus)
+    settings = LearnerSettings(dtype=args.learner_dtype, cpu_cores=cpus.learner_cores())
+    engine_cfg = EngineConfig(cpu_cores=cpus.sampler_cores())
     learner_cfg = LearnerConfig(base_model=args.model, rank=RANK, seed=0, loss="ppo",
                                 learning_rate=LEARNING_RATE, settings=settings)
-    results: dict = {"setting": args.setting, "learner_dtype": args.learner_dtype, "runs": {}}
+    results: dict = {"setting": args.setting, "learner_dtype": args.learner_dtype, "runs": {},
+                     "sampler_cores": list(cpus.sampler), "learner_cores": list(cpus.learner)}
     t0 = time.perf_counter()
     async with open_system() as system:
-        sampler = await system.spawn(functools.partial(SamplerActor, args.model, params),
+        sampler = await system.spawn(functools.partial(SamplerActor, args.model, params,
+                                                       engine_cfg),
                                      name="sampler", device="sampler")
         learner = await system.spawn(functools.partial(LearnerActor, learner_cfg),
                                      name="learner", device="learner")
         advantage = await system.spawn(AdvantageActor, name="advantage")
-        if args.pin_learner is not None:
-            for tid in os.listdir("/proc/self/task"):
-                os.sched_setaffinity(int(tid), {args.pin_learner})
         results["startup_s"] = time.perf_counter() - t0
         log(f"[{args.setting}] sampler + learner up in {results['startup_s']:.1f} s")
         for k in args.ks:
@@ -179,7 +177,8 @@ async def _mint_main(args) -> dict:
                 rows.append(m)
                 log(f"[{args.setting} K={k}] step {m['step']}: "
                     f"{m['time/step']:.2f} s (sample_wait {m['time/sample_wait']:.2f}, "
-                    f"train {m['time/train']:.2f}, push {m['time/push']:.2f}), "
+                    f"train {m['time/train']:.2f}, export {m['time/export']:.2f}, "
+                    f"push {m['time/push']:.2f}), "
                     f"datums {m.get('datums')}, load {m['load1']:.2f}")
 
             cfg = PipelineConfig(steps=start + args.steps, groups_per_batch=PROMPTS_PER_STEP,
@@ -209,7 +208,7 @@ def summarize_mint(run: dict) -> dict:
         "step": statistics.mean(walls), "step_median": statistics.median(walls),
         "step_min": min(walls), "step_max": max(walls), "n": len(walls),
         "sample_wait": mean("time/sample_wait"), "train": mean("time/train"),
-        "push": mean("time/push"), "datums": mean("datums"),
+        "push": mean("time/push"), "export": mean("time/export"), "datums": mean("datums"),
         "tokens_mean": run["tokens_mean"], "load1": mean("load1"),
     }
 
@@ -325,29 +324,37 @@ def report(mint: dict[str, dict], trl_res: dict | None, args, elapsed: float) ->
             out.append(f"| mint_rl K={k} ({res['learner_dtype']}) | {setting} | {s['step']:.2f} | "
                        f"{s['step_median']:.2f} | {s['step_min']:.2f}–{s['step_max']:.2f} | "
                        f"{s['n']} | {s['tokens_mean']:.1f} | {s['load1']:.1f} |")
-    out += ["", "mint_rl phases (means over the measured steps; at K=0 they run one after the "
-            "other, so they are each phase alone):", "",
-            "| setting | K | sample_wait s | train s | push s | datums/step |",
-            "|---|---:|---:|---:|---:|---:|"]
+    out += ["", "mint_rl phases (means over the measured steps). The push of step n's weights "
+            "runs in the background: at K=0 the next batch's sampling waits for it, so it is "
+            "part of K=0's sample_wait; at K=1 it overlaps the next training step.", "",
+            "| setting | K | sample_wait s | train s | export s | push s | datums/step |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for setting, res in mint.items():
         for k, s in res["summary"].items():
             out.append(f"| {setting} | {k} | {s['sample_wait']:.2f} | {s['train']:.2f} | "
-                       f"{s['push']:.2f} | {s['datums']:.1f} |")
-    out += ["", "Targets:", "", "| setting | mint_rl K=0 vs TRL | mint_rl K=1 vs TRL | "
-            "overlap limit max(S, T) s | K=1 / max(S, T) | limit incl. push max(S, T + P) s | "
-            "K=1 / max(S, T + P) | K=1 / its own (T + P) |",
+                       f"{s['export']:.2f} | {s['push']:.2f} | {s['datums']:.1f} |")
+    out += ["", "Targets. S = sampling alone (K=0 sample_wait minus the push it waited for), "
+            "T = training alone (K=0 train), E = export (K=0), both measured in the same process "
+            "as the K=1 run, with the same cores:", "",
+            "| setting | K=0 vs TRL (median) | K=1 vs TRL (median) | S s | T s | max(S, T) s | "
+            "K=1 / max(S, T) | K=1 / max(S, T + E) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for setting, res in mint.items():
         s = res["summary"]
         if "0" not in s or "1" not in s:
             continue
-        alone_s, alone_t, alone_p = s["0"]["sample_wait"], s["0"]["train"], s["0"]["push"]
-        limit, limit_p = max(alone_s, alone_t), max(alone_s, alone_t + alone_p)
-        vs = (lambda x: f"{trl_res['summary']['step'] / x:.2f}x") if trl_res else (lambda x: "n/a")
-        out.append(f"| {setting} | {vs(s['0']['step'])} | {vs(s['1']['step'])} | {limit:.2f} | "
-                   f"{s['1']['step'] / limit:.2f}x | {limit_p:.2f} | "
-                   f"{s['1']['step'] / limit_p:.2f}x | "
-                   f"{s['1']['step'] / (s['1']['train'] + s['1']['push']):.2f}x |")
+        alone_s = s["0"]["sample_wait"] - s["0"]["push"]
+        alone_t, alone_e = s["0"]["train"], s["0"]["export"]
+        limit, limit_e = max(alone_s, alone_t), max(alone_s, alone_t + alone_e)
+        trl_median = trl_res["summary"]["step_median"] if trl_res else None
+
+        def vs(x: float, trl_median=trl_median) -> str:
+            return f"{trl_median / x:.2f}x" if trl_median else "n/a"
+
+        out.append(f"| {setting} | {vs(s['0']['step_median'])} | {vs(s['1']['step_median'])} | "
+                   f"{alone_s:.2f} | {alone_t:.2f} | {limit:.2f} | "
+                   f"{s['1']['step_median'] / limit:.2f}x | "
+                   f"{s['1']['step_median'] / limit_e:.2f}x |")
     out += ["", f"Whole benchmark: {elapsed / 60:.1f} min wall-clock; load average at the end "
             f"{load()}."]
     return "\n".join(out)
@@ -359,9 +366,10 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=5, help="steps per system, warm-up included")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--trl-python", default="/work/trl-venv/bin/python")
-    p.add_argument("--settings", default=",".join(THREAD_SETTINGS),
-                   help=f"mint_rl thread settings to run, of {list(THREAD_SETTINGS)}")
-    p.add_argument("--learner-dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--settings", default=",".join(CPU_SETTINGS),
+                   help=f"mint_rl CPU placements to run, of {list(CPU_SETTINGS)}")
+    p.add_argument("--learner-dtypes", default="float32,bfloat16",
+                   help="learner dtypes to run (each with every placement)")
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--markdown", type=Path, help="also write the tables here")
     p.add_argument("--raw", type=Path, help="write every measurement (JSON) here")
@@ -372,8 +380,8 @@ def main() -> int:
     p.add_argument("--mint-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--setting", default="default", help=argparse.SUPPRESS)
-    p.add_argument("--learner-threads", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--pin-learner", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--learner-dtype", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--cpus", default="shared", help=argparse.SUPPRESS)
     p.add_argument("--ks", default="0,1",
                    help="mint_rl runs, in this order, on the same actors (noise hits the later "
                         "ones differently: try 1,0 too)")
@@ -403,21 +411,17 @@ def main() -> int:
         mint.update(old["mint"])
         trl_res = old["trl"] or trl_res
     for setting in [s for s in args.settings.split(",") if s]:
-        spec = THREAD_SETTINGS[setting]
-        key = setting if args.ks == "0,1" else f"{setting}, K order {args.ks}"
-        if key in mint:
-            continue
-        cmd = [sys.executable, here, "--mint-only", "--setting", key, "--ks", args.ks,
-               "--learner-dtype", args.learner_dtype, *common]
-        if spec["learner_threads"]:
-            cmd += ["--learner-threads", str(spec["learner_threads"])]
-        if spec["pin"] is not None:
-            cmd += ["--pin-learner", str(spec["pin"])]
-        res = run_child(cmd, spec["env"])
-        res["summary"] = {k: summarize_mint(r) for k, r in res["runs"].items()}
-        mint[key] = res
-        if args.raw:  # after each child: a run cut short keeps what it measured
-            args.raw.write_text(json.dumps({"mint": mint, "trl": trl_res, "load": load()}))
+        for dtype in args.learner_dtypes.split(","):
+            key = f"{setting}, {dtype}" + ("" if args.ks == "0,1" else f", K order {args.ks}")
+            if key in mint:
+                continue
+            cmd = [sys.executable, here, "--mint-only", "--setting", key, "--cpus", setting,
+                   "--ks", args.ks, "--learner-dtype", dtype, *common]
+            res = run_child(cmd)
+            res["summary"] = {k: summarize_mint(r) for k, r in res["runs"].items()}
+            mint[key] = res
+            if args.raw:  # after each child: a run cut short keeps what it measured
+                args.raw.write_text(json.dumps({"mint": mint, "trl": trl_res, "load": load()}))
     if trl_res is not None or args.skip_trl:
         pass
     elif Path(args.trl_python).exists():
