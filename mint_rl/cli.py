@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mint-rl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a recipe end to end")
-    run.add_argument("recipe", help="recipe name (see `mint-rl list`)")
+    # Help is ours to give: `mint-rl run RECIPE --help` shows the recipe's own options too.
+    run = sub.add_parser("run", help="run a recipe end to end", add_help=False)
+    run.add_argument("-h", "--help", action="store_true", help="show this help (and the recipe's)")
+    run.add_argument("recipe", nargs="?", help="recipe name (see `mint-rl list`)")
     run.add_argument("--steps", type=int, default=None, help="training steps (recipe default)")
     run.add_argument("--max-steps-off-policy", type=int, default=0, metavar="K",
                      help="0 = synchronous on-policy; K >= 1 lets samplers run K versions ahead")
@@ -73,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.help:
+        run.print_help()
+        if args.recipe in _recipe_names():
+            module = importlib.import_module(f"recipes.{args.recipe}")
+            if hasattr(module, "parse_options"):
+                print(f"\noptions of the {args.recipe} recipe:")
+                module.parse_options(["--help"], None)  # prints and exits
+        return 0
+    if args.recipe is None:
+        run.error("a recipe name is required (see `mint-rl list`)")
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be >= 1")
     if args.max_steps_off_policy < 0:

@@ -29,6 +29,7 @@ from rich.console import Console
 from actors.advantage import AdvantageActor
 from actors.learner import LearnerActor, LearnerConfig
 from actors.pipeline import PipelineConfig, PipelineState, run_pipeline
+from actors.reference import ReferenceActor
 from actors.sampler import SamplerActor
 from mint_rl import types
 from mint_rl.models import DEFAULT_MODEL
@@ -58,6 +59,7 @@ class Config:
     save_every: int = 10
     learner_dtype: str = "float32"
     learner_threads: int | None = None  # torch threads of the learner (None = torch default)
+    kl_coef: float = 0.0  # > 0: per-token KL penalty against the base model (ReferenceActor)
     cpus: str = "auto"  # CPU cores: shared by sampler and learner, split, or auto (split if K>0)
     seed: int = 0
 
@@ -186,11 +188,11 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
     params = sampling_params(cfg, tokenizer)
     cpus = plan_cpus(cfg.max_steps_off_policy, cfg.cpus)
     engine_cfg = EngineConfig(cpu_cores=cpus.sampler_cores())
+    learner_settings = LearnerSettings(dtype=cfg.learner_dtype, num_threads=cfg.learner_threads,
+                                       cpu_cores=cpus.learner_cores())
     learner_cfg = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=resume_from,
-                                settings=LearnerSettings(dtype=cfg.learner_dtype,
-                                                         num_threads=cfg.learner_threads,
-                                                         cpu_cores=cpus.learner_cores()))
+                                settings=learner_settings)
     pipeline_cfg = PipelineConfig(steps=cfg.steps, groups_per_batch=cfg.groups_per_batch,
                                   max_steps_off_policy=cfg.max_steps_off_policy,
                                   start_step=start_step, eval_every=cfg.eval_every,
@@ -217,7 +219,14 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
                 name="sampler", device="sampler")
             learner = await system.spawn(functools.partial(LearnerActor, learner_cfg),
                                          name="learner", device="learner")
-            advantage = await system.spawn(AdvantageActor, name="advantage")
+            reference = None
+            if cfg.kl_coef > 0:
+                reference = await system.spawn(
+                    functools.partial(ReferenceActor, cfg.base_model, learner_settings),
+                    name="reference", device="learner")
+            advantage = await system.spawn(
+                functools.partial(AdvantageActor, kl_coef=cfg.kl_coef, reference=reference),
+                name="advantage")
             display.status("training")
             await run_pipeline(pipeline_cfg, AdditionDataset(train_set, tokenizer, cfg),
                                sampler, advantage, learner, on_step=on_step,
@@ -228,22 +237,37 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
 
 
 def parse_options(extra: list[str], run_args) -> Config:
-    p = argparse.ArgumentParser(prog="mint-rl run arithmetic")
+    p = argparse.ArgumentParser(prog="mint-rl run arithmetic",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = Config()
-    p.add_argument("--base-model", default=d.base_model)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--rank", type=int, default=d.rank)
-    p.add_argument("--group-size", type=int, default=d.group_size)
-    p.add_argument("--groups-per-batch", type=int, default=d.groups_per_batch)
-    p.add_argument("--max-tokens", type=int, default=d.max_tokens)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--max-operand", type=int, default=d.max_operand)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-samples", type=int, default=d.eval_samples)
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--learner-dtype", choices=["float32", "bfloat16"], default=d.learner_dtype)
+    p.add_argument("--base-model", default=d.base_model,
+                   help="model id or local folder")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="Adam learning rate")
+    p.add_argument("--rank", type=int, default=d.rank,
+                   help="LoRA rank")
+    p.add_argument("--group-size", type=int, default=d.group_size,
+                   help="samples per problem (advantages are centered per group)")
+    p.add_argument("--groups-per-batch", type=int, default=d.groups_per_batch,
+                   help="problems per training step")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                   help="reply length limit in tokens")
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help="sampling temperature")
+    p.add_argument("--max-operand", type=int, default=d.max_operand,
+                   help="largest operand of the additions")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="evaluate held-out accuracy every N steps (0 = never)")
+    p.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                   help="samples per held-out problem")
+    p.add_argument("--save-every", type=int, default=d.save_every,
+                   help="checkpoint every N steps (resumable)")
+    p.add_argument("--learner-dtype", choices=["float32", "bfloat16"], default=d.learner_dtype,
+                   help="bfloat16 autocasts the learner (faster on AMX/GPU; the probe stays fp32)")
     p.add_argument("--learner-threads", type=int, default=d.learner_threads,
                    help="torch threads for the learner (default: one per core it may use)")
+    p.add_argument("--kl-coef", type=float, default=d.kl_coef,
+                   help="per-token KL penalty against the base model (0 = off)")
     p.add_argument("--cpus", choices=["auto", "shared", "split"], default=d.cpus,
                    help="CPU cores of sampler and learner: shared, split in halves, or auto "
                         "(split when K > 0, so overlapping phases do not compete)")
@@ -255,7 +279,7 @@ def parse_options(extra: list[str], run_args) -> Config:
                   temperature=o.temperature, max_operand=o.max_operand,
                   eval_every=o.eval_every, eval_samples=o.eval_samples,
                   save_every=o.save_every, learner_dtype=o.learner_dtype,
-                  learner_threads=o.learner_threads, cpus=o.cpus,
+                  learner_threads=o.learner_threads, kl_coef=o.kl_coef, cpus=o.cpus,
                   seed=run_args.seed)
 
 
