@@ -44,3 +44,17 @@ def test_sequences_that_only_share_a_short_prefix_are_not_grouped():
     seqs = [[1, 2, 3, 4, 5, 6], [1, 2, 9, 9, 9, 9]]
     packed = pack(seqs, min_shared=8)
     assert packed.real_tokens == 12
+
+
+def test_prompts_behind_a_common_system_prompt_stay_separate_groups():
+    # 4 prompts that share a 30-token system prompt, 4 samples each: grouping all 16 under the
+    # system prompt would recompute each prompt's own 20 tokens per sample and build one unit too
+    # wide for a row; one group per prompt computes each prompt once.
+    rng = random.Random(0)
+    system = [rng.randrange(1000) for _ in range(30)]
+    prompts = [system + [rng.randrange(1000) for _ in range(20)] for _ in range(4)]
+    seqs = [p + [rng.randrange(1000) for _ in range(16)] for p in prompts for _ in range(4)]
+    packed = pack(seqs, row_capacity=256)
+    assert packed.real_tokens == 4 * 50 + 16 * 16
+    assert packed.input_ids.shape[0] == 2  # 456 tokens over rows of 256: units split evenly
+    assert packed.input_ids.shape[1] <= 256

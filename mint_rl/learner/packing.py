@@ -66,7 +66,12 @@ def _prompt_groups(seqs: list[list[int]], min_shared: int) -> list[tuple[int, li
             # last position lies inside the shared block (keeps the column map simple).
             shortest = min(len(seqs[m]) for m in [*members, d])
             new_shared = min(new_shared, shortest - 1)
-            if new_shared >= min_shared:
+            # Joining saves new_shared tokens for d but makes each of the m members recompute
+            # shared - new_shared: worth it only if m * new_shared > (m - 1) * shared. Without
+            # this, prompts that differ after a long common system prompt collapse into one
+            # huge unit (one wide row, quadratic attention, more tokens than one group each).
+            m = len(members)
+            if new_shared >= min_shared and m * new_shared > (m - 1) * shared:
                 groups[-1] = (new_shared, [*members, d])
                 continue
         groups.append((0, [d]))
