@@ -319,7 +319,8 @@ _LOCK = threading.Lock()
 
 
 def get_engine(base_model: str, config: EngineConfig | None = None) -> SamplerEngine:
-    """The process's engine for `base_model`, started on first use (~20 s on CPU)."""
+    """The process's engine for `base_model`, started on first use (1-2 min on the 2-core CPU:
+    vLLM compiles the model at every start, see docs/sampling.md)."""
     key = resolve_model(base_model)
     with _LOCK:
         engine = _ENGINES.get(key)
