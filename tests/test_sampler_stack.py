@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -268,8 +269,11 @@ def test_no_orphan_after_exception_or_ctrl_c(how: str, tmp_path: Path) -> None:
     script = tmp_path / "run.py"
     script.write_text(_SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    # A terminal's Ctrl-C reaches a program whose SIGINT is at its default; the test process
+    # may have SIGINT ignored (inherited through exec), which would make Python ignore it too.
     proc = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+                            stderr=subprocess.DEVNULL, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pids: list[int] = []
     assert proc.stdout is not None
     for line in proc.stdout:
