@@ -29,6 +29,7 @@ import anyio
 
 from mint_rl.rl.types import RLDataset, TrajectoryGroup
 from mint_rl.runtime import ActorHandle, channel
+from mint_rl.terminal import StartupTimeline
 
 EvalFn = Callable[[Any, int], Awaitable[dict[str, float]]]  # (sampling client, step) -> metrics
 
@@ -84,13 +85,16 @@ async def run_pipeline(
     evaluate: EvalFn | None = None,
     on_checkpoint: Callable[[int, str], None] = lambda step, path: None,
     state: PipelineState | None = None,
+    timeline: StartupTimeline | None = None,
 ) -> PipelineState:
     """Trains cfg.steps - cfg.start_step steps. Returns the final state."""
     state = state or PipelineState()
+    mark = timeline.mark if timeline is not None else lambda phase: None
     k = cfg.max_steps_off_policy
     probe = await sampler.call("probe_tokens")
     export = await learner.call("export", probe)
     await sampler.call("load_weights", export.adapter_dir, export.version, export.probe_logprobs)
+    mark(f"sampler serves policy v{export.version} (checked against the learner)")
     state.set_sampler_version(export.version)
     state.learner_version = export.version
     rollouts_send, rollouts_recv = channel(cfg.groups_per_batch * (k + 1), "rollouts")
@@ -113,6 +117,7 @@ async def run_pipeline(
             state.groups_in_flight += 1
             try:
                 group = await sampler.call("rollout", builder, batch_index, min_version)
+                mark("first group sampled")
                 await rollouts_send.send((builder, group))
             finally:
                 state.groups_in_flight -= 1
@@ -121,6 +126,7 @@ async def run_pipeline(
             for b in range(cfg.start_step, cfg.steps):
                 # Pacing: batch b may only be sampled by a policy at most K versions behind b.
                 await state.wait_sampler_version(b - k)
+                mark(f"step {cfg.start_step} starts sampling")
                 for builder in dataset.get_batch(b):
                     tg.start_soon(rollout, builder, b, b - k)
 
@@ -185,6 +191,8 @@ async def run_pipeline(
                 path = await learner.call("save_state", f"step-{step + 1:06d}")
                 on_checkpoint(step + 1, path)
             state.last_metrics = metrics
+            if step == cfg.start_step:
+                mark(f"step {step} done")
             on_step(metrics)
 
         # The sampler ends serving the final policy (also for whoever samples after the run).

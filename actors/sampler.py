@@ -27,11 +27,17 @@ class SamplerActor(Actor):
         self.tokens_sampled = 0
 
     async def setup(self) -> None:
-        from mint_rl.sampler import SamplerWeights
+        from mint_rl.sampler import SamplerWeights, running_engine
 
+        # A run numbers policy versions from 0. An engine already running in this process (a
+        # second run in a notebook, a test session) is reset and reused instead of restarted;
+        # one this actor starts, it also shuts down.
+        self._owns_engine = running_engine(self.base_model) is None
         # Starting vLLM takes a while and blocks: keep the event loop free meanwhile.
         self.weights = await self.ctx.run_blocking(SamplerWeights, self.base_model,
                                                    self.engine_config)
+        if not self._owns_engine:
+            await self.ctx.run_blocking(self.weights.engine.reset)
         self._probe = await self.ctx.run_blocking(self.weights.probe_tokens)
         self.client = None
 
@@ -73,8 +79,8 @@ class SamplerActor(Actor):
         return self.client
 
     async def teardown(self) -> None:
-        # The engine numbers versions from 0 for this run; the next run gets a fresh one.
-        await self.ctx.run_blocking(self.weights.engine.close)
+        engine = self.weights.engine
+        await self.ctx.run_blocking(engine.close if self._owns_engine else engine.reset)
 
     @endpoint(concurrent=True)
     async def stats(self) -> dict[str, float]:

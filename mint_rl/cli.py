@@ -6,20 +6,32 @@
     mint-rl list
 
 Recipes live in the top-level `recipes/` package and are found by name at run time: the library
-never imports them otherwise (imports point recipes -> actors -> mint_rl).
+never imports them otherwise (imports point recipes -> actors -> mint_rl). A recipe module has
+`parse_options(extra_args, run_args) -> config` and `main(run_args, config) -> exit code`.
+
+`mint-rl run` keeps the terminal for mint_rl's own progress lines, live view and errors; what
+vLLM, transformers and torch print (their processes included) goes to `third_party.log` in the
+run folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
-from dataclasses import dataclass
+import time
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
+from mint_rl.errors import BadRequestError
 from mint_rl.losses import LOSSES
+from mint_rl.terminal import StartupTimeline, console, tail, third_party_output_to
+
+# Where `mint-rl run` sends vLLM's, transformers' and torch's own output, inside the run folder.
+THIRD_PARTY_LOG = "third_party.log"
 
 
 @dataclass(frozen=True)
@@ -30,8 +42,10 @@ class RunArgs:
     steps: int | None
     max_steps_off_policy: int
     loss: str | None
-    log_dir: Path | None
+    log_dir: Path
     seed: int
+    # Start-up phases, timed from the command's start (printed, and saved in the run folder).
+    timeline: StartupTimeline = field(default_factory=StartupTimeline)
 
 
 def _recipe_names() -> list[str]:
@@ -63,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list recipes")
 
     args, extra = parser.parse_known_args(argv)
-    # vLLM logs every engine detail at INFO; the live view is the progress report here.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     if args.command == "prepare-model":
         from mint_rl.models import DEFAULT_MODEL, resolve_model
 
@@ -92,11 +104,34 @@ def main(argv: list[str] | None = None) -> int:
     names = _recipe_names()
     if args.recipe not in names:
         parser.error(f"unknown recipe {args.recipe!r}; available: {', '.join(names) or 'none'}")
-    module = importlib.import_module(f"recipes.{args.recipe}")
+    log_dir = args.log_dir or Path("runs") / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_args = RunArgs(recipe=args.recipe, steps=args.steps,
                        max_steps_off_policy=args.max_steps_off_policy, loss=args.loss,
-                       log_dir=args.log_dir, seed=args.seed)
-    return int(module.main(run_args, extra) or 0)
+                       log_dir=log_dir, seed=args.seed)
+    module = importlib.import_module(f"recipes.{args.recipe}")
+    # Options are checked before anything starts (argparse errors go to the terminal).
+    config = module.parse_options(extra, run_args)
+    return _run_recipe(module, run_args, config)
+
+
+def _run_recipe(module: ModuleType, run_args: RunArgs, config: object) -> int:
+    """Runs a recipe with third-party output in the run's log file and ours on the terminal."""
+    log_file = run_args.log_dir / THIRD_PARTY_LOG
+    try:
+        with third_party_output_to(log_file):
+            console.print(f"[dim]vLLM, transformers and torch output: {log_file}[/]")
+            return int(module.main(run_args, config) or 0)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; the engines are shut down. Run folder: {run_args.log_dir}")
+        return 130
+    except SystemExit:
+        raise
+    except BaseException as e:
+        console.print(traceback.format_exc(), markup=False, highlight=False, end="")
+        if not isinstance(e, BadRequestError):  # a bad option needs no engine log
+            console.print(f"[bold]last lines of {log_file}[/]:")
+            console.print(tail(log_file), markup=False, highlight=False)
+        return 1
 
 
 if __name__ == "__main__":

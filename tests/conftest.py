@@ -9,6 +9,10 @@ import pytest
 
 from mint_rl.models import DEFAULT_MODEL, make_tiny_model, mint_home, resolve_model
 
+# vLLM reads this when it is first imported (by a test, after this file): its INFO lines would
+# fill every captured test output.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _runs_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -48,9 +48,12 @@ def test_engine_config_turns_cores_into_vllm_binding() -> None:
     cores = format_cores(available_cores())
     cfg = EngineConfig(device="cpu").resolve()
     assert cfg.cpu_cores == cores
-    assert cfg.vllm_environment() == {"VLLM_CPU_OMP_THREADS_BIND": cores,
-                                      "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-    assert EngineConfig(device="cpu", cpu_cores="auto").resolve().vllm_environment() == {}
+    # One engine process, confined to the cores, one OpenMP thread per core.
+    assert cfg.vllm_environment() == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                                      "OMP_NUM_THREADS": str(len(available_cores()))}
+    assert cfg.engine_cores() == available_cores()
+    auto = EngineConfig(device="cpu", cpu_cores="auto").resolve()  # vLLM's own binding
+    assert auto.vllm_environment() == {} and auto.engine_cores() is None
     assert EngineConfig(device="cuda").resolve().vllm_environment() == {}
 
 

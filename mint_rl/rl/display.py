@@ -14,19 +14,23 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mint_rl.terminal import console
+
 
 class RunDisplay:
     def __init__(self, title: str, total_steps: int, start_step: int = 0) -> None:
         self.title = title
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+                                 TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                 console=console)
         self.task = self.progress.add_task("steps", total=total_steps, completed=start_step)
         self.metrics: dict[str, Any] = {}
         self.state: Any = None
         self.message = ""
         self.best_eval: float | None = None
         self.last_step_at = time.perf_counter()
-        self.live = Live(self._render(), refresh_per_second=2, get_renderable=self._render)
+        self.live = Live(self._render(), refresh_per_second=2, get_renderable=self._render,
+                         console=console)
 
     def __enter__(self) -> RunDisplay:
         self.live.__enter__()

@@ -36,6 +36,10 @@ class EngineConfig:
     # (vLLM's own "auto" keeps one core per NUMA node for its scheduler: half of a 2-core box,
     # 119 vs 186 tok/s measured); "auto" = vLLM's binding; "nobind"; or a list like "0-1", "2,3".
     cpu_cores: str = "all"
+    # Skip torch.compile (and CUDA graphs). None = auto: eager on CPU, where compiling costs
+    # ~70 s per engine start on 2 cores for ~15% more decode speed, repaid only after ~80k
+    # tokens (docs/startup.md); compiled on GPU.
+    enforce_eager: bool | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in ("auto", "merged", "adapter"):
@@ -75,13 +79,32 @@ class EngineConfig:
             cpu_cores = format_cores(available_cores())
         elif cpu_cores not in ("auto", "nobind"):
             cpu_cores = format_cores(parse_cores(cpu_cores, "cpu_cores"))
-        return replace(self, device=device, strategy=strategy, dtype=dtype, cpu_cores=cpu_cores)
+        enforce_eager = self.enforce_eager
+        if enforce_eager is None:
+            enforce_eager = device == "cpu"
+        return replace(self, device=device, strategy=strategy, dtype=dtype, cpu_cores=cpu_cores,
+                       enforce_eager=enforce_eager)
 
     def vllm_environment(self) -> dict[str, str]:
-        """Environment for the engine's processes that applies `cpu_cores` (resolved config)."""
+        """Environment for the engine's processes that applies `cpu_cores` (resolved config).
+
+        On CPU with our own binding, the model worker runs inside vLLM's engine-core process
+        (`VLLM_ENABLE_V1_MULTIPROCESSING=0` lets vLLM pick its one-process executor, as on a
+        single GPU): one spawned process instead of two, each of which re-imports vLLM and
+        torch, saves ~10 s per engine start on 2 cores at the same decode speed
+        (docs/startup.md). vLLM binds OpenMP threads only when it spawns a separate worker;
+        here the engine process inherits the cores from the thread that starts it
+        (`SamplerEngine` sets that thread's affinity) and gets one OpenMP thread per core.
+        """
         if self.device != "cpu" or self.cpu_cores == "auto":
             return {}
+        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
         if self.cpu_cores == "nobind":
-            return {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
-        # Nothing reserved: the scheduler process mostly waits on the model worker.
-        return {"VLLM_CPU_OMP_THREADS_BIND": self.cpu_cores, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+            return env
+        return {**env, "OMP_NUM_THREADS": str(len(parse_cores(self.cpu_cores, "cpu_cores")))}
+
+    def engine_cores(self) -> tuple[int, ...] | None:
+        """The cores the engine process is confined to (resolved config); None = not ours."""
+        if self.device != "cpu" or self.cpu_cores in ("auto", "nobind"):
+            return None
+        return parse_cores(self.cpu_cores, "cpu_cores")
