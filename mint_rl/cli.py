@@ -2,7 +2,7 @@
 
     mint-rl run RECIPE [--steps N] [--max-steps-off-policy K] [--loss LOSS] [--log-dir DIR]
                        [--seed S] [recipe options...]
-    mint-rl prepare-model [ID_OR_FOLDER]
+    mint-rl prepare-model [ID_OR_FOLDER] [--check]
     mint-rl list
 
 Recipes live in the top-level `recipes/` package and are found by name at run time: the library
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 import time
 import traceback
@@ -74,14 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare = sub.add_parser("prepare-model", help="resolve a model once into the local cache")
     prepare.add_argument("model", nargs="?", default=None)
+    prepare.add_argument("--check", action="store_true",
+                         help="also load it with transformers and ask it a question")
     sub.add_parser("list", help="list recipes")
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "prepare-model":
-        from mint_rl.models import DEFAULT_MODEL, resolve_model
-
-        print(resolve_model(args.model or DEFAULT_MODEL))
-        return 0
+        return _prepare_model(args.model, args.check)
     if args.command == "list":
         print("\n".join(_recipe_names()))
         return 0
@@ -114,15 +114,54 @@ def main(argv: list[str] | None = None) -> int:
     return _run_recipe(module, run_args, config)
 
 
+def _prepare_model(model: str | None, check: bool) -> int:
+    """Resolves (for the default model: dequantizes) a model into the cache; optionally checks
+    that it loads and answers a question it knows (the default model knows this one)."""
+    from transformers.utils import logging as hf_logging
+
+    from mint_rl.models import DEFAULT_MODEL, resolve_model
+
+    hf_logging.disable_progress_bar()
+    start = time.perf_counter()
+    with console.status(f"preparing {model or DEFAULT_MODEL}"):
+        path = resolve_model(model or DEFAULT_MODEL)
+    console.print(f"model ready in {time.perf_counter() - start:.1f} s: {path}")
+    if not check:
+        return 0
+    answer = _ask(path, "What is the capital of France?")
+    console.print(f"check: 'What is the capital of France?' -> {answer!r}")
+    if (model or DEFAULT_MODEL) == DEFAULT_MODEL and "paris" not in answer.lower():
+        console.print("[bold red]the default model did not answer 'Paris': it is not usable[/]")
+        return 1
+    return 0
+
+
+def _ask(model_dir: Path, question: str, max_new_tokens: int = 16) -> str:
+    """Greedy answer of a local chat model to one question (transformers, CPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                           add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**prompt, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
 def _run_recipe(module: ModuleType, run_args: RunArgs, config: object) -> int:
     """Runs a recipe with third-party output in the run's log file and ours on the terminal."""
     log_file = run_args.log_dir / THIRD_PARTY_LOG
+    # `kill` (SIGTERM) stops a run the way Ctrl-C does: engines shut down, nothing orphaned.
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         with third_party_output_to(log_file):
             console.print(f"[dim]vLLM, transformers and torch output: {log_file}[/]")
             return int(module.main(run_args, config) or 0)
     except KeyboardInterrupt:
-        console.print(f"interrupted; the engines are shut down. Run folder: {run_args.log_dir}")
+        console.print(f"interrupted; engines shut down. Run folder: {run_args.log_dir}")
         return 130
     except SystemExit:
         raise

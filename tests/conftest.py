@@ -1,8 +1,16 @@
-"""Shared fixtures: the tiny random model (fast) and the bundled default model (real)."""
+"""Shared fixtures: the tiny random model (fast), the bundled default model and one vLLM engine
+(real).
+
+Starting a vLLM engine is the most expensive thing the suite does (~25 s on 2 cores), so the
+real-stack tests share one: a module asks for `sampler_engine`, which starts the engine once per
+session and forgets the previous module's policy versions. Tests of another engine kind (the
+`adapter` strategy) run last, so the shared engine is started only once.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +20,11 @@ from mint_rl.models import DEFAULT_MODEL, make_tiny_model, mint_home, resolve_mo
 # vLLM reads this when it is first imported (by a test, after this file): its INFO lines would
 # fill every captured test output.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `own_engine` replace the shared engine with another kind: run them last."""
+    items.sort(key=lambda item: item.get_closest_marker("own_engine") is not None)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -28,3 +41,21 @@ def tiny_model() -> Path:
 @pytest.fixture(scope="session")
 def default_model() -> Path:
     return resolve_model(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def _session_engine(default_model: Path) -> Iterator[None]:
+    from mint_rl.sampler import close_all
+
+    yield
+    close_all()  # before pytest closes its output streams
+
+
+@pytest.fixture(scope="module")
+def sampler_engine(_session_engine: None):  # noqa: ANN201 (SamplerEngine: imports vLLM)
+    """The process's default vLLM engine for the default model, with no policy versions yet."""
+    from mint_rl.sampler import get_engine
+
+    engine = get_engine(DEFAULT_MODEL)  # started on first use, then shared
+    engine.reset()
+    return engine

@@ -117,12 +117,17 @@ def test_loss_matches_formula_tiny(tiny_client, loss_fn, config):
         assert 0.05 < out.metrics["clip_frac:mean"] < 0.95
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("loss_fn", "config"), [CASES[0], CASES[2], CASES[4], CASES[6]])
-def test_loss_matches_formula_default_model(default_model, loss_fn, config):
+@pytest.fixture(scope="module")
+def default_client(default_model):
     client = mint.ServiceClient().create_lora_training_client(str(default_model), rank=8, seed=0)
     randomize_lora_b(client.engine.model, scale=0.01)
-    _check_against_reference(client, loss_fn, config, seed=5)
+    return client
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("loss_fn", "config"), [CASES[0], CASES[2], CASES[4], CASES[6]])
+def test_loss_matches_formula_default_model(default_client, loss_fn, config):
+    _check_against_reference(default_client, loss_fn, config, seed=5)
 
 
 def test_soft_clip_limits():

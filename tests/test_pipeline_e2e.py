@@ -1,4 +1,8 @@
-"""The RL pipeline end to end on the real stack: vLLM sampler, peft learner, default model."""
+"""The RL pipeline end to end on the real stack: vLLM sampler, peft learner, default model.
+
+The runs reuse the session's vLLM engine (the sampler actor resets its versions instead of
+starting one), so K = 1 runs on shared cores here: split cores would need an engine of its own.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ from recipes.arithmetic import Config, train
 
 @pytest.mark.slow
 @pytest.mark.parametrize("k", [0, 1])
-def test_arithmetic_pipeline_runs_with_bounded_staleness(default_model, tmp_path, k):
+def test_arithmetic_pipeline_runs_with_bounded_staleness(sampler_engine, tmp_path, k):
     cfg = Config(steps=3, max_steps_off_policy=k, groups_per_batch=3, group_size=4,
-                 max_tokens=4, eval_every=2, eval_samples=1, save_every=2, lr=1e-3)
+                 max_tokens=4, eval_every=2, eval_samples=1, save_every=2, lr=1e-3,
+                 cpus="shared")
     state = anyio.run(train, cfg, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "time/step" in r]
@@ -38,3 +43,4 @@ def test_arithmetic_pipeline_runs_with_bounded_staleness(default_model, tmp_path
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "time/step" in r][-2:] == [2, 3]
     assert state.learner_version == 4
+    assert not sampler_engine.closed  # reused, not restarted

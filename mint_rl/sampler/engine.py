@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -79,6 +80,30 @@ def _thread_affinity(cores: tuple[int, ...] | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, saved)
+
+
+@contextlib.contextmanager
+def _interrupts_blocked() -> Iterator[None]:
+    """Blocks SIGINT in the calling thread; processes started meanwhile keep it blocked.
+
+    A terminal's Ctrl-C goes to every process in the foreground group. vLLM's engine process
+    would abort its requests and exit on its own, racing our shutdown and failing the requests
+    in flight; with SIGINT blocked there, this process alone handles Ctrl-C and shuts the
+    engine down in order (SIGTERM). The signal mask survives fork and exec.
+    """
+    if threading.current_thread() is threading.main_thread():
+        yield  # the main thread must keep receiving Ctrl-C itself
+        return
+    # multiprocessing starts its resource tracker with the first child and unblocks SIGINT in
+    # the calling thread as it does: start it first.
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
 
 
 class _LoopThread:
@@ -158,7 +183,8 @@ class SamplerEngine:
                           max_cpu_loras=max(c.max_loras, c.keep_versions))
         start = time.perf_counter()
         # The engine process spawned here inherits this thread's environment and CPU affinity.
-        with _environment(c.vllm_environment()), _thread_affinity(c.engine_cores()):
+        with (_environment(c.vllm_environment()), _thread_affinity(c.engine_cores()),
+              _interrupts_blocked()):
             self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         await self.sync.setup()
         log.info("sampler engine for %s up in %.1f s (%s, %s, cores %s)", self.base_model,

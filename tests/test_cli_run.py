@@ -1,0 +1,103 @@
+"""`mint-rl run` as a user runs it, on the real stack: our progress lines on the terminal, what
+vLLM and transformers print in the run's log file, a clean end, and a Ctrl-C that shuts the
+engine down with no traceback and no process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mint_rl.cli import THIRD_PARTY_LOG
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--groups-per-batch", "2", "--group-size", "2", "--max-tokens", "4",
+         "--eval-samples", "1"]
+
+
+def _start(log_dir: Path, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env.pop("VLLM_LOGGING_LEVEL", None)  # vLLM as a user gets it: INFO (conftest quiets it)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mint_rl.cli", "run", "arithmetic", "--log-dir", str(log_dir),
+         *SMALL, *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        # A terminal's Ctrl-C reaches a program whose SIGINT is at its default; this process
+        # may have it ignored (inherited through exec), which the child would inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _orphaned_engines() -> list[int]:
+    """vLLM engine processes that are not this test process's own (the shared engine)."""
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    found = []
+    for p in psutil.process_iter(["pid", "name", "status"]):
+        if ("VLLM" in (p.info["name"] or "") and p.info["pid"] not in ours
+                and p.info["status"] != psutil.STATUS_ZOMBIE):
+            found.append(p.info["pid"])
+    return found
+
+
+def _wait_no_orphans(before: list[int]) -> list[int]:
+    deadline = time.time() + 20
+    while (left := [p for p in _orphaned_engines() if p not in before]) and time.time() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _assert_quiet(text: str) -> None:
+    """Nothing of vLLM's, transformers' or Python's own reporting on the terminal."""
+    for noise in ("INFO", "WARNING", "Traceback", "it/s]", "EngineCore"):
+        assert noise not in text, f"{noise!r} on the terminal:\n{text}"
+
+
+def test_run_shows_our_progress_and_logs_the_rest(tmp_path: Path) -> None:
+    before = _orphaned_engines()
+    proc = _start(tmp_path / "run", "--steps", "1", "--eval-every", "0")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert err == ""
+    _assert_quiet(out)
+    for line in ("vLLM sampler ready", "learner ready", "sampler serves policy v0",
+                 "step 0 done", "shutting down"):
+        assert line in out
+    log = (tmp_path / "run" / THIRD_PARTY_LOG).read_text()
+    assert "EngineCore" in log and "[shutdown]" in log  # vLLM's own lines went to the file
+    assert "EngineDeadError" not in log and "force killing" not in log  # an orderly shutdown
+    phases = json.loads((tmp_path / "run" / "startup.json").read_text())
+    order = ["imports done", "vLLM sampler ready",
+             "sampler serves policy v0 (checked against the learner)", "step 0 done"]
+    assert [phases[p] for p in order] == sorted(phases[p] for p in order)
+    assert (tmp_path / "run" / "metrics.jsonl").exists()
+    assert _wait_no_orphans(before) == []
+
+
+def test_ctrl_c_shuts_the_engine_down_without_a_traceback(tmp_path: Path) -> None:
+    before = _orphaned_engines()
+    proc = _start(tmp_path / "run", "--steps", "5")
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # wait until it is sampling: engine up, work in flight
+        seen.append(line)
+        if "starts sampling" in line:
+            break
+    assert any("starts sampling" in line for line in seen), "".join(seen)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    out, err = proc.communicate(timeout=120)
+    out = "".join(seen) + out
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in out
+    assert err == ""
+    _assert_quiet(out)
+    assert _wait_no_orphans(before) == []
