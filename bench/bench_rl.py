@@ -97,11 +97,11 @@ async def _mint_main(args) -> dict:
 
     from transformers import AutoTokenizer
 
-    from actors.advantage import AdvantageActor
-    from actors.learner import LearnerActor, LearnerConfig
-    from actors.pipeline import PipelineConfig, run_pipeline
-    from actors.sampler import SamplerActor
     from mint_rl import types
+    from mint_rl.actors.advantage import AdvantageActor
+    from mint_rl.actors.learner import LearnerActor, LearnerConfig
+    from mint_rl.actors.pipeline import PipelineConfig, run_pipeline
+    from mint_rl.actors.sampler import SamplerActor
     from mint_rl.learner.engine import LearnerSettings
     from mint_rl.models import resolve_model
     from mint_rl.placement import plan_cpus

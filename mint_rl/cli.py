@@ -5,8 +5,10 @@
     mint-rl prepare-model [ID_OR_FOLDER] [--check]
     mint-rl list
 
-Recipes live in the top-level `recipes/` package and are found by name at run time: the library
-never imports them otherwise (imports point recipes -> actors -> mint_rl). A recipe module has
+Recipes live in the repository's `recipes/` folder, installed as `mint_rl.recipes` (and `actors/`
+as `mint_rl.actors`, so no generic top-level package lands in site-packages). They are found by
+name at run time: the library never imports them otherwise (imports point recipes -> actors ->
+mint_rl). A recipe module has
 `parse_options(extra_args, run_args) -> config` and `main(run_args, config) -> exit code`.
 
 `mint-rl run` keeps the terminal for mint_rl's own progress lines, live view and errors; what
@@ -50,12 +52,20 @@ class RunArgs:
 
 
 def _recipe_names() -> list[str]:
+    """Modules of `mint_rl.recipes` that `mint-rl run` can run (they define `parse_options` and
+    `main`; other files there are examples run as scripts). Recipes import lazily: cheap."""
     try:
-        import recipes
+        import mint_rl.recipes as recipes
     except ImportError:
         return []
-    modules = pkgutil.iter_modules(recipes.__path__)
-    return sorted(m.name for m in modules if not m.name.startswith("_"))
+    names = []
+    for m in pkgutil.iter_modules(recipes.__path__):
+        if m.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"mint_rl.recipes.{m.name}")
+        if hasattr(module, "parse_options") and hasattr(module, "main"):
+            names.append(m.name)
+    return sorted(names)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.help:
         run.print_help()
         if args.recipe in _recipe_names():
-            module = importlib.import_module(f"recipes.{args.recipe}")
+            module = importlib.import_module(f"mint_rl.recipes.{args.recipe}")
             if hasattr(module, "parse_options"):
                 print(f"\noptions of the {args.recipe} recipe:")
                 module.parse_options(["--help"], None)  # prints and exits
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     run_args = RunArgs(recipe=args.recipe, steps=args.steps,
                        max_steps_off_policy=args.max_steps_off_policy, loss=args.loss,
                        log_dir=log_dir, seed=args.seed)
-    module = importlib.import_module(f"recipes.{args.recipe}")
+    module = importlib.import_module(f"mint_rl.recipes.{args.recipe}")
     # Options are checked before anything starts (argparse errors go to the terminal).
     config = module.parse_options(extra, run_args)
     return _run_recipe(module, run_args, config)

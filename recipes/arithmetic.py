@@ -26,12 +26,12 @@ from typing import Any
 
 import anyio
 
-from actors.advantage import AdvantageActor
-from actors.learner import LearnerActor, LearnerConfig
-from actors.pipeline import PipelineConfig, PipelineState, run_pipeline
-from actors.reference import ReferenceActor
-from actors.sampler import SamplerActor
 from mint_rl import types
+from mint_rl.actors.advantage import AdvantageActor
+from mint_rl.actors.learner import LearnerActor, LearnerConfig
+from mint_rl.actors.pipeline import PipelineConfig, PipelineState, run_pipeline
+from mint_rl.actors.reference import ReferenceActor
+from mint_rl.actors.sampler import SamplerActor
 from mint_rl.models import DEFAULT_MODEL
 from mint_rl.rl.display import RunDisplay
 from mint_rl.rl.metrics import MetricsLogger, plot_metrics

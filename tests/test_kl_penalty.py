@@ -56,8 +56,8 @@ def _group(prompt: list[int], actions: list[list[int]], logprobs: list[list[floa
 async def test_reference_actor_gives_base_model_logprobs_and_shapes_advantages(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from actors.advantage import AdvantageActor
-    from actors.reference import ReferenceActor
+    from mint_rl.actors.advantage import AdvantageActor
+    from mint_rl.actors.reference import ReferenceActor
     from mint_rl.runtime import open_system
 
     prompt, actions = [1, 5, 9], [[11, 12, 13], [14, 15, 16]]

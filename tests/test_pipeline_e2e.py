@@ -11,7 +11,7 @@ import json
 import anyio
 import pytest
 
-from recipes.arithmetic import Config, train
+from mint_rl.recipes.arithmetic import Config, train
 
 
 @pytest.mark.slow

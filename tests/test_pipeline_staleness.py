@@ -16,9 +16,9 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.advantage import AdvantageActor
-from actors.learner import PolicyExport
-from actors.pipeline import PipelineConfig, run_pipeline
+from mint_rl.actors.advantage import AdvantageActor
+from mint_rl.actors.learner import PolicyExport
+from mint_rl.actors.pipeline import PipelineConfig, run_pipeline
 from mint_rl.rl.types import Trajectory, TrajectoryGroup, Transition
 from mint_rl.runtime import Actor, endpoint, open_system
 
