@@ -92,19 +92,20 @@ def bench_mint(model: str, adapters: dict[int, Path], ref_probe) -> dict[str, fl
     }
 
 
-def bench_vllm(model_dir: Path, environment: dict[str, str]) -> float:
-    """Raw vLLM on base weights; `environment` holds its CPU-binding variables (empty: vLLM's
-    own automatic binding)."""
+def bench_vllm(model_dir: Path, config) -> float:
+    """Raw vLLM `LLM.generate` on base weights, started with `config`'s settings (a resolved
+    `EngineConfig`: compile mode, CPU binding, process layout), as mint_rl starts its engine."""
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from mint_rl.sampler.engine import _environment
+    from mint_rl.sampler.engine import _environment, _thread_affinity
 
     prompts = prompts_tokens(AutoTokenizer.from_pretrained(model_dir))
-    with _environment(environment):
+    with _environment(config.vllm_environment()), _thread_affinity(config.engine_cores()):
         llm = LLM(model=str(model_dir), dtype="float32", kv_cache_memory_bytes=1 << 30,
-                  max_model_len=4096, disable_log_stats=True)
+                  max_model_len=4096, disable_log_stats=True,
+                  enforce_eager=config.enforce_eager)
     params = SamplingParams(n=SAMPLES, max_tokens=NEW_TOKENS, temperature=1.0, logprobs=0)
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
 
@@ -156,14 +157,14 @@ def table(r: dict) -> str:
         "| measure | value | target |",
         "|---|---|---|",
         f"| mint_rl sampling, LoRA policy (merged), tok/s | {r['mint']:.0f} | |",
-        f"| raw vLLM `LLM.generate`, base weights, same cores ({r['cores']}), tok/s "
-        f"| {r['vllm']:.0f} | |",
-        f"| raw vLLM `LLM.generate`, base weights, vLLM's own binding, tok/s "
-        f"| {r['vllm_auto']:.0f} | |",
+        f"| raw vLLM `LLM.generate`, base weights, mint_rl's engine settings (eager, cores "
+        f"{r['cores']}), tok/s | {r['vllm']:.0f} | |",
+        f"| raw vLLM `LLM.generate`, base weights, vLLM's defaults (compiled, own binding), "
+        f"tok/s | {r['vllm_auto']:.0f} | |",
         f"| HF transformers + peft `generate` ({r['hf_threads']} torch threads), tok/s "
         f"| {r['hf']:.0f} | |",
-        f"| mint_rl / raw vLLM, same cores | {r['mint'] / r['vllm']:.2f}x | >= 0.95x |",
-        f"| mint_rl / raw vLLM, vLLM's own binding | {r['mint'] / r['vllm_auto']:.2f}x | |",
+        f"| mint_rl / raw vLLM, same settings | {r['mint'] / r['vllm']:.2f}x | >= 0.95x |",
+        f"| mint_rl / raw vLLM, vLLM's defaults | {r['mint'] / r['vllm_auto']:.2f}x | |",
         f"| mint_rl / HF+peft | {r['mint'] / r['hf']:.1f}x | >= 5x |",
         f"| push -> serving new version (median / max of 6) | {r['swap_s']:.2f} s / "
         f"{r['swap_max_s']:.2f} s | < 0.5 s |",
@@ -193,10 +194,12 @@ def main() -> None:
 
     from mint_rl.sampler import EngineConfig
 
-    binding = EngineConfig().resolve()
-    r["cores"] = binding.cpu_cores
-    r["vllm"] = bench_vllm(model_dir, binding.vllm_environment())
-    r["vllm_auto"] = bench_vllm(model_dir, {})
+    ours = EngineConfig().resolve()
+    r["cores"] = ours.cpu_cores
+    r["vllm"] = bench_vllm(model_dir, ours)
+    # vLLM left to itself: compiled, its own CPU binding, a separate worker process.
+    r["vllm_auto"] = bench_vllm(model_dir, EngineConfig(cpu_cores="auto",
+                                                        enforce_eager=False).resolve())
     r["hf_threads"] = torch.get_num_threads()
     r["hf"] = bench_hf(model_dir, adapters[1])
     text = table(r)
