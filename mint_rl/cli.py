@@ -8,8 +8,8 @@
 Recipes live in the repository's `recipes/` folder, installed as `mint_rl.recipes` (and `actors/`
 as `mint_rl.actors`, so no generic top-level package lands in site-packages). They are found by
 name at run time: the library never imports them otherwise (imports point recipes -> actors ->
-mint_rl). A recipe module has
-`parse_options(extra_args, run_args) -> config` and `main(run_args, config) -> exit code`.
+mint_rl). A recipe module has `parse_options(extra_args, run_args) -> config` and
+`main(run_args, config) -> exit code`.
 
 `mint-rl run` keeps the terminal for mint_rl's own progress lines, live view and errors; what
 vLLM, transformers and torch print (their processes included) goes to `third_party.log` in the

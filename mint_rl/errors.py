@@ -40,7 +40,8 @@ class MissingLossInputError(BadRequestError, KeyError):
 
 
 class ConflictError(BadRequestError):
-    """A checkpoint with that name exists and `overwrite` was not set."""
+    """The request conflicts with the current state: a checkpoint with that name exists and
+    `overwrite` was not set, an engine reset while requests are in flight, ..."""
 
 
 class NotFoundError(BadRequestError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mint_rl.errors import InvalidInputError, NotFoundError, WeightSyncError
+from mint_rl.errors import ConflictError, InvalidInputError, NotFoundError, WeightSyncError
 from mint_rl.models import resolve_model
 from mint_rl.sampler.config import EngineConfig
 from mint_rl.sampler.lora_merge import check_adapter_dir
@@ -35,10 +35,10 @@ from mint_rl.sampler.weight_sync import WeightSync, make_sync
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# A fixed text whose tokens probe weight arrival after each push (see `probe_tokens`).
 # Seconds the engine processes get to exit after SIGTERM before vLLM kills them.
 _SHUTDOWN_SECONDS = 20.0
 
+# A fixed text whose tokens probe weight arrival after each push (see `probe_tokens`).
 PROBE_TEXT = "The capital of France is Paris. What is 3 + 4? The answer is 7."
 
 
@@ -293,7 +293,7 @@ class SamplerEngine:
                 break
             await asyncio.sleep(0.1)
         else:
-            raise InvalidInputError("reset", f"{len(self.stamps)} requests are still in flight")
+            raise ConflictError(f"reset: {len(self.stamps)} requests are still in flight")
         for version in list(self.versions):
             path = self.versions.pop(version)
             self.sync.forget(version)
