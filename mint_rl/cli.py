@@ -165,7 +165,8 @@ def _run_recipe(module: ModuleType, run_args: RunArgs, config: object) -> int:
     """Runs a recipe with third-party output in the run's log file and ours on the terminal."""
     log_file = run_args.log_dir / THIRD_PARTY_LOG
     # `kill` (SIGTERM) stops a run the way Ctrl-C does: engines shut down, nothing orphaned.
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    previous = signal.signal(signal.SIGTERM,
+                             lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         with third_party_output_to(log_file):
             console.print(f"[dim]vLLM, transformers and torch output: {log_file}[/]")
@@ -181,6 +182,8 @@ def _run_recipe(module: ModuleType, run_args: RunArgs, config: object) -> int:
             console.print(f"[bold]last lines of {log_file}[/]:")
             console.print(tail(log_file), markup=False, highlight=False)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
