@@ -1,6 +1,6 @@
 """The `mint-rl` command.
 
-    mint-rl run RECIPE [--steps N] [--max-steps-off-policy K] [--loss LOSS] [--log-dir DIR]
+    mint-rl run RECIPE|FILE.py [--steps N] [--max-steps-off-policy K] [--loss LOSS] [--log-dir DIR]
                        [--seed S] [recipe options...]
     mint-rl prepare-model [ID_OR_FOLDER] [--check]
     mint-rl list
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import pkgutil
 import signal
 import sys
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     # Help is ours to give: `mint-rl run RECIPE --help` shows the recipe's own options too.
     run = sub.add_parser("run", help="run a recipe end to end", add_help=False)
     run.add_argument("-h", "--help", action="store_true", help="show this help (and the recipe's)")
-    run.add_argument("recipe", nargs="?", help="recipe name (see `mint-rl list`)")
+    run.add_argument("recipe", nargs="?",
+                     help="recipe name (see `mint-rl list`) or path of your own recipe file")
     run.add_argument("--steps", type=int, default=None, help="training steps (recipe default)")
     run.add_argument("--max-steps-off-policy", type=int, default=0, metavar="K",
                      help="0 = synchronous on-policy; K >= 1 lets samplers run K versions ahead")
@@ -97,31 +99,49 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    module = _find_recipe(args.recipe, run) if args.recipe is not None else None
     if args.help:
         run.print_help()
-        if args.recipe in _recipe_names():
-            module = importlib.import_module(f"mint_rl.recipes.{args.recipe}")
-            if hasattr(module, "parse_options"):
-                print(f"\noptions of the {args.recipe} recipe:")
-                module.parse_options(["--help"], None)  # prints and exits
+        if module is not None:
+            print(f"\noptions of the {args.recipe} recipe:")
+            module.parse_options(["--help"], None)  # prints and exits
         return 0
-    if args.recipe is None:
-        run.error("a recipe name is required (see `mint-rl list`)")
+    if module is None:
+        run.error("a recipe name or file is required (see `mint-rl list`)")
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be >= 1")
     if args.max_steps_off_policy < 0:
         parser.error("--max-steps-off-policy must be >= 0")
-    names = _recipe_names()
-    if args.recipe not in names:
-        parser.error(f"unknown recipe {args.recipe!r}; available: {', '.join(names) or 'none'}")
-    log_dir = args.log_dir or Path("runs") / f"{args.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_args = RunArgs(recipe=args.recipe, steps=args.steps,
+    name = Path(args.recipe).stem
+    log_dir = args.log_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_args = RunArgs(recipe=name, steps=args.steps,
                        max_steps_off_policy=args.max_steps_off_policy, loss=args.loss,
                        log_dir=log_dir, seed=args.seed)
-    module = importlib.import_module(f"mint_rl.recipes.{args.recipe}")
     # Options are checked before anything starts (argparse errors go to the terminal).
     config = module.parse_options(extra, run_args)
     return _run_recipe(module, run_args, config)
+
+
+def _find_recipe(recipe: str, parser: argparse.ArgumentParser) -> ModuleType:
+    """A recipe by name (`mint-rl list`) or the path of the user's own recipe file."""
+    if recipe.endswith(".py"):
+        path = Path(recipe)
+        if not path.is_file():
+            parser.error(f"recipe file {recipe!r} does not exist")
+        spec = importlib.util.spec_from_file_location(f"mint_rl_user_recipe_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+        spec.loader.exec_module(module)
+        if not (hasattr(module, "parse_options") and hasattr(module, "main")):
+            parser.error(f"{recipe} is not a recipe: it needs parse_options(extra_args, "
+                         "run_args) and main(run_args, config)")
+        return module
+    names = _recipe_names()
+    if recipe not in names:
+        parser.error(f"unknown recipe {recipe!r}; available: {', '.join(names) or 'none'} "
+                     "(or give the path of a recipe file)")
+    return importlib.import_module(f"mint_rl.recipes.{recipe}")
 
 
 def _prepare_model(model: str | None, check: bool) -> int:

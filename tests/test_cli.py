@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from mint_rl.cli import main
@@ -18,7 +22,7 @@ def test_run_help_lists_common_and_recipe_options(capsys) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run"], "recipe name is required"),
+    (["run"], "recipe name or file is required"),
     (["run", "no-such-recipe"], "unknown recipe"),
     (["run", "arithmetic", "--steps", "0"], "--steps"),
     (["run", "arithmetic", "--max-steps-off-policy", "-1"], "--max-steps-off-policy"),
@@ -26,5 +30,69 @@ def test_run_help_lists_common_and_recipe_options(capsys) -> None:
 def test_bad_arguments_are_refused(capsys, argv, message) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+_USER_RECIPE = textwrap.dedent('''
+    """A recipe written outside the repository: a few supervised steps on a local model."""
+    import argparse
+    import json
+    from dataclasses import dataclass
+
+    import mint_rl as mint
+    from mint_rl import types
+
+
+    @dataclass(frozen=True)
+    class Config:
+        model: str
+        steps: int = 3
+
+
+    def parse_options(extra, run_args):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--model", required=True)
+        options = parser.parse_args(extra)
+        return Config(model=options.model, steps=(run_args.steps if run_args else None) or 3)
+
+
+    def main(run_args, cfg):
+        client = mint.ServiceClient().create_lora_training_client(cfg.model, rank=4, seed=0)
+        tokens = list(range(5, 25))
+        datum = types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1]),
+                            loss_fn_inputs={"target_tokens": tokens[1:],
+                                            "weights": [1.0] * (len(tokens) - 1)})
+        losses = []
+        for _ in range(cfg.steps):
+            losses.append(client.forward_backward([datum], "cross_entropy").result().loss)
+            client.optim_step(types.AdamParams(learning_rate=1e-2)).result()
+        (run_args.log_dir / "losses.json").write_text(json.dumps(losses))
+        return 0
+''')
+
+
+def test_a_recipe_file_outside_the_repository_trains(tiny_model, tmp_path: Path) -> None:
+    recipe = tmp_path / "my_recipe.py"
+    recipe.write_text(_USER_RECIPE)
+    run_dir = tmp_path / "run"
+    code = main(["run", str(recipe), "--steps", "4", "--log-dir", str(run_dir),
+                 "--model", str(tiny_model)])
+    assert code == 0
+    losses = json.loads((run_dir / "losses.json").read_text())
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert (run_dir / "third_party.log").exists()  # run like any recipe
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("x = 1\n", "is not a recipe"),
+])
+def test_bad_recipe_files_are_refused(capsys, tmp_path: Path, content, message) -> None:
+    recipe = tmp_path / "not_a_recipe.py"
+    if content is not None:
+        recipe.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(recipe)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
