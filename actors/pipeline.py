@@ -2,11 +2,11 @@
 
     sample_batches:  for each batch b, once the sampler serves a version >= b - K, start its
                      group rollouts; finished groups go into a bounded channel.
-    train_loop:      take fresh groups from the channel (a group older than K versions is
-                     dropped and re-sampled), build datums, train one step, export the new
+    train_step:      collect fresh groups from the channel (a group older than K versions is
+                     dropped and re-sampled), compute advantages, train, publish the new
                      weights; log metrics.
-    push_weights:    load each exported version into the sampler, in order, while the train
-                     loop goes on (with K >= 1 the push is off the learner's critical path).
+    push_weights:    load each published version into the sampler, in order, while training
+                     goes on (with K >= 1 the push is off the learner's critical path).
 
 K = `max_steps_off_policy`. K = 0 is synchronous on-policy training: batch b is sampled only by
 version b. With K >= 1 the sampler runs up to K batches ahead while the learner trains. The bound
@@ -20,12 +20,14 @@ advantage), copy `run_pipeline` and add a stage: the actors are ordinary classes
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from mint_rl.rl.types import RLDataset, TrajectoryGroup
 from mint_rl.runtime import ActorHandle, channel
@@ -74,6 +76,16 @@ class PipelineState:
             await self.version_changed.wait()
 
 
+@contextlib.contextmanager
+def timed(metrics: dict[str, Any], key: str) -> Iterator[None]:
+    """Adds the seconds the block took to `metrics[key]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics[key] = time.perf_counter() - start
+
+
 async def run_pipeline(
     cfg: PipelineConfig,
     dataset: RLDataset,
@@ -88,90 +100,69 @@ async def run_pipeline(
     timeline: StartupTimeline | None = None,
 ) -> PipelineState:
     """Trains cfg.steps - cfg.start_step steps. Returns the final state."""
-    state = state or PipelineState()
-    mark = timeline.mark if timeline is not None else lambda phase: None
-    k = cfg.max_steps_off_policy
-    probe = await sampler.call("probe_tokens")
-    export = await learner.call("export", probe)
-    await sampler.call("load_weights", export.adapter_dir, export.version, export.probe_logprobs)
-    mark(f"sampler serves policy v{export.version} (checked against the learner)")
-    state.set_sampler_version(export.version)
-    state.learner_version = export.version
-    rollouts_send, rollouts_recv = channel(cfg.groups_per_batch * (k + 1), "rollouts")
-    # One export waits while one loads: the learner is at most two versions ahead of the
-    # sampler, and pacing plus the staleness check below keep every trained group within K.
-    exports_send, exports_recv = channel(1, "exports")
-    push_times: dict[str, float] = {}
+    run = _PipelineRun(cfg, dataset, sampler, advantage, learner, on_step, evaluate,
+                       on_checkpoint, state or PipelineState(), timeline)
+    return await run.run()
 
-    async with anyio.create_task_group() as tg:
 
-        async def push_weights() -> None:
-            async for export in exports_recv:
-                t_push = time.perf_counter()
-                push_times["engine"] = await sampler.call(
-                    "load_weights", export.adapter_dir, export.version, export.probe_logprobs)
-                push_times["total"] = time.perf_counter() - t_push
-                state.set_sampler_version(export.version)
+class _PipelineRun:
+    """One run of the pipeline: its actors, channels and state, and the steps of the algorithm
+    as methods. `run` reads as the whole loop."""
 
-        async def rollout(builder, batch_index: int, min_version: int) -> None:
-            state.groups_in_flight += 1
-            try:
-                group = await sampler.call("rollout", builder, batch_index, min_version)
-                mark("first group sampled")
-                await rollouts_send.send((builder, group))
-            finally:
-                state.groups_in_flight -= 1
+    def __init__(self, cfg: PipelineConfig, dataset: RLDataset, sampler: ActorHandle,
+                 advantage: ActorHandle, learner: ActorHandle,
+                 on_step: Callable[[dict[str, Any]], None], evaluate: EvalFn | None,
+                 on_checkpoint: Callable[[int, str], None], state: PipelineState,
+                 timeline: StartupTimeline | None) -> None:
+        self.cfg, self.dataset, self.state = cfg, dataset, state
+        self.sampler, self.advantage, self.learner = sampler, advantage, learner
+        self.on_step, self.evaluate, self.on_checkpoint = on_step, evaluate, on_checkpoint
+        self.mark = timeline.mark if timeline is not None else lambda phase: None
+        self.k = cfg.max_steps_off_policy
+        self.rollouts_send, self.rollouts_recv = channel(cfg.groups_per_batch * (self.k + 1),
+                                                         "rollouts")
+        # One version waits while one loads: the learner is at most two versions ahead of the
+        # sampler, and pacing plus the staleness check keep every trained group within K.
+        self.exports_send, self.exports_recv = channel(1, "exports")
+        self.push_times: dict[str, float] = {}
+        self.probe: list[int] = []
+        self.tg: TaskGroup | None = None
 
-        async def sample_batches() -> None:
-            for b in range(cfg.start_step, cfg.steps):
-                # Pacing: batch b may only be sampled by a policy at most K versions behind b.
-                await state.wait_sampler_version(b - k)
-                mark(f"step {cfg.start_step} starts sampling")
-                for builder in dataset.get_batch(b):
-                    tg.start_soon(rollout, builder, b, b - k)
+    async def run(self) -> PipelineState:
+        await self.publish_initial_weights()
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            tg.start_soon(self.push_weights)
+            tg.start_soon(self.sample_batches)
+            for step in range(self.cfg.start_step, self.cfg.steps):
+                await self.train_step(step)
+            await self.finish()
+            tg.cancel_scope.cancel()  # rollouts started for batches past the last step
+        return self.state
 
-        tg.start_soon(push_weights)
-        tg.start_soon(sample_batches)
-        for step in range(cfg.start_step, cfg.steps):
-            state.step = step
-            t_step = time.perf_counter()
-            metrics: dict[str, Any] = {"step": step}
-            if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0:
-                t_eval = time.perf_counter()
-                await state.wait_sampler_version(state.learner_version)  # evaluate this step's
-                client = await sampler.call("sampling_client")
-                metrics.update(await evaluate(client, step))
-                metrics["time/eval"] = time.perf_counter() - t_eval
+    # ------------------------------------------------------------------ the training side
 
-            # Collect a batch of fresh groups.
-            t_wait = time.perf_counter()
-            groups: list[TrajectoryGroup] = []
-            while len(groups) < cfg.groups_per_batch:
-                builder, group = await rollouts_recv.receive()
-                state.queue_depth = rollouts_recv.statistics().depth
-                if state.learner_version - group.oldest_version > k:
-                    # Defence in depth: pacing makes this rare, but it is never trained on.
-                    state.groups_dropped_stale += 1
-                    tg.start_soon(rollout, builder, group.batch_index,
-                                  state.learner_version - k)
-                    continue
-                groups.append(group)
-            sample_wait = time.perf_counter() - t_wait
-
+    async def train_step(self, step: int) -> None:
+        state = self.state
+        state.step = step
+        metrics: dict[str, Any] = {"step": step}
+        with timed(metrics, "time/step"):
+            if self.evaluate is not None and self.cfg.eval_every \
+                    and step % self.cfg.eval_every == 0:
+                with timed(metrics, "time/eval"):
+                    await state.wait_sampler_version(state.learner_version)  # this step's
+                    metrics.update(await self.evaluate_policy(step))
+            with timed(metrics, "time/sample_wait"):
+                groups = await self.collect_fresh_groups()
             staleness = [state.learner_version - tr.oldest_version
                          for g in groups for tr in g.trajectories]
-            batch = await advantage.call("build", groups)
-            t_train = time.perf_counter()
-            # Always a step, even with no datums (every group constant): versions then count
-            # steps, which the pacing above relies on; the weights simply stay the same.
-            metrics.update(await learner.call("train", batch.datums))
-            train_time = time.perf_counter() - t_train
-            t_export = time.perf_counter()
-            export = await learner.call("export", probe)
-            state.learner_version = export.version
-            await exports_send.send(export)
-            export_time = time.perf_counter() - t_export
-
+            batch = await self.advantage.call("build", groups)
+            with timed(metrics, "time/train"):
+                # Always a step, even with no datums (every group constant): versions then
+                # count steps, which the pacing relies on; the weights simply stay the same.
+                metrics.update(await self.learner.call("train", batch.datums))
+            with timed(metrics, "time/export"):
+                await self.publish_weights()
             metrics.update(batch.metrics)
             metrics.update({
                 "staleness/max": max(staleness),
@@ -179,28 +170,88 @@ async def run_pipeline(
                 "groups/dropped_stale": state.groups_dropped_stale,
                 "queue/rollouts": state.queue_depth,
                 "queue/in_flight": state.groups_in_flight,
-                "time/sample_wait": sample_wait,
-                "time/train": train_time,
-                "time/export": export_time,
                 # The latest push that finished (it overlaps the next step when K >= 1).
-                "time/push": push_times.get("total", 0.0),
-                "time/push_engine": push_times.get("engine", 0.0),
-                "time/step": time.perf_counter() - t_step,
+                "time/push": self.push_times.get("total", 0.0),
+                "time/push_engine": self.push_times.get("engine", 0.0),
             })
-            if cfg.save_every and (step + 1) % cfg.save_every == 0:
-                path = await learner.call("save_state", f"step-{step + 1:06d}")
-                on_checkpoint(step + 1, path)
-            state.last_metrics = metrics
-            if step == cfg.start_step:
-                mark(f"step {step} done")
-            on_step(metrics)
+        if self.cfg.save_every and (step + 1) % self.cfg.save_every == 0:
+            path = await self.learner.call("save_state", f"step-{step + 1:06d}")
+            self.on_checkpoint(step + 1, path)
+        state.last_metrics = metrics
+        if step == self.cfg.start_step:
+            self.mark(f"step {step} done")
+        self.on_step(metrics)
 
-        # The sampler ends serving the final policy (also for whoever samples after the run).
-        await state.wait_sampler_version(state.learner_version)
-        if evaluate is not None and cfg.eval_every:
-            client = await sampler.call("sampling_client")
-            final = {"step": cfg.steps, **await evaluate(client, cfg.steps)}
-            state.last_metrics = final
-            on_step(final)
-        tg.cancel_scope.cancel()  # rollouts started for batches past the last step
-    return state
+    async def collect_fresh_groups(self) -> list[TrajectoryGroup]:
+        """A batch of groups, none sampled by a policy more than K versions old."""
+        state = self.state
+        groups: list[TrajectoryGroup] = []
+        while len(groups) < self.cfg.groups_per_batch:
+            builder, group = await self.rollouts_recv.receive()
+            state.queue_depth = self.rollouts_recv.statistics().depth
+            if state.learner_version - group.oldest_version > self.k:
+                # Defence in depth: pacing makes this rare, but it is never trained on.
+                state.groups_dropped_stale += 1
+                assert self.tg is not None
+                self.tg.start_soon(self.rollout, builder, group.batch_index,
+                                   state.learner_version - self.k)
+                continue
+            groups.append(group)
+        return groups
+
+    async def publish_initial_weights(self) -> None:
+        """The learner's starting weights, loaded and checked by the sampler before anything."""
+        self.probe = await self.sampler.call("probe_tokens")
+        export = await self.learner.call("export", self.probe)
+        await self.sampler.call("load_weights", export.adapter_dir, export.version,
+                                export.probe_logprobs)
+        self.mark(f"sampler serves policy v{export.version} (checked against the learner)")
+        self.state.set_sampler_version(export.version)
+        self.state.learner_version = export.version
+
+    async def publish_weights(self) -> None:
+        """Exports the new weights and queues them for the sampler (push_weights loads them)."""
+        export = await self.learner.call("export", self.probe)
+        self.state.learner_version = export.version
+        await self.exports_send.send(export)
+
+    async def evaluate_policy(self, step: int) -> dict[str, float]:
+        assert self.evaluate is not None
+        client = await self.sampler.call("sampling_client")
+        return await self.evaluate(client, step)
+
+    async def finish(self) -> None:
+        """The sampler ends serving the final policy (also for whoever samples after the run),
+        which is evaluated once more."""
+        await self.state.wait_sampler_version(self.state.learner_version)
+        if self.evaluate is not None and self.cfg.eval_every:
+            final = {"step": self.cfg.steps, **await self.evaluate_policy(self.cfg.steps)}
+            self.state.last_metrics = final
+            self.on_step(final)
+
+    # ------------------------------------------------------------------ the sampling side
+
+    async def sample_batches(self) -> None:
+        assert self.tg is not None
+        for b in range(self.cfg.start_step, self.cfg.steps):
+            # Pacing: batch b may only be sampled by a policy at most K versions behind b.
+            await self.state.wait_sampler_version(b - self.k)
+            self.mark(f"step {self.cfg.start_step} starts sampling")
+            for builder in self.dataset.get_batch(b):
+                self.tg.start_soon(self.rollout, builder, b, b - self.k)
+
+    async def rollout(self, builder: Any, batch_index: int, min_version: int) -> None:
+        self.state.groups_in_flight += 1
+        try:
+            group = await self.sampler.call("rollout", builder, batch_index, min_version)
+            self.mark("first group sampled")
+            await self.rollouts_send.send((builder, group))
+        finally:
+            self.state.groups_in_flight -= 1
+
+    async def push_weights(self) -> None:
+        async for export in self.exports_recv:
+            with timed(self.push_times, "total"):
+                self.push_times["engine"] = await self.sampler.call(
+                    "load_weights", export.adapter_dir, export.version, export.probe_logprobs)
+            self.state.set_sampler_version(export.version)
