@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,22 +38,43 @@ def _start(log_dir: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _orphaned_engines() -> list[int]:
-    """vLLM engine processes that are not this test process's own (the shared engine)."""
-    ours = {p.pid for p in psutil.Process().children(recursive=True)}
-    found = []
-    for p in psutil.process_iter(["pid", "name", "status"]):
-        if ("VLLM" in (p.info["name"] or "") and p.info["pid"] not in ours
-                and p.info["status"] != psutil.STATUS_ZOMBIE):
-            found.append(p.info["pid"])
-    return found
+def _descendants(proc: subprocess.Popen[str]) -> set[int]:
+    try:
+        return {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
 
 
-def _wait_no_orphans(before: list[int]) -> list[int]:
-    deadline = time.time() + 20
-    while (left := [p for p in _orphaned_engines() if p not in before]) and time.time() < deadline:
+def _communicate(proc: subprocess.Popen[str], seen: set[int]) -> tuple[str, str]:
+    """Waits for the command while recording the processes it starts (its vLLM engine)."""
+    result: dict[str, str] = {}
+
+    def wait() -> None:
+        result["out"], result["err"] = proc.communicate(timeout=600)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    while waiter.is_alive():
+        seen |= _descendants(proc)
         time.sleep(0.2)
-    return left
+    waiter.join()
+    return result["out"], result["err"]
+
+
+def _left_behind(pids: set[int]) -> list[int]:
+    """Those of `pids` still running 20 s after the command exited."""
+    deadline = time.time() + 20
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def _assert_quiet(text: str) -> None:
@@ -62,9 +84,9 @@ def _assert_quiet(text: str) -> None:
 
 
 def test_run_shows_our_progress_and_logs_the_rest(tmp_path: Path) -> None:
-    before = _orphaned_engines()
     proc = _start(tmp_path / "run", "--steps", "1", "--eval-every", "0")
-    out, err = proc.communicate(timeout=600)
+    started: set[int] = set()
+    out, err = _communicate(proc, started)
     assert proc.returncode == 0, out + err
     assert err == ""
     _assert_quiet(out)
@@ -79,11 +101,11 @@ def test_run_shows_our_progress_and_logs_the_rest(tmp_path: Path) -> None:
              "sampler serves policy v0 (checked against the learner)", "step 0 done"]
     assert [phases[p] for p in order] == sorted(phases[p] for p in order)
     assert (tmp_path / "run" / "metrics.jsonl").exists()
-    assert _wait_no_orphans(before) == []
+    assert started, "the run started no engine process?"
+    assert _left_behind(started) == []
 
 
 def test_ctrl_c_shuts_the_engine_down_without_a_traceback(tmp_path: Path) -> None:
-    before = _orphaned_engines()
     proc = _start(tmp_path / "run", "--steps", "5")
     assert proc.stdout is not None
     seen = []
@@ -92,12 +114,14 @@ def test_ctrl_c_shuts_the_engine_down_without_a_traceback(tmp_path: Path) -> Non
         if "starts sampling" in line:
             break
     assert any("starts sampling" in line for line in seen), "".join(seen)
+    started = _descendants(proc)
+    assert started, "the run started no engine process?"
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
-    out, err = proc.communicate(timeout=120)
+    out, err = _communicate(proc, started)
     out = "".join(seen) + out
     assert proc.returncode == 130, out + err
     assert "interrupted" in out
     assert err == ""
     _assert_quiet(out)
-    assert _wait_no_orphans(before) == []
+    assert _left_behind(started) == []
