@@ -169,7 +169,7 @@ class TrainingClient:
         """`loss_fn(data, logprobs) -> (loss, metrics)`; logprobs[d] has one entry per token."""
         if not callable(loss_fn):
             raise InvalidInputError("loss_fn", "must be callable(data, logprobs)")
-        _, batch = self.engine.prepare(data, None)
+        _, batch = self.engine.prepare(data, None, custom=True)
         return self._submit(self.engine.forward_backward_custom, list(data), batch, loss_fn)
 
     def optim_step(self, adam_params: AdamParams) -> APIFuture[OptimStepResponse]:

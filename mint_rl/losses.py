@@ -198,6 +198,9 @@ LOSSES: dict[str, Loss] = {
 
 
 def get_loss(name: str) -> Loss:
+    if not isinstance(name, str):
+        raise InvalidInputError("loss_fn", f"must be a loss name, one of {sorted(LOSSES)}; "
+                                           f"got {name!r}")
     if name not in LOSSES:
         raise InvalidInputError("loss_fn", f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
     return LOSSES[name]

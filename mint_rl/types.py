@@ -69,12 +69,21 @@ class TensorData:
         return cls.from_numpy(tensor.detach().cpu().numpy())
 
     @classmethod
-    def from_list(cls, values: Sequence[Any], dtype: TensorDtype) -> TensorData:
+    def from_list(cls, values: Sequence[Any], dtype: TensorDtype,
+                  field: str = "data") -> TensorData:
         np_dtype = np.int64 if dtype == "int64" else np.float32
         try:
+            if dtype == "int64":  # 7.5 must not become 7 silently
+                raw = np.asarray(values)
+                if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
+                    j = int(np.flatnonzero(raw.reshape(-1) != np.round(raw.reshape(-1)))[0])
+                    raise InvalidInputError(field, f"must be integers, got {raw.reshape(-1)[j]} "
+                                                   f"at position {j}")
             array = np.asarray(values, dtype=np_dtype)
         except (TypeError, ValueError) as e:
-            raise InvalidInputError("data", f"cannot be read as {dtype}: {e}") from None
+            if isinstance(e, InvalidInputError):
+                raise
+            raise InvalidInputError(field, f"cannot be read as {dtype}: {e}") from None
         return cls(data=array.reshape(-1).tolist(), dtype=dtype, shape=list(array.shape))
 
     def to_numpy(self) -> np.ndarray:
@@ -106,9 +115,9 @@ def _as_tensor_data(key: str, value: Any) -> TensorData:
         if key not in _KEY_DTYPES:
             # Tinker raises KeyError here too: a plain list under an unknown key has no dtype.
             raise UnknownInputKeyError(key)
-        return TensorData.from_list(value, _KEY_DTYPES[key])
+        return TensorData.from_list(value, _KEY_DTYPES[key], f"loss_fn_inputs[{key!r}]")
     if isinstance(value, (int, float)) and key in _KEY_DTYPES:
-        return TensorData.from_list([value], _KEY_DTYPES[key])
+        return TensorData.from_list([value], _KEY_DTYPES[key], f"loss_fn_inputs[{key!r}]")
     raise InvalidInputError(f"loss_fn_inputs[{key!r}]", f"unsupported type {type(value).__name__}")
 
 
@@ -198,12 +207,13 @@ class Datum:
 # Optimizer and sampling settings
 
 
-def _check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+def _check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
+                 hi_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidInputError(name, f"must be a finite number, got {value!r}")
-    if value < lo or value > hi or (lo_open and value == lo):
-        bracket = "(" if lo_open else "["
-        raise InvalidInputError(name, f"must be in {bracket}{lo}, {hi}], got {value}")
+    if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise InvalidInputError(name, f"must be in {interval}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -219,9 +229,10 @@ class AdamParams:
 
     def __post_init__(self) -> None:
         _check_range("learning_rate", self.learning_rate, 0.0, math.inf)
-        _check_range("beta1", self.beta1, 0.0, 1.0)
-        _check_range("beta2", self.beta2, 0.0, 1.0)
-        _check_range("eps", self.eps, 0.0, math.inf)
+        # beta = 1 divides by zero in Adam's bias correction (1 - beta^t); eps = 0 by sqrt(v).
+        _check_range("beta1", self.beta1, 0.0, 1.0, hi_open=True)
+        _check_range("beta2", self.beta2, 0.0, 1.0, hi_open=True)
+        _check_range("eps", self.eps, 0.0, math.inf, lo_open=True)
         _check_range("weight_decay", self.weight_decay, 0.0, math.inf)
         _check_range("grad_clip_norm", self.grad_clip_norm, 0.0, math.inf)
 

@@ -203,7 +203,7 @@ async def train(cfg: Config, log_dir: Path,
                                   max_steps_off_policy=cfg.max_steps_off_policy,
                                   start_step=start_step, eval_every=cfg.eval_every,
                                   save_every=cfg.save_every)
-    logger = MetricsLogger(log_dir)
+    logger = MetricsLogger(log_dir, start_step=start_step)
     state = PipelineState()
     run_start = time.perf_counter()
 

@@ -89,6 +89,23 @@ def _bad_requests(vocab: int):
          ValueError, "learning_rate"),
         ("optim_step without AdamParams", lambda c: c.optim_step({"learning_rate": 1e-4}),
          ValueError, "adam_params"),
+        ("beta1 = 1 (Adam's bias correction divides by 1 - beta1^t)",
+         lambda c: c.optim_step(types.AdamParams(beta1=1.0)), ValueError, "beta1"),
+        ("eps = 0", lambda c: c.optim_step(types.AdamParams(eps=0.0)), ValueError, "eps"),
+        ("no loss_fn",
+         lambda c: c.forward_backward([_datum([5, 6, 7], **GOOD)], None), ValueError, "loss_fn"),
+        ("positive logprob",
+         lambda c: c.forward_backward(
+             [_datum([5, 6, 7], **{**GOOD, "logprobs": [-0.5, 0.3, -0.8]})], "ppo"),
+         ValueError, "logprobs"),
+        ("absurd logprob on a trained token (the ratio would overflow)",
+         lambda c: c.forward_backward(
+             [_datum([5, 6, 7], **{**GOOD, "logprobs": [-0.5, -1e4, -0.8]})], "ppo"),
+         ValueError, "logprobs"),
+        ("fractional target token id",
+         lambda c: c.forward_backward(
+             [_datum([5, 6, 7], **{**GOOD, "target_tokens": [6.0, 7.5, 8.0]})], "ppo"),
+         ValueError, "target_tokens"),
     ]
 
 

@@ -87,8 +87,11 @@ class LearnerEngine:
     # ----------------------------------------------------------------------------------------
     # forward / forward_backward
 
-    def prepare(self, data: Sequence[Datum], loss_fn: str | None) -> tuple[Loss | None, list]:
-        loss = get_loss(loss_fn) if loss_fn is not None else None
+    def prepare(self, data: Sequence[Datum], loss_fn: str | None, *,
+                custom: bool = False) -> tuple[Loss | None, list]:
+        """Validates `data` for the named loss (`custom`: a user's loss function, which needs
+        only target_tokens)."""
+        loss = None if custom else get_loss(loss_fn)  # loss_fn=None is refused there
         return loss, prepare_batch(data, loss, self.vocab_size)
 
     def forward_backward(

@@ -83,6 +83,7 @@ def _prepare(i: int, datum: Datum, loss: Loss | None, vocab_size: int) -> Prepar
                 adv = np.where(spread, adv[0], 0.0).astype(np.float32)
             if weights is None:
                 weights = (adv != 0).astype(np.float32)
+            _check_logprobs(f"{where}.loss_fn_inputs['logprobs']", arrays["logprobs"], weights)
             x = {"weights": weights, "advantages": adv, "logprobs": arrays["logprobs"]}
         else:
             x = {"weights": arrays["weights"]}
@@ -101,6 +102,20 @@ def _float_array(field: str, tensor_data) -> np.ndarray:
     return array
 
 
+# A sampled token below this is not something a sampler produced (e^-100 ~ 1e-44); on a trained
+# token it would only overflow the importance ratio exp(logp - logprob) and poison the step.
+MIN_LOGPROB = -100.0
+
+
+def _check_logprobs(field: str, logprobs: np.ndarray, weights: np.ndarray) -> None:
+    """Behaviour logprobs are log-probabilities (<= 0), and plausible where they are trained."""
+    bad = (logprobs > 1e-6) | ((weights != 0) & (logprobs < MIN_LOGPROB))
+    if bad.any():
+        j = int(bad.argmax())
+        raise InvalidInputError(field, f"value {float(logprobs[j])} at position {j} is not a "
+                                       f"sampled token's log-probability (in [{MIN_LOGPROB}, 0])")
+
+
 def _check_length(field: str, got: int, expected: int) -> None:
     if got != expected:
         raise InvalidInputError(
@@ -109,6 +124,14 @@ def _check_length(field: str, got: int, expected: int) -> None:
 
 
 def _check_ids(field: str, ids: np.ndarray, vocab_size: int) -> None:
+    if ids.dtype.kind == "f":  # 3.7 would be truncated to 3 silently
+        fractional = ids != np.round(ids)
+        if fractional.any():
+            j = int(fractional.argmax())
+            raise InvalidInputError(field, f"token ids must be integers, got {float(ids[j])} "
+                                           f"at position {j}")
+    elif ids.dtype.kind not in "iu":
+        raise InvalidInputError(field, f"token ids must be integers, got dtype {ids.dtype}")
     bad = (ids < 0) | (ids >= vocab_size)
     if bad.any():
         j = int(bad.argmax())

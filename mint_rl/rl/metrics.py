@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 
 class MetricsLogger:
-    """Appends each step's metrics; the file is flushed every line so a crash loses nothing."""
+    """Appends each step's metrics; the file is flushed every line so a crash loses nothing.
 
-    def __init__(self, log_dir: Path, *, tensorboard: bool = True) -> None:
+    A run that starts at `start_step` (resumed from a checkpoint; 0 = from scratch) first drops
+    the rows of steps >= start_step that an earlier attempt wrote past its last checkpoint, so
+    every step appears once.
+    """
+
+    def __init__(self, log_dir: Path, *, start_step: int = 0, tensorboard: bool = True) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / "metrics.jsonl"
+        if self.path.exists():
+            _keep_rows_before(self.path, start_step)
         self._file = self.path.open("a")
         self._tb = None
         if tensorboard:
@@ -75,3 +83,18 @@ def plot_metrics(path: Path, out: Path, keys: list[str], *, title: str = "") -> 
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _keep_rows_before(path: Path, step: int) -> None:
+    """Rewrites a metrics file (atomically) without its rows for steps >= `step`."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by a crash
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] < step:
+            kept.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
