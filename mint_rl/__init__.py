@@ -25,6 +25,7 @@ _LAZY = {
     "MintError": "mint_rl.errors",
     "MissingLossInputError": "mint_rl.errors",
     "NotFoundError": "mint_rl.errors",
+    "CorruptCheckpointError": "mint_rl.errors",
     "TinkerError": "mint_rl.errors",
     "WeightSyncError": "mint_rl.errors",
     "AdamParams": "mint_rl.types",

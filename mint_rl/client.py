@@ -252,7 +252,8 @@ class TrainingClient:
         """
         from mint_rl.sampler import SamplerWeights, SamplingClient
 
-        version = self.engine.step
+        # The step after every operation already queued (an optim_step may still be pending).
+        version = self._submit(lambda: self.engine.step).result()
         saved = self.save_weights_for_sampler(name or f"step-{version:06d}").result()
         folder = ckpt.resolve_path(saved.path)
         weights = SamplerWeights(self.base_model)

@@ -48,6 +48,10 @@ class NotFoundError(BadRequestError):
     """A checkpoint path or model id that does not exist."""
 
 
+class CorruptCheckpointError(MintError):
+    """A checkpoint's files are damaged or half-written; nothing was loaded from them."""
+
+
 class ModelNotAvailableError(MintError):
     """The base model cannot be found locally nor downloaded."""
 

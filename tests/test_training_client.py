@@ -190,6 +190,23 @@ def test_load_state_into_existing_client_and_errors(client, tiny_model):
         client.load_state("mint://bad-form")
 
 
+def test_corrupt_checkpoint_is_refused_and_changes_nothing(client):
+    from mint_rl.learner.checkpoint import resolve_path
+
+    saved = client.save_state("to-corrupt", overwrite=True).result()
+    folder = resolve_path(saved.path)
+    before = {k: v.clone() for k, v in client.engine.lora_state().items()}
+    adapter = folder / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[: adapter.stat().st_size // 2])  # half-written
+    with pytest.raises(mint.CorruptCheckpointError, match="adapter_model.safetensors"):
+        client.load_state(saved.path)
+    (folder / "mint_state.json").write_text("{not json")
+    with pytest.raises(mint.CorruptCheckpointError):
+        mint.ServiceClient().create_training_client_from_state_with_optimizer(saved.path)
+    for name, w in before.items():
+        assert torch.equal(client.engine.lora_state()[name], w), name
+
+
 def test_sampler_weights_are_a_standard_peft_adapter(client, tiny_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -40,10 +40,10 @@ def test_sampling_client_serves_the_learners_policy(default_model, sampler_engin
     seqs_before = before.sample(types.ModelInput.from_ints(prompt), 3, params).result()
     for i, s in enumerate(seqs_before.sequences):
         old_policy[i] = _learner_logprobs(tc, prompt, s.tokens)  # grads only: same weights
-    tc.optim_step(types.AdamParams(learning_rate=5e-3)).result()
+    tc.optim_step(types.AdamParams(learning_rate=5e-3))  # not waited for: queued
 
     after = tc.save_weights_and_get_sampling_client()
-    assert after.policy_version == 1
+    assert after.policy_version == 1  # labelled after the queued step, not before it
     out = after.sample(types.ModelInput.from_ints(prompt), 3, params).result()
     for s in out.sequences:
         assert s.policy_versions == [1] * len(s.tokens)

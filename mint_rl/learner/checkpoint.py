@@ -23,7 +23,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from mint_rl.errors import ConflictError, InvalidInputError, NotFoundError
+from mint_rl.errors import ConflictError, CorruptCheckpointError, InvalidInputError, NotFoundError
 from mint_rl.models import mint_home
 from mint_rl.types import LoraConfig
 
@@ -106,15 +106,31 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if not meta_file.exists():
         raise NotFoundError(f"path: {folder} is a sampler checkpoint (no mint_state.json); "
                             "resume needs a save_state checkpoint")
-    return json.loads(meta_file.read_text())
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError as e:
+        raise CorruptCheckpointError(f"path: {meta_file} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CorruptCheckpointError(f"path: {meta_file} does not hold a state description")
+    return meta
 
 
 def read_adapter(folder: Path) -> dict[str, Any]:
-    return load_file(folder / "adapter_model.safetensors")
+    return _read_tensors(folder / "adapter_model.safetensors")
 
 
 def read_optimizer(folder: Path) -> dict[str, Any]:
     file = folder / "optimizer.safetensors"
     if not file.exists():
         raise NotFoundError(f"path: {folder} holds no optimizer state")
-    return load_file(file)
+    return _read_tensors(file)
+
+
+def _read_tensors(file: Path) -> dict[str, Any]:
+    try:
+        return load_file(file)
+    except FileNotFoundError:
+        raise NotFoundError(f"path: {file} is missing") from None
+    except Exception as e:  # safetensors' own error types: truncated, bad header, ...
+        raise CorruptCheckpointError(
+            f"path: {file} cannot be read ({type(e).__name__}: {e})") from None
