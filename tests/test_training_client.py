@@ -190,6 +190,30 @@ def test_load_state_into_existing_client_and_errors(client, tiny_model):
         client.load_state("mint://bad-form")
 
 
+def test_non_finite_loss_is_refused_and_earlier_gradients_are_kept(tiny_model):
+    client = mint.ServiceClient().create_lora_training_client(str(tiny_model), rank=4, seed=3)
+    items = rl_batch(client.engine.vocab_size, seed=4)
+    good = to_datums(items, "cross_entropy", [[0.0] * it["n"] for it in items])
+    client.engine.zero_grad()
+    client.forward_backward(good, "cross_entropy").result()
+    accumulated = lora_grads(client.engine.model)
+    # Plausible-looking behaviour logprobs (-100 nats) against the learner's ~-6: the ratio
+    # exp(logp - logprob) overflows, and with a negative advantage so does the loss.
+    item = items[0]
+    poisoned = _datum(item["tokens"], target_tokens=item["targets"],
+                      logprobs=[-100.0] * item["n"], advantages=[-1.0],
+                      weights=item["weights"])
+    with pytest.raises(mint.InvalidInputError, match="not finite") as info:
+        client.forward_backward([poisoned], "importance_sampling").result()
+    assert "accumulated before it are kept" in str(info.value)
+    after = lora_grads(client.engine.model)
+    assert after.keys() == accumulated.keys()
+    for name, g in accumulated.items():
+        assert torch.equal(after[name], g), name
+    step = client.optim_step(types.AdamParams(learning_rate=1e-3)).result()  # still trains
+    assert math.isfinite(step.metrics["grad_norm:mean"]) and step.metrics["grad_norm:mean"] > 0
+
+
 def test_corrupt_checkpoint_is_refused_and_changes_nothing(client):
     from mint_rl.learner.checkpoint import resolve_path
 

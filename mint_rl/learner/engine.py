@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,22 +103,60 @@ class LearnerEngine:
         logprobs: list[torch.Tensor] = [torch.empty(0)] * len(batch)
         total = 0.0
         metric_sums: dict[str, float] = {}
-        for indices in self._microbatches(batch):
-            part = [batch[i] for i in indices]
-            trained = [loss.trained(d.x) for d in part] if backward else None
-            with contextlib.nullcontext() if backward else torch.no_grad():
-                lps = self._logprobs(part, trained, full_precision)
-                per_datum = [loss.per_token(lp, d.x, config).sum()
-                             for lp, d in zip(lps, part, strict=True)]
-                part_loss = torch.stack(per_datum).sum()
-                if backward and part_loss.requires_grad:
-                    part_loss.backward()
-            total += float(part_loss.detach())
-            for i, lp in zip(indices, lps, strict=True):
-                logprobs[i] = lp.detach()
-            _accumulate(metric_sums, _loss_metrics(loss, part, lps, config))
+        with self._gradients_kept_unless_finite() if backward else contextlib.nullcontext():
+            for indices in self._microbatches(batch):
+                total += self._forward_backward_part(batch, indices, loss, config, backward,
+                                                     full_precision, logprobs, metric_sums)
+            if backward and not math.isfinite(total):
+                raise FloatingPointError("the loss is not finite")
         metrics = {"loss:sum": total, **_finish_metrics(metric_sums)}
         return _output(logprobs, metrics)
+
+    def _forward_backward_part(
+        self, batch: list[PreparedDatum], indices: list[int], loss: Loss,
+        config: dict[str, float], backward: bool, full_precision: bool,
+        logprobs: list[torch.Tensor], metric_sums: dict[str, float],
+    ) -> float:
+        """One micro-batch: logprobs into `logprobs`, metrics into `metric_sums`; its loss."""
+        part = [batch[i] for i in indices]
+        trained = [loss.trained(d.x) for d in part] if backward else None
+        with contextlib.nullcontext() if backward else torch.no_grad():
+            lps = self._logprobs(part, trained, full_precision)
+            per_datum = [loss.per_token(lp, d.x, config).sum()
+                         for lp, d in zip(lps, part, strict=True)]
+            part_loss = torch.stack(per_datum).sum()
+            if backward and part_loss.requires_grad:
+                part_loss.backward()
+        for i, lp in zip(indices, lps, strict=True):
+            logprobs[i] = lp.detach()
+        _accumulate(metric_sums, _loss_metrics(loss, part, lps, config))
+        return float(part_loss.detach())
+
+    @contextlib.contextmanager
+    def _gradients_kept_unless_finite(self) -> Iterator[None]:
+        """Gradients accumulate across calls until optim_step. A call whose loss or gradient is
+        not finite would poison all of them (optim_step could only throw everything away):
+        such a call is refused and its own contribution undone, earlier ones kept."""
+        saved = {n: None if p.grad is None else p.grad.clone() for n, p in self.params.items()}
+        try:
+            yield
+            grads = [p.grad for p in self.params.values() if p.grad is not None]
+            if grads and not torch.isfinite(
+                    torch.stack([torch.linalg.vector_norm(g) for g in grads]).sum()):
+                raise FloatingPointError("the gradient is not finite")
+        except FloatingPointError as e:
+            self._restore_grads(saved)
+            raise InvalidInputError(
+                "data", f"{e} for this batch (check the behaviour logprobs and advantages); "
+                "its gradient was discarded, the gradients accumulated before it are kept"
+            ) from None
+        except BaseException:
+            self._restore_grads(saved)
+            raise
+
+    def _restore_grads(self, saved: dict[str, torch.Tensor | None]) -> None:
+        for name, p in self.params.items():
+            p.grad = saved[name]
 
     def forward_backward_custom(
         self, data: Sequence[Datum], batch: list[PreparedDatum], fn: CustomLossFn
@@ -128,13 +166,14 @@ class LearnerEngine:
         loss, user_metrics = fn(list(data), lps)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise InvalidInputError("loss_fn", "must return (scalar tensor, dict of metrics)")
-        if not torch.isfinite(loss):
-            raise FloatingPointError("forward_backward_custom: the custom loss is not finite")
-        # Tinker reports the linear surrogate sum(dL/dlogp * logp) as loss:sum; same here.
-        grads = torch.autograd.grad(loss, lps, retain_graph=True, allow_unused=True)
-        pairs = [(g, lp.detach()) for g, lp in zip(grads, lps, strict=True) if g is not None]
-        surrogate = sum(float((g * lp).sum()) for g, lp in pairs)
-        loss.backward()
+        with self._gradients_kept_unless_finite():
+            if not torch.isfinite(loss):
+                raise FloatingPointError("the custom loss is not finite")
+            # Tinker reports the linear surrogate sum(dL/dlogp * logp) as loss:sum; same here.
+            grads = torch.autograd.grad(loss, lps, retain_graph=True, allow_unused=True)
+            pairs = [(g, lp.detach()) for g, lp in zip(grads, lps, strict=True) if g is not None]
+            surrogate = sum(float((g * lp).sum()) for g, lp in pairs)
+            loss.backward()
         metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()),
                    **{k: float(v) for k, v in (user_metrics or {}).items()}}
         return _output([lp.detach() for lp in lps], metrics)
