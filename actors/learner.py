@@ -6,10 +6,14 @@ futures, so the event loop (and sampling) keeps going while the learner trains.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from mint_rl import types
+from mint_rl.errors import InvalidInputError
 from mint_rl.runtime import Actor, endpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,16 @@ class LearnerActor(Actor):
             return {}
         fb = self.client.forward_backward(datums, self.config.loss, self.config.loss_config)
         step = self.client.optim_step(self.adam)  # queued behind fb: no wait in between
-        out, optim = await fb, await step
+        try:
+            out = await fb
+        except InvalidInputError as e:
+            # The batch's loss turned non-finite (absurd behaviour logprobs, say): the learner
+            # refused it and undid its gradient, so the queued step changes no weight. One
+            # poisoned batch costs a step, not the run.
+            log.warning("learner: batch of %d datums refused: %s", len(datums), e)
+            await step
+            return {"batch/refused": 1.0}
+        optim = await step
         self.tokens_trained += sum(d.model_input.length for d in datums)
         return {
             "loss/sum": out.loss,
