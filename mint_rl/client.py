@@ -151,7 +151,7 @@ class TrainingClient:
         self, data: Sequence[Datum], loss_fn: str, loss_fn_config: dict[str, float] | None = None
     ) -> APIFuture[ForwardBackwardOutput]:
         """Loss and logprobs without touching gradients."""
-        loss, batch = self.engine.prepare(data, loss_fn)
+        loss, batch = self.engine.prepare(data, loss_fn, backward=False)
         config = loss.config(loss_fn_config)
         return self._submit(self.engine.forward_backward, batch, loss, config, backward=False)
 
@@ -266,7 +266,7 @@ class TrainingClient:
         datum = Datum(model_input=ModelInput.from_ints(tokens[:-1]),
                       loss_fn_inputs={"target_tokens": tokens[1:],
                                       "weights": [0.0] * (len(tokens) - 1)})
-        loss, batch = self.engine.prepare([datum], "cross_entropy")
+        loss, batch = self.engine.prepare([datum], "cross_entropy", backward=False)
 
         def run() -> list[float]:
             # fp32 always: the sampler (fp32 on CPU) checks these to 1e-3 nats.

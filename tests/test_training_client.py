@@ -102,6 +102,10 @@ def _bad_requests(vocab: int):
          lambda c: c.forward_backward(
              [_datum([5, 6, 7], **{**GOOD, "logprobs": [-0.5, -1e4, -0.8]})], "ppo"),
          ValueError, "logprobs"),
+        ("a datum longer than the model's context (the tiny model's is 512)",
+         lambda c: c.forward_backward([_datum([5] * 600, target_tokens=[6] * 600,
+                                              weights=[1.0] * 600)], "cross_entropy"),
+         ValueError, "context"),
         ("fractional target token id",
          lambda c: c.forward_backward(
              [_datum([5, 6, 7], **{**GOOD, "target_tokens": [6.0, 7.5, 8.0]})], "ppo"),
@@ -212,6 +216,23 @@ def test_non_finite_loss_is_refused_and_earlier_gradients_are_kept(tiny_model):
         assert torch.equal(after[name], g), name
     step = client.optim_step(types.AdamParams(learning_rate=1e-3)).result()  # still trains
     assert math.isfinite(step.metrics["grad_norm:mean"]) and step.metrics["grad_norm:mean"] > 0
+
+
+def test_a_datum_too_long_to_train_on_is_refused_before_it_runs(tiny_model, monkeypatch):
+    from mint_rl.learner import engine as learner_engine
+
+    datum = _datum(list(range(5, 45)), target_tokens=list(range(6, 46)), weights=[1.0] * 40)
+    capped = mint.ServiceClient(learner_settings=mint.LearnerSettings(max_tokens_per_datum=32))
+    client = capped.create_lora_training_client(str(tiny_model), rank=4)
+    with pytest.raises(mint.InvalidInputError, match=r"data\[0\].model_input.*max_tokens"):
+        client.forward_backward([datum], "cross_entropy")
+    assert client.forward([datum], "cross_entropy").result().loss > 0  # no backward: fine
+
+    # By default the limit is what free memory holds: 40 tokens need more than 1 MiB here.
+    client = mint.ServiceClient().create_lora_training_client(str(tiny_model), rank=4)
+    monkeypatch.setattr(learner_engine, "_available_memory", lambda model: 1 << 20)
+    with pytest.raises(mint.InvalidInputError, match="free memory"):
+        client.forward_backward([datum], "cross_entropy")
 
 
 def test_corrupt_checkpoint_is_refused_and_changes_nothing(client):

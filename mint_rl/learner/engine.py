@@ -46,8 +46,15 @@ class LearnerSettings:
     # CPU cores the learner's compute thread is pinned to (None = not pinned); with cores given,
     # num_threads defaults to their number. See mint_rl/placement.py for why this matters.
     cpu_cores: tuple[int, ...] | None = None
+    # The longest datum forward_backward accepts. None: what 80% of the memory available at
+    # submission holds (estimated per token from the model's shape), and never more than the
+    # model's context. A longer datum is refused before it can get the process killed.
+    max_tokens_per_datum: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_tokens_per_datum is not None and self.max_tokens_per_datum < 1:
+            raise InvalidInputError("max_tokens_per_datum",
+                                    f"must be >= 1, got {self.max_tokens_per_datum}")
         if self.dtype not in ("float32", "bfloat16"):
             raise InvalidInputError("dtype", f"must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.row_capacity < 1 or self.tokens_per_microbatch < 1:
@@ -83,16 +90,42 @@ class LearnerEngine:
         self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=1e-4, betas=(0.9, 0.95),
                                            eps=1e-12, weight_decay=0.0)
         self.step = 0  # optimizer steps taken: the policy version
+        self.context = int(getattr(base.config, "max_position_embeddings", 0) or 1 << 30)
+        self.bytes_per_token = _training_bytes_per_token(base.config)
 
     # ----------------------------------------------------------------------------------------
     # forward / forward_backward
 
-    def prepare(self, data: Sequence[Datum], loss_fn: str | None, *,
-                custom: bool = False) -> tuple[Loss | None, list]:
+    def prepare(self, data: Sequence[Datum], loss_fn: str | None, *, custom: bool = False,
+                backward: bool = True) -> tuple[Loss | None, list]:
         """Validates `data` for the named loss (`custom`: a user's loss function, which needs
-        only target_tokens)."""
+        only target_tokens) and, for a backward pass, for the memory it will take."""
         loss = None if custom else get_loss(loss_fn)  # loss_fn=None is refused there
-        return loss, prepare_batch(data, loss, self.vocab_size)
+        batch = prepare_batch(data, loss, self.vocab_size)
+        self._check_lengths(batch, backward)
+        return loss, batch
+
+    def _check_lengths(self, batch: list[PreparedDatum], backward: bool) -> None:
+        """Each datum within the model's context and within what memory can train on."""
+        limit, why = self.context, f"the model's context ({self.context} tokens)"
+        if not backward:
+            pass  # no activations are kept without a backward pass
+        elif self.settings.max_tokens_per_datum is not None:
+            if self.settings.max_tokens_per_datum < limit:
+                limit = self.settings.max_tokens_per_datum
+                why = f"LearnerSettings.max_tokens_per_datum ({limit})"
+        else:
+            available = _available_memory(self.model)
+            fits = int(0.8 * available / self.bytes_per_token)
+            if fits < limit:
+                limit = fits
+                why = (f"what the {available / 2**30:.1f} GiB of free memory holds at "
+                       f"~{self.bytes_per_token / 2**20:.1f} MiB per token "
+                       "(LearnerSettings.max_tokens_per_datum overrides)")
+        for i, datum in enumerate(batch):
+            if len(datum.tokens) > limit:
+                raise InvalidInputError(f"data[{i}].model_input",
+                                        f"{len(datum.tokens)} tokens is longer than {why}")
 
     def forward_backward(
         self, batch: list[PreparedDatum], loss: Loss, config: dict[str, float], *, backward: bool,
@@ -330,3 +363,28 @@ def _finish_metrics(sums: dict[str, float]) -> dict[str, float]:
         "clip_frac:mean": sums["clipped"] / n,
         "kl_sample_train:mean": sums["kl"] / n,
     }
+
+
+def _training_bytes_per_token(config: Any) -> int:
+    """Activation memory forward_backward keeps per token of one datum (fp32).
+
+    Per layer ~20 hidden-sized and ~10 intermediate-sized tensors are kept for the backward
+    pass, plus the logits row of the one position. Measured on SmolLM2-135M on CPU: 3.2 MiB per
+    token (1024, 2048 and 4096-token datums: 3.7, 6.5 and 12.8 GiB more at peak); this estimate
+    gives 3.5 MiB.
+    """
+    hidden = int(getattr(config, "hidden_size", 1024))
+    inter = int(getattr(config, "intermediate_size", 4 * hidden))
+    layers = int(getattr(config, "num_hidden_layers", 24))
+    vocab = int(getattr(config, "vocab_size", 32000))
+    return 4 * (layers * (20 * hidden + 10 * inter) + 2 * vocab)
+
+
+def _available_memory(model: torch.nn.Module) -> int:
+    """Bytes free on the device the model computes on."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
