@@ -2,8 +2,9 @@
 advantages, without touching the library.
 
 The sampler here is a stand-in (it "answers" arithmetic prompts with random numbers) so the
-example runs in a second with no model; in a real recipe it is mint_rl's vLLM sampler actor and
-the shape of the code stays the same.
+example runs in a second with no model. It shows the runtime's `Pipeline` on toy actors; the RL
+recipes wire the real vLLM sampler and learner differently (`actors/pipeline.py`), so this is a
+script to read and run, not a recipe (`mint-rl list` does not offer it).
 
     .venv/bin/python recipes/custom_pipeline.py
 """
