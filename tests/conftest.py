@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tiny_model import make_tiny_model
 
-from mint_rl.models import DEFAULT_MODEL, make_tiny_model, mint_home, resolve_model
+from mint_rl.models import DEFAULT_MODEL, mint_home, resolve_model
 
 # vLLM reads this when it is first imported (by a test, after this file): its INFO lines would
 # fill every captured test output.
