@@ -263,18 +263,22 @@ _SCRIPT = textwrap.dedent("""
         client = SamplingClient(DEFAULT_MODEL)
         pids = [p.pid for p in psutil.Process().children(recursive=True)]
         print("PIDS", *pids, flush=True)
+        if sys.argv[1] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no cleanup of any kind
         raise RuntimeError("boom")
 """)
 
 
-def test_no_orphan_after_an_exception(tmp_path: Path) -> None:
-    """A script that dies of an exception leaves no engine process behind (Ctrl-C: test_cli)."""
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_no_orphan_after_an_exception_or_sigkill(how: str, tmp_path: Path) -> None:
+    """A script that dies of an exception, or is killed with SIGKILL, leaves no engine process
+    behind (Ctrl-C: test_cli_run)."""
     script = tmp_path / "run.py"
     script.write_text(_SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     # A terminal's Ctrl-C reaches a program whose SIGINT is at its default; the test process
     # may have SIGINT ignored (inherited through exec), which would make Python ignore it too.
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pids: list[int] = []
@@ -295,4 +299,4 @@ def test_no_orphan_after_an_exception(tmp_path: Path) -> None:
         alive = [p for p in pids if psutil.pid_exists(p)
                  and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         time.sleep(0.2)
-    assert alive == [], f"engine processes left behind: {alive}"
+    assert alive == [], f"engine processes left behind after {how}: {alive}"

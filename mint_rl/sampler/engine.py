@@ -186,6 +186,9 @@ class SamplerEngine:
         with (_environment(c.vllm_environment()), _thread_affinity(c.engine_cores()),
               _interrupts_blocked()):
             self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        # Started from this loop thread, which lives as long as the engine: when our process
+        # dies, even by SIGKILL, the engine process is told to shut down.
+        await self.llm.collective_rpc("mint_exit_with_parent")
         await self.sync.setup()
         log.info("sampler engine for %s up in %.1f s (%s, %s, cores %s)", self.base_model,
                  time.perf_counter() - start, c.strategy, c.dtype, c.cpu_cores)

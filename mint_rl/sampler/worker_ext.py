@@ -43,6 +43,23 @@ class _TrackingRequests(dict):
 class MintWorkerExtension:
     """Adds `mint_*` methods to the vLLM worker."""
 
+    def mint_exit_with_parent(self) -> bool:
+        """Asks Linux to SIGTERM this process when the thread that started it dies, even by
+        SIGKILL, so no engine outlives a killed trainer. Returns whether it is armed."""
+        import ctypes
+        import os
+        import signal
+        import sys
+
+        if not sys.platform.startswith("linux"):
+            return False
+        pr_set_pdeathsig = 1
+        if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0):
+            return False
+        if os.getppid() == 1:  # the parent died before the call: no signal will come
+            os.kill(os.getpid(), signal.SIGTERM)
+        return True
+
     def mint_setup(self) -> dict[str, Any]:
         """Installs the request tracker; returns facts the sampler checks once."""
         runner = self.model_runner  # type: ignore[attr-defined]
