@@ -275,10 +275,14 @@ class SamplerEngine:
     def _evict_old(self) -> None:
         adapters = sorted(v for v, p in self.versions.items() if p is not None and v >= 0)
         for version in adapters[: -self.config.keep_versions]:
-            path = self.versions.pop(version)
-            self.sync.forget(version)
-            if path is not None and path != getattr(self.sync, "current", None):
-                shutil.rmtree(path, ignore_errors=True)
+            self._drop_version(version)
+
+    def _drop_version(self, version: int) -> None:
+        """Stops serving `version` and deletes its copy (unless its weights are the served ones)."""
+        path = self.versions.pop(version)
+        self.sync.forget(version)
+        if path is not None and path != getattr(self.sync, "current", None):
+            shutil.rmtree(path, ignore_errors=True)
 
     def reset(self) -> None:
         """Forgets every policy version, so the next run numbers its versions from 0 again.
@@ -298,10 +302,7 @@ class SamplerEngine:
         else:
             raise ConflictError(f"reset: {len(self.stamps)} requests are still in flight")
         for version in list(self.versions):
-            path = self.versions.pop(version)
-            self.sync.forget(version)
-            if path is not None and path != getattr(self.sync, "current", None):
-                shutil.rmtree(path, ignore_errors=True)
+            self._drop_version(version)
         self._sources.clear()
 
     def check_version(self, version: int) -> None:
