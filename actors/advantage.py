@@ -20,7 +20,8 @@ from mint_rl.rl.advantages import (
 )
 from mint_rl.rl.data import trajectory_datums
 from mint_rl.rl.types import TrajectoryGroup
-from mint_rl.runtime import Actor, ActorHandle, endpoint
+from mint_rl.actors.reference import ReferenceActor
+from mint_rl.runtime import Actor, endpoint
 
 
 @dataclass
@@ -31,7 +32,7 @@ class TrainingBatch:
 
 class AdvantageActor(Actor):
     def __init__(self, center: str = "group", normalize_std: bool = False,
-                 kl_coef: float = 0.0, reference: ActorHandle | None = None) -> None:
+                 kl_coef: float = 0.0, reference: ReferenceActor | None = None) -> None:
         if center not in ("group", "batch"):
             raise ValueError(f"center: must be 'group' or 'batch', got {center!r}")
         if kl_coef < 0:
@@ -64,7 +65,8 @@ class AdvantageActor(Actor):
             "datums": len(datums),
         }
         if self.kl_coef > 0 and datums:
-            reference_logprobs = await self.reference.call("logprobs", datums)
+            assert self.reference is not None  # checked in __init__
+            reference_logprobs = await self.reference.logprobs(datums)
             datums, kl = apply_kl_penalty(datums, reference_logprobs, self.kl_coef)
             metrics["kl/policy_reference"] = kl
         return TrainingBatch(datums, metrics)

@@ -1,4 +1,4 @@
-"""LearnerActor: forward_backward + optim_step on each batch, then exports the new policy.
+"""LearnerActor: forward_backward + optim_step per batch, then saves the new policy for samplers.
 
 All torch work runs on the TrainingClient's own worker thread; this actor only awaits its
 futures, so the event loop (and sampling) keeps going while the learner trains.
@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mint_rl import types
 from mint_rl.errors import InvalidInputError
+from mint_rl.rl.types import SavedPolicy
 from mint_rl.runtime import Actor, endpoint
+
+if TYPE_CHECKING:  # torch-heavy: imported when the learner starts, not with this module
+    from mint_rl.learner.engine import LearnerSettings
 
 log = logging.getLogger(__name__)
 
@@ -22,25 +27,15 @@ class LearnerConfig:
     rank: int = 16
     seed: int | None = 0
     loss: str = "ppo"
-    loss_config: dict | None = None
+    loss_config: dict[str, float] | None = None
     learning_rate: float = 1e-3
     resume_from: str | None = None  # a save_state path: continue exactly from it
-    settings: object | None = None  # mint_rl.LearnerSettings
-
-
-@dataclass(frozen=True)
-class PolicyExport:
-    """What samplers need to serve a version and to check that it arrived."""
-
-    adapter_dir: str
-    version: int
-    probe_logprobs: list[float]
+    settings: LearnerSettings | None = None
 
 
 class LearnerActor(Actor):
     def __init__(self, config: LearnerConfig) -> None:
         self.config = config
-        self.tokens_trained = 0
 
     async def setup(self) -> None:
         import mint_rl as mint
@@ -56,12 +51,9 @@ class LearnerActor(Actor):
         self.adam = types.AdamParams(learning_rate=self.config.learning_rate, eps=1e-8)
 
     @property
-    def version(self) -> int:
+    def policy_version(self) -> int:
+        """The number of optimizer steps taken: the version of the weights it holds."""
         return self.client.engine.step
-
-    @endpoint
-    async def current_version(self) -> int:
-        return self.version
 
     @endpoint(raises=(ValueError, KeyError))
     async def train(self, datums: list[types.Datum]) -> dict[str, float]:
@@ -85,7 +77,6 @@ class LearnerActor(Actor):
             await step
             return {"batch/refused": 1.0}
         optim = await step
-        self.tokens_trained += sum(d.model_input.length for d in datums)
         return {
             "loss/sum": out.loss,
             "kl/sampler_learner": out.metrics.get("kl_sample_train:mean", 0.0),
@@ -95,22 +86,18 @@ class LearnerActor(Actor):
         }
 
     @endpoint
-    async def export(self, probe_tokens: list[int]) -> PolicyExport:
+    async def save_weights_for_sampler(self, probe_tokens: list[int]) -> SavedPolicy:
         """Saves the current weights for the samplers, with the logprobs they must reproduce."""
         from mint_rl.learner.checkpoint import resolve_path
 
-        version = self.version
-        saved = await self.client.save_weights_for_sampler(f"v{version:06d}")
+        policy_version = self.policy_version
+        saved = await self.client.save_weights_for_sampler(f"v{policy_version:06d}")
         probe_logprobs = await self.client.probe_logprobs(probe_tokens)
-        return PolicyExport(str(resolve_path(saved.path)), version, probe_logprobs)
+        return SavedPolicy(str(resolve_path(saved.path)), policy_version, probe_logprobs)
 
     @endpoint
     async def save_state(self, name: str) -> str:
         return (await self.client.save_state(name, overwrite=True)).path
-
-    @endpoint(concurrent=True)
-    async def stats(self) -> dict[str, float]:
-        return {"version": self.version, "tokens_trained": self.tokens_trained}
 
     async def teardown(self) -> None:
         self.client.close()

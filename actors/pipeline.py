@@ -1,39 +1,48 @@
-"""The RL pipeline, wired in one place: sampler -> advantage -> learner -> new weights -> sampler.
+"""The RL pipeline: sampler(s) -> [stages] -> advantages -> learner -> new weights -> sampler(s).
 
-    sample_batches:  for each batch b, once the sampler serves a version >= b - K, start its
-                     group rollouts; finished groups go into a bounded channel.
+    sample_batches:  for each batch b, once the samplers serve policy version >= b - K, start its
+                     group rollouts; each finished group passes the stages (a reward model, a
+                     filter) and goes into a bounded channel.
     train_step:      collect fresh groups from the channel (a group older than K versions is
-                     dropped and re-sampled), compute advantages, train, publish the new
-                     weights; log metrics.
-    push_weights:    load each published version into the sampler, in order, while training
-                     goes on (with K >= 1 the push is off the learner's critical path).
+                     dropped and re-sampled), compute advantages, train, save the new weights.
+    load_weights:    load each saved policy version into every sampler, in order, while training
+                     goes on (with K >= 1 the load is off the learner's critical path).
 
 K = `max_steps_off_policy`. K = 0 is synchronous on-policy training: batch b is sampled only by
-version b. With K >= 1 the sampler runs up to K batches ahead while the learner trains. The bound
-is strict: sampling is paced so groups are fresh by construction, and every group is checked
-again before it reaches forward_backward. Tokens produced while weights changed mid-sequence
-carry the newer version and their own behaviour logprobs, so the importance ratio stays exact.
+policy version b. With K >= 1 the samplers run up to K batches ahead while the learner trains. The
+bound is strict: sampling is paced so groups are fresh by construction, and every group is checked
+again before it is trained on. Tokens produced while weights changed mid-sequence carry the newer
+version and their own behaviour logprobs, so the importance ratio stays exact.
 
-To compose differently (several samplers, a reward model or a filter between sampler and
-advantage), copy `run_pipeline` and add a stage: the actors are ordinary classes.
+Extension points (docs/composition.md): `stages` run on every sampled group, `compute_advantages`
+replaces the advantage step, and several samplers share the prompt stream.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from mint_rl.rl.types import RLDataset, TrajectoryGroup
-from mint_rl.runtime import ActorHandle, channel
+from mint_rl.actors.advantage import TrainingBatch
+from mint_rl.actors.learner import LearnerActor
+from mint_rl.actors.sampler import SamplerActor
+from mint_rl.rl.types import EnvGroupBuilder, RLDataset, SavedPolicy, TrajectoryGroup
+from mint_rl.runtime import ChannelReceiver, ChannelSender, channel
+from mint_rl.sampler.sampling_client import SamplingClient
 from mint_rl.terminal import StartupTimeline
 
-EvalFn = Callable[[Any, int], Awaitable[dict[str, float]]]  # (sampling client, step) -> metrics
+GroupStage = Callable[[TrajectoryGroup], Awaitable[TrajectoryGroup | None]]
+"""Runs on each sampled group before advantages; returns it (changed or not), or None to drop it."""
+ComputeAdvantages = Callable[[list[TrajectoryGroup]], Awaitable[TrainingBatch]]
+"""A batch of groups -> the datums to train on (with advantages) and metrics."""
+Evaluate = Callable[[SamplingClient, int], Awaitable[dict[str, float]]]
+"""(a sampling client of the current policy, step) -> metrics such as eval/accuracy."""
 
 
 @dataclass(frozen=True)
@@ -57,28 +66,29 @@ class PipelineConfig:
 class PipelineState:
     """What the live view shows; updated by the loops as they go."""
 
-    learner_version: int = 0
-    sampler_version: int = -1
+    learner_policy_version: int = 0
+    sampler_policy_version: int = -1  # the oldest any sampler serves
     step: int = 0
     groups_dropped_stale: int = 0
+    groups_filtered: int = 0
     groups_in_flight: int = 0
     queue_depth: int = 0
     last_metrics: dict[str, Any] = field(default_factory=dict)
-    version_changed: anyio.Event = field(default_factory=anyio.Event)
+    _changed: anyio.Event = field(default_factory=anyio.Event)
 
-    def set_sampler_version(self, version: int) -> None:
-        self.sampler_version = version
-        self.version_changed.set()
-        self.version_changed = anyio.Event()
+    def set_sampler_policy_version(self, policy_version: int) -> None:
+        self.sampler_policy_version = policy_version
+        self._changed.set()
+        self._changed = anyio.Event()
 
-    async def wait_sampler_version(self, version: int) -> None:
-        while self.sampler_version < version:
-            await self.version_changed.wait()
+    async def wait_sampler_policy_version(self, policy_version: int) -> None:
+        while self.sampler_policy_version < policy_version:
+            await self._changed.wait()
 
 
 @contextlib.contextmanager
 def timed(metrics: dict[str, Any], key: str) -> Iterator[None]:
-    """Adds the seconds the block took to `metrics[key]`."""
+    """Sets `metrics[key]` to the seconds the block took."""
     start = time.perf_counter()
     try:
         yield
@@ -86,55 +96,54 @@ def timed(metrics: dict[str, Any], key: str) -> Iterator[None]:
         metrics[key] = time.perf_counter() - start
 
 
-async def run_pipeline(
-    cfg: PipelineConfig,
-    dataset: RLDataset,
-    sampler: ActorHandle,
-    advantage: ActorHandle,
-    learner: ActorHandle,
-    *,
-    on_step: Callable[[dict[str, Any]], None] = lambda m: None,
-    evaluate: EvalFn | None = None,
-    on_checkpoint: Callable[[int, str], None] = lambda step, path: None,
-    state: PipelineState | None = None,
-    timeline: StartupTimeline | None = None,
-) -> PipelineState:
-    """Trains cfg.steps - cfg.start_step steps. Returns the final state."""
-    run = _PipelineRun(cfg, dataset, sampler, advantage, learner, on_step, evaluate,
-                       on_checkpoint, state or PipelineState(), timeline)
-    return await run.run()
+def _ignore(*args: Any) -> None:
+    pass
 
 
-class _PipelineRun:
-    """One run of the pipeline: its actors, channels and state, and the steps of the algorithm
-    as methods. `run` reads as the whole loop."""
+@dataclass
+class RLPipeline:
+    """One run of the pipeline over running actors. `run` reads as the whole loop; each step of
+    the algorithm is a method named for it."""
 
-    def __init__(self, cfg: PipelineConfig, dataset: RLDataset, sampler: ActorHandle,
-                 advantage: ActorHandle, learner: ActorHandle,
-                 on_step: Callable[[dict[str, Any]], None], evaluate: EvalFn | None,
-                 on_checkpoint: Callable[[int, str], None], state: PipelineState,
-                 timeline: StartupTimeline | None) -> None:
-        self.cfg, self.dataset, self.state = cfg, dataset, state
-        self.sampler, self.advantage, self.learner = sampler, advantage, learner
-        self.on_step, self.evaluate, self.on_checkpoint = on_step, evaluate, on_checkpoint
-        self.mark = timeline.mark if timeline is not None else lambda phase: None
-        self.k = cfg.max_steps_off_policy
-        self.rollouts_send, self.rollouts_recv = channel(cfg.groups_per_batch * (self.k + 1),
-                                                         "rollouts")
+    config: PipelineConfig
+    dataset: RLDataset
+    samplers: Sequence[SamplerActor]
+    learner: LearnerActor
+    compute_advantages: ComputeAdvantages
+    stages: Sequence[GroupStage] = ()
+    evaluate: Evaluate | None = None
+    on_step: Callable[[dict[str, Any]], None] = _ignore
+    on_checkpoint: Callable[[int, str], None] = _ignore
+    state: PipelineState = field(default_factory=PipelineState)
+    timeline: StartupTimeline | None = None
+
+    def __post_init__(self) -> None:
+        if not self.samplers:
+            raise ValueError("samplers: at least one sampler actor is needed")
+        k = self.config.max_steps_off_policy
+        self._groups: tuple[ChannelSender[Any], ChannelReceiver[Any]] = channel(
+            self.config.groups_per_batch * (k + 1), "rollouts")
         # One version waits while one loads: the learner is at most two versions ahead of the
-        # sampler, and pacing plus the staleness check keep every trained group within K.
-        self.exports_send, self.exports_recv = channel(1, "exports")
-        self.push_times: dict[str, float] = {}
-        self.probe: list[int] = []
-        self.tg: TaskGroup | None = None
+        # samplers, and pacing plus the staleness check keep every trained group within K.
+        self._saved: tuple[ChannelSender[SavedPolicy], ChannelReceiver[SavedPolicy]] = channel(
+            1, "saved weights")
+        self._in_flight = [0] * len(self.samplers)  # groups in flight per sampler
+        self._load_times: dict[str, float] = {}
+        self._probe: list[int] = []
+        self._tg: TaskGroup | None = None
+
+    def _mark(self, phase: str) -> None:
+        if self.timeline is not None:
+            self.timeline.mark(phase)
 
     async def run(self) -> PipelineState:
-        await self.publish_initial_weights()
+        """Trains steps `start_step` .. `steps - 1`; returns the final state."""
+        await self.load_initial_weights()
         async with anyio.create_task_group() as tg:
-            self.tg = tg
-            tg.start_soon(self.push_weights)
+            self._tg = tg
+            tg.start_soon(self.load_weights)
             tg.start_soon(self.sample_batches)
-            for step in range(self.cfg.start_step, self.cfg.steps):
+            for step in range(self.config.start_step, self.config.steps):
                 await self.train_step(step)
             await self.finish()
             tg.cancel_scope.cancel()  # rollouts started for batches past the last step
@@ -143,115 +152,155 @@ class _PipelineRun:
     # ------------------------------------------------------------------ the training side
 
     async def train_step(self, step: int) -> None:
-        state = self.state
-        state.step = step
+        self.state.step = step
         metrics: dict[str, Any] = {"step": step}
         with timed(metrics, "time/step"):
-            if self.evaluate is not None and self.cfg.eval_every \
-                    and step % self.cfg.eval_every == 0:
+            if self._evaluates_at(step):
                 with timed(metrics, "time/eval"):
-                    await state.wait_sampler_version(state.learner_version)  # this step's
                     metrics.update(await self.evaluate_policy(step))
             with timed(metrics, "time/sample_wait"):
                 groups = await self.collect_fresh_groups()
-            staleness = [state.learner_version - tr.oldest_version
-                         for g in groups for tr in g.trajectories]
-            batch = await self.advantage.call("build", groups)
+            metrics.update(self._pipeline_metrics(groups))
+            batch = await self.compute_advantages(groups)
             with timed(metrics, "time/train"):
                 # Always a step, even with no datums (every group constant): versions then
                 # count steps, which the pacing relies on; the weights simply stay the same.
-                metrics.update(await self.learner.call("train", batch.datums))
-            with timed(metrics, "time/export"):
-                await self.publish_weights()
+                metrics.update(await self.learner.train(batch.datums))
+            with timed(metrics, "time/save_weights"):
+                await self.save_weights()
             metrics.update(batch.metrics)
-            metrics.update({
-                "staleness/max": max(staleness),
-                "staleness/mean": sum(staleness) / len(staleness),
-                "groups/dropped_stale": state.groups_dropped_stale,
-                "queue/rollouts": state.queue_depth,
-                "queue/in_flight": state.groups_in_flight,
-                # The latest push that finished (it overlaps the next step when K >= 1).
-                "time/push": self.push_times.get("total", 0.0),
-                "time/push_engine": self.push_times.get("engine", 0.0),
-            })
-        if self.cfg.save_every and (step + 1) % self.cfg.save_every == 0:
-            path = await self.learner.call("save_state", f"step-{step + 1:06d}")
+            metrics.update(self._load_metrics())
+        if self.config.save_every and (step + 1) % self.config.save_every == 0:
+            path = await self.learner.save_state(f"step-{step + 1:06d}")
             self.on_checkpoint(step + 1, path)
-        state.last_metrics = metrics
-        if step == self.cfg.start_step:
-            self.mark(f"step {step} done")
+        self.state.last_metrics = metrics
+        if step == self.config.start_step:
+            self._mark(f"step {step} done")
         self.on_step(metrics)
 
     async def collect_fresh_groups(self) -> list[TrajectoryGroup]:
-        """A batch of groups, none sampled by a policy more than K versions old."""
-        state = self.state
+        """A batch of groups, none sampled by a policy more than K versions old. A group a stage
+        dropped counts towards the batch (the batch is smaller, never late)."""
+        state, k = self.state, self.config.max_steps_off_policy
         groups: list[TrajectoryGroup] = []
-        while len(groups) < self.cfg.groups_per_batch:
-            builder, group = await self.rollouts_recv.receive()
-            state.queue_depth = self.rollouts_recv.statistics().depth
-            if state.learner_version - group.oldest_version > self.k:
+        received = 0
+        while received < self.config.groups_per_batch:
+            builder, group = await self._groups[1].receive()
+            state.queue_depth = self._groups[1].statistics().depth
+            if group is None:
+                received += 1
+                continue
+            if state.learner_policy_version - group.oldest_policy_version > k:
                 # Defence in depth: pacing makes this rare, but it is never trained on.
                 state.groups_dropped_stale += 1
-                assert self.tg is not None
-                self.tg.start_soon(self.rollout, builder, group.batch_index,
-                                   state.learner_version - self.k)
+                self._start_rollout(builder, group.batch_index, state.learner_policy_version - k)
                 continue
             groups.append(group)
+            received += 1
         return groups
 
-    async def publish_initial_weights(self) -> None:
-        """The learner's starting weights, loaded and checked by the sampler before anything."""
-        self.probe = await self.sampler.call("probe_tokens")
-        export = await self.learner.call("export", self.probe)
-        await self.sampler.call("load_weights", export.adapter_dir, export.version,
-                                export.probe_logprobs)
-        self.mark(f"sampler serves policy v{export.version} (checked against the learner)")
-        self.state.set_sampler_version(export.version)
-        self.state.learner_version = export.version
+    async def load_initial_weights(self) -> None:
+        """The learner's starting weights, loaded and checked by every sampler before anything."""
+        self._probe = await self.samplers[0].probe_tokens()
+        saved = await self.learner.save_weights_for_sampler(self._probe)
+        await self._load_everywhere(saved)
+        self._mark(f"sampler serves policy v{saved.policy_version} (checked against the learner)")
+        self.state.learner_policy_version = saved.policy_version
 
-    async def publish_weights(self) -> None:
-        """Exports the new weights and queues them for the sampler (push_weights loads them)."""
-        export = await self.learner.call("export", self.probe)
-        self.state.learner_version = export.version
-        await self.exports_send.send(export)
+    async def save_weights(self) -> None:
+        """Saves the new weights for the samplers and queues them (load_weights loads them)."""
+        saved = await self.learner.save_weights_for_sampler(self._probe)
+        self.state.learner_policy_version = saved.policy_version
+        await self._saved[0].send(saved)
 
     async def evaluate_policy(self, step: int) -> dict[str, float]:
         assert self.evaluate is not None
-        client = await self.sampler.call("sampling_client")
-        return await self.evaluate(client, step)
+        await self.state.wait_sampler_policy_version(self.state.learner_policy_version)
+        return await self.evaluate(await self.samplers[0].sampling_client(), step)
 
     async def finish(self) -> None:
-        """The sampler ends serving the final policy (also for whoever samples after the run),
+        """The samplers end serving the final policy (also for whoever samples after the run),
         which is evaluated once more."""
-        await self.state.wait_sampler_version(self.state.learner_version)
-        if self.evaluate is not None and self.cfg.eval_every:
-            final = {"step": self.cfg.steps, **await self.evaluate_policy(self.cfg.steps)}
+        await self.state.wait_sampler_policy_version(self.state.learner_policy_version)
+        if self.evaluate is not None and self.config.eval_every:
+            final = {"step": self.config.steps, **await self.evaluate_policy(self.config.steps)}
             self.state.last_metrics = final
             self.on_step(final)
+
+    def _evaluates_at(self, step: int) -> bool:
+        return (self.evaluate is not None and self.config.eval_every > 0
+                and step % self.config.eval_every == 0)
+
+    def _pipeline_metrics(self, groups: list[TrajectoryGroup]) -> dict[str, float]:
+        """Staleness of the batch about to be trained (in policy versions) and queue sizes."""
+        state = self.state
+        staleness = [state.learner_policy_version - tr.oldest_policy_version
+                     for g in groups for tr in g.trajectories] or [0]
+        return {
+            "staleness/max": max(staleness),
+            "staleness/mean": sum(staleness) / len(staleness),
+            "groups/dropped_stale": state.groups_dropped_stale,
+            "groups/filtered": state.groups_filtered,
+            "queue/rollouts": state.queue_depth,
+            "queue/in_flight": state.groups_in_flight,
+        }
+
+    def _load_metrics(self) -> dict[str, float]:
+        return {
+            # The latest load that finished (it overlaps the next step when K >= 1).
+            "time/load_weights": self._load_times.get("total", 0.0),
+            "time/load_weights_engine": self._load_times.get("engine", 0.0),
+        }
 
     # ------------------------------------------------------------------ the sampling side
 
     async def sample_batches(self) -> None:
-        assert self.tg is not None
-        for b in range(self.cfg.start_step, self.cfg.steps):
+        k = self.config.max_steps_off_policy
+        for b in range(self.config.start_step, self.config.steps):
             # Pacing: batch b may only be sampled by a policy at most K versions behind b.
-            await self.state.wait_sampler_version(b - self.k)
-            self.mark(f"step {self.cfg.start_step} starts sampling")
+            await self.state.wait_sampler_policy_version(b - k)
+            self._mark(f"step {self.config.start_step} starts sampling")
             for builder in self.dataset.get_batch(b):
-                self.tg.start_soon(self.rollout, builder, b, b - self.k)
+                self._start_rollout(builder, b, b - k)
 
-    async def rollout(self, builder: Any, batch_index: int, min_version: int) -> None:
+    def _start_rollout(self, builder: EnvGroupBuilder, batch_index: int, min_version: int) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self.rollout, builder, batch_index, min_version)
+
+    async def rollout(self, builder: EnvGroupBuilder, batch_index: int, min_version: int) -> None:
+        """One group: sampled by the least busy sampler, passed through the stages, queued."""
+        i = min(range(len(self.samplers)), key=self._in_flight.__getitem__)
+        self._in_flight[i] += 1
         self.state.groups_in_flight += 1
         try:
-            group = await self.sampler.call("rollout", builder, batch_index, min_version)
-            self.mark("first group sampled")
-            await self.rollouts_send.send((builder, group))
+            group: TrajectoryGroup | None = await self.samplers[i].rollout(
+                builder, batch_index, min_version)
+            self._mark("first group sampled")
+            for stage in self.stages:
+                if group is None:
+                    break
+                group = await stage(group)
+            if group is None:
+                self.state.groups_filtered += 1
+            await self._groups[0].send((builder, group))
         finally:
+            self._in_flight[i] -= 1
             self.state.groups_in_flight -= 1
 
-    async def push_weights(self) -> None:
-        async for export in self.exports_recv:
-            with timed(self.push_times, "total"):
-                self.push_times["engine"] = await self.sampler.call(
-                    "load_weights", export.adapter_dir, export.version, export.probe_logprobs)
-            self.state.set_sampler_version(export.version)
+    async def load_weights(self) -> None:
+        async for saved in self._saved[1]:
+            await self._load_everywhere(saved)
+
+    async def _load_everywhere(self, saved: SavedPolicy) -> None:
+        """Loads one saved policy into every sampler at once; then it is the served version."""
+        engine_seconds: list[float] = []
+
+        async def load(sampler: SamplerActor) -> None:
+            engine_seconds.append(await sampler.load_weights(saved))
+
+        with timed(self._load_times, "total"):
+            async with anyio.create_task_group() as tg:
+                for sampler in self.samplers:
+                    tg.start_soon(load, sampler)
+        self._load_times["engine"] = max(engine_seconds)
+        self.state.set_sampler_policy_version(saved.policy_version)

@@ -1,15 +1,14 @@
 """The `mint-rl` command.
 
-    mint-rl run RECIPE|FILE.py [--steps N] [--max-steps-off-policy K] [--loss LOSS] [--log-dir DIR]
-                       [--seed S] [recipe options...]
+    mint-rl run RECIPE|FILE.py [--log-dir DIR] [recipe options...]
     mint-rl prepare-model [ID_OR_FOLDER] [--check]
     mint-rl list
 
-Recipes live in the repository's `recipes/` folder, installed as `mint_rl.recipes` (and `actors/`
-as `mint_rl.actors`, so no generic top-level package lands in site-packages). They are found by
-name at run time: the library never imports them otherwise (imports point recipes -> actors ->
-mint_rl). A recipe module has `parse_options(extra_args, run_args) -> config` and
-`main(run_args, config) -> exit code`.
+A recipe is a module with a `Config` dataclass and `main(config, log_dir)`; its command-line
+options are derived from `Config` (mint_rl/rl/config.py). Recipes live in the repository's
+`recipes/` folder, installed as `mint_rl.recipes` (and `actors/` as `mint_rl.actors`, so no
+generic top-level package lands in site-packages), or anywhere: `mint-rl run path/to/file.py`.
+The library never imports recipes otherwise (imports point recipes -> actors -> mint_rl).
 
 `mint-rl run` keeps the terminal for mint_rl's own progress lines, live view and errors; what
 vLLM, transformers and torch print (their processes included) goes to `third_party.log` in the
@@ -19,52 +18,43 @@ run folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
+import json
 import pkgutil
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 from mint_rl.errors import BadRequestError
-from mint_rl.losses import LOSSES
-from mint_rl.terminal import StartupTimeline, console, tail, third_party_output_to
+from mint_rl.rl.config import config_parser, parse_config
+from mint_rl.terminal import console, tail, third_party_output_to
 
 # Where `mint-rl run` sends vLLM's, transformers' and torch's own output, inside the run folder.
 THIRD_PARTY_LOG = "third_party.log"
 
 
-@dataclass(frozen=True)
-class RunArgs:
-    """Options every recipe takes; each recipe parses its own extra options."""
-
-    recipe: str
-    steps: int | None
-    max_steps_off_policy: int
-    loss: str | None
-    log_dir: Path
-    seed: int
-    # Start-up phases, timed from the command's start (printed, and saved in the run folder).
-    timeline: StartupTimeline = field(default_factory=StartupTimeline)
+def is_recipe(module: ModuleType) -> bool:
+    """A recipe has a `Config` dataclass and a `main(config, log_dir)` function."""
+    config = getattr(module, "Config", None)
+    return dataclasses.is_dataclass(config) and callable(getattr(module, "main", None))
 
 
 def _recipe_names() -> list[str]:
-    """Modules of `mint_rl.recipes` that `mint-rl run` can run (they define `parse_options` and
-    `main`; other files there are examples run as scripts). Recipes import lazily: cheap."""
+    """Modules of `mint_rl.recipes` that `mint-rl run` can run (other files there are helpers
+    or examples run as scripts). Recipes import lazily: listing them is cheap."""
     try:
         import mint_rl.recipes as recipes
     except ImportError:
         return []
     names = []
     for m in pkgutil.iter_modules(recipes.__path__):
-        if m.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"mint_rl.recipes.{m.name}")
-        if hasattr(module, "parse_options") and hasattr(module, "main"):
+        if not m.name.startswith("_") and is_recipe(
+                importlib.import_module(f"mint_rl.recipes.{m.name}")):
             names.append(m.name)
     return sorted(names)
 
@@ -78,12 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-h", "--help", action="store_true", help="show this help (and the recipe's)")
     run.add_argument("recipe", nargs="?",
                      help="recipe name (see `mint-rl list`) or path of your own recipe file")
-    run.add_argument("--steps", type=int, default=None, help="training steps (recipe default)")
-    run.add_argument("--max-steps-off-policy", type=int, default=0, metavar="K",
-                     help="0 = synchronous on-policy; K >= 1 lets samplers run K versions ahead")
-    run.add_argument("--loss", choices=sorted(set(LOSSES) - {"cross_entropy"}), default=None)
-    run.add_argument("--log-dir", type=Path, default=None, help="metrics, plots, checkpoints")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--log-dir", type=Path, default=None,
+                     help="run folder: config, metrics, plots, checkpoints (the same folder "
+                          "resumes a run)")
 
     prepare = sub.add_parser("prepare-model", help="resolve a model once into the local cache")
     prepare.add_argument("model", nargs="?", default=None)
@@ -104,22 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         run.print_help()
         if module is not None:
             print(f"\noptions of the {args.recipe} recipe:")
-            module.parse_options(["--help"], None)  # prints and exits
+            config_parser(module.Config, f"mint-rl run {args.recipe}").print_help()
         return 0
     if module is None:
         run.error("a recipe name or file is required (see `mint-rl list`)")
-    if args.steps is not None and args.steps < 1:
-        parser.error("--steps must be >= 1")
-    if args.max_steps_off_policy < 0:
-        parser.error("--max-steps-off-policy must be >= 0")
     name = Path(args.recipe).stem
-    log_dir = args.log_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_args = RunArgs(recipe=name, steps=args.steps,
-                       max_steps_off_policy=args.max_steps_off_policy, loss=args.loss,
-                       log_dir=log_dir, seed=args.seed)
     # Options are checked before anything starts (argparse errors go to the terminal).
-    config = module.parse_options(extra, run_args)
-    return _run_recipe(module, run_args, config)
+    config = parse_config(module.Config, extra, f"mint-rl run {args.recipe}")
+    log_dir = args.log_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return _run_recipe(module, config, log_dir)
 
 
 def _find_recipe(recipe: str, parser: argparse.ArgumentParser) -> ModuleType:
@@ -133,9 +113,9 @@ def _find_recipe(recipe: str, parser: argparse.ArgumentParser) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
         spec.loader.exec_module(module)
-        if not (hasattr(module, "parse_options") and hasattr(module, "main")):
-            parser.error(f"{recipe} is not a recipe: it needs parse_options(extra_args, "
-                         "run_args) and main(run_args, config)")
+        if not is_recipe(module):
+            parser.error(f"{recipe} is not a recipe: it needs a `Config` dataclass and "
+                         "main(config, log_dir)")
         return module
     names = _recipe_names()
     if recipe not in names:
@@ -181,18 +161,21 @@ def _ask(model_dir: Path, question: str, max_new_tokens: int = 16) -> str:
     return tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def _run_recipe(module: ModuleType, run_args: RunArgs, config: object) -> int:
+def _run_recipe(module: ModuleType, config: object, log_dir: Path) -> int:
     """Runs a recipe with third-party output in the run's log file and ours on the terminal."""
-    log_file = run_args.log_dir / THIRD_PARTY_LOG
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "config.json").write_text(
+        json.dumps(dataclasses.asdict(config), indent=2) + "\n")  # type: ignore[call-overload]
+    log_file = log_dir / THIRD_PARTY_LOG
     # `kill` (SIGTERM) stops a run the way Ctrl-C does: engines shut down, nothing orphaned.
     previous = signal.signal(signal.SIGTERM,
                              lambda signum, frame: signal.raise_signal(signal.SIGINT))
     try:
         with third_party_output_to(log_file):
             console.print(f"[dim]vLLM, transformers and torch output: {log_file}[/]")
-            return int(module.main(run_args, config) or 0)
+            return int(module.main(config, log_dir) or 0)
     except KeyboardInterrupt:
-        console.print(f"interrupted; engines shut down. Run folder: {run_args.log_dir}")
+        console.print(f"interrupted; engines shut down. Run folder: {log_dir}")
         return 130
     except SystemExit:
         raise

@@ -12,11 +12,9 @@ actor pipeline, with evaluation, checkpoints and a live view.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import mint_rl as mint
@@ -24,6 +22,7 @@ from mint_rl import types
 from mint_rl.models import DEFAULT_MODEL
 from mint_rl.recipes.arithmetic import prompt_tokens, reward
 from mint_rl.rl.advantages import center_per_group, is_constant
+from mint_rl.rl.config import LossName, option
 from mint_rl.rl.data import trajectory_datum
 from mint_rl.rl.metrics import MetricsLogger
 from mint_rl.terminal import console
@@ -31,16 +30,16 @@ from mint_rl.terminal import console
 
 @dataclass(frozen=True)
 class Config:
-    base_model: str = DEFAULT_MODEL
-    steps: int = 10
-    problems_per_step: int = 8
-    samples_per_problem: int = 8  # a group: its rewards are centered together
-    max_tokens: int = 6
-    temperature: float = 1.0
-    loss: str = "ppo"
-    lr: float = 1e-3
-    rank: int = 16
-    seed: int = 0
+    base_model: str = option(DEFAULT_MODEL, "model id or local folder")
+    steps: int = option(10, "RL steps")
+    problems_per_step: int = option(8, "problems per step")
+    samples_per_problem: int = option(8, "a group: its rewards are centered together")
+    max_tokens: int = option(6, "reply length limit in tokens")
+    temperature: float = option(1.0, "sampling temperature")
+    loss: LossName = option("ppo", "policy-gradient loss")
+    lr: float = option(1e-3, "Adam learning rate")
+    rank: int = option(16, "LoRA rank")
+    seed: int = option(0, "seed of problems and LoRA init")
 
 
 def train(cfg: Config, log_dir: Path) -> list[dict[str, float]]:
@@ -103,27 +102,8 @@ def train(cfg: Config, log_dir: Path) -> list[dict[str, float]]:
     return history
 
 
-def parse_options(extra: list[str], run_args) -> Config:
-    """Options are the Config's fields (the common `mint-rl run` options fill the rest)."""
-    parser = argparse.ArgumentParser(prog="mint-rl run rl_loop",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common = {"steps", "loss", "seed"}
-    for f in fields(Config):
-        if f.name not in common:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default),
-                                default=f.default)
-    options = vars(parser.parse_args(extra))
-    if run_args is not None:
-        options.update(steps=run_args.steps or Config.steps, loss=run_args.loss or Config.loss,
-                       seed=run_args.seed)
-    return Config(**options)
-
-
-def main(run_args, cfg: Config) -> int:
-    run_args.log_dir.mkdir(parents=True, exist_ok=True)
-    (run_args.log_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    train(cfg, run_args.log_dir)
-    return 0
+def main(config: Config, log_dir: Path) -> None:
+    train(config, log_dir)
 
 
 if __name__ == "__main__":  # vLLM's engine process is spawned: keep this guard

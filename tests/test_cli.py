@@ -16,16 +16,19 @@ def test_run_help_lists_common_and_recipe_options(capsys) -> None:
         main(["run", "arithmetic", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--max-steps-off-policy", "--loss", "--log-dir",  # common
-                   "--group-size", "--kl-coef", "--cpus"):  # the recipe's own
+    for option in ("--log-dir",  # the command's own
+                   "--max-steps-off-policy", "--loss", "--group-size", "--kl-coef",  # RLConfig
+                   "--max-operand"):  # the recipe's own
         assert option in out
 
 
 @pytest.mark.parametrize("argv, message", [
     (["run"], "recipe name or file is required"),
     (["run", "no-such-recipe"], "unknown recipe"),
-    (["run", "arithmetic", "--steps", "0"], "--steps"),
-    (["run", "arithmetic", "--max-steps-off-policy", "-1"], "--max-steps-off-policy"),
+    (["run", "arithmetic", "--steps", "0"], "steps: must be >= 1"),
+    (["run", "arithmetic", "--max-steps-off-policy", "-1"], "max_steps_off_policy: must be >= 0"),
+    (["run", "arithmetic", "--loss", "nope"], "--loss: invalid choice"),
+    (["run", "arithmetic", "--no-such-option"], "unrecognized arguments"),
 ])
 def test_bad_arguments_are_refused(capsys, argv, message) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -36,7 +39,6 @@ def test_bad_arguments_are_refused(capsys, argv, message) -> None:
 
 _USER_RECIPE = textwrap.dedent('''
     """A recipe written outside the repository: a few supervised steps on a local model."""
-    import argparse
     import json
     from dataclasses import dataclass
 
@@ -50,24 +52,17 @@ _USER_RECIPE = textwrap.dedent('''
         steps: int = 3
 
 
-    def parse_options(extra, run_args):
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--model", required=True)
-        options = parser.parse_args(extra)
-        return Config(model=options.model, steps=(run_args.steps if run_args else None) or 3)
-
-
-    def main(run_args, cfg):
-        client = mint.ServiceClient().create_lora_training_client(cfg.model, rank=4, seed=0)
+    def main(config, log_dir):
+        client = mint.ServiceClient().create_lora_training_client(config.model, rank=4, seed=0)
         tokens = list(range(5, 25))
         datum = types.Datum(model_input=types.ModelInput.from_ints(tokens[:-1]),
                             loss_fn_inputs={"target_tokens": tokens[1:],
                                             "weights": [1.0] * (len(tokens) - 1)})
         losses = []
-        for _ in range(cfg.steps):
+        for _ in range(config.steps):
             losses.append(client.forward_backward([datum], "cross_entropy").result().loss)
             client.optim_step(types.AdamParams(learning_rate=1e-2)).result()
-        (run_args.log_dir / "losses.json").write_text(json.dumps(losses))
+        (log_dir / "losses.json").write_text(json.dumps(losses))
         return 0
 ''')
 
@@ -82,11 +77,14 @@ def test_a_recipe_file_outside_the_repository_trains(tiny_model, tmp_path: Path)
     losses = json.loads((run_dir / "losses.json").read_text())
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert (run_dir / "third_party.log").exists()  # run like any recipe
+    assert json.loads((run_dir / "config.json").read_text()) == {"model": str(tiny_model),
+                                                                 "steps": 4}
 
 
 @pytest.mark.parametrize("content, message", [
     (None, "does not exist"),
     ("x = 1\n", "is not a recipe"),
+    ("class Config:\n    pass\ndef main(config, log_dir):\n    pass\n", "is not a recipe"),
 ])
 def test_bad_recipe_files_are_refused(capsys, tmp_path: Path, content, message) -> None:
     recipe = tmp_path / "not_a_recipe.py"

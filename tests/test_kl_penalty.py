@@ -47,7 +47,7 @@ def _group(prompt: list[int], actions: list[list[int]], logprobs: list[list[floa
            rewards: list[float]) -> TrajectoryGroup:
     return TrajectoryGroup(
         trajectories=[Trajectory([Transition(observation=prompt, action=act, logprobs=lp,
-                                             versions=[0] * len(act), reward=r)])
+                                             policy_versions=[0] * len(act), reward=r)])
                       for act, lp, r in zip(actions, logprobs, rewards, strict=True)],
         batch_index=0)
 
@@ -77,14 +77,14 @@ async def test_reference_actor_gives_base_model_logprobs_and_shapes_advantages(t
         advantage = await system.spawn(functools.partial(AdvantageActor, kl_coef=0.5,
                                                          reference=reference))
         # Behaviour logprobs == the reference's: no KL, advantages exactly the centered rewards.
-        batch = await advantage.call("build", [_group(prompt, actions, exact, [1.0, 0.0])])
+        batch = await advantage.build([_group(prompt, actions, exact, [1.0, 0.0])])
         assert batch.metrics["kl/policy_reference"] == pytest.approx(0.0, abs=1e-5)
         for d, adv in zip(batch.datums, [0.5, -0.5], strict=True):
             x = _inputs(d)
             assert x["advantages"][len(prompt) - 1:] == pytest.approx([adv] * 3, abs=1e-5)
         # Behaviour 0.3 nats above the reference on the first sample's tokens.
         shifted = [[v + 0.3 for v in exact[0]], exact[1]]
-        batch = await advantage.call("build", [_group(prompt, actions, shifted, [1.0, 0.0])])
+        batch = await advantage.build([_group(prompt, actions, shifted, [1.0, 0.0])])
         assert batch.metrics["kl/policy_reference"] == pytest.approx(0.15, abs=1e-5)
         first = _inputs(batch.datums[0])["advantages"][len(prompt) - 1:]
         second = _inputs(batch.datums[1])["advantages"][len(prompt) - 1:]

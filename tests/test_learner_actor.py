@@ -29,13 +29,13 @@ async def test_a_poisoned_batch_costs_a_step_not_the_run(tiny_model) -> None:
                                            "logprobs": [-100.0] * 5})
     async with open_system() as system:
         learner = await system.spawn(functools.partial(LearnerActor, config))
-        await learner.call("train", [good])  # Adam has moments: a later step could still move
+        await learner.train([good])  # Adam has moments: a later step could still move
         probe = [1, 5, 9, 13, 17, 21]
-        before = await learner.call("export", probe)
+        before = await learner.save_weights_for_sampler(probe)
 
-        assert await learner.call("train", [poisoned]) == {"batch/refused": 1.0}
-        after = await learner.call("export", probe)
-        assert after.version == before.version + 1  # versions count steps
+        assert await learner.train([poisoned]) == {"batch/refused": 1.0}
+        after = await learner.save_weights_for_sampler(probe)
+        assert after.policy_version == before.policy_version + 1  # versions count steps
         assert after.probe_logprobs == before.probe_logprobs  # no weight moved
-        metrics = await learner.call("train", [good])  # and training goes on
+        metrics = await learner.train([good])  # and training goes on
         assert metrics["loss/sum"] == metrics["loss/sum"]  # finite, not NaN

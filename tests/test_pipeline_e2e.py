@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import json
 
-import anyio
 import pytest
 
-from mint_rl.recipes.arithmetic import Config, train
+from mint_rl.recipes.arithmetic import AdditionDataset, Config, make_evaluator, split_problems
+from mint_rl.rl.train import load_tokenizer, train
+
+
+def _train(cfg: Config, log_dir):
+    tokenizer = load_tokenizer(cfg.base_model)
+    train_set, eval_set = split_problems(cfg.max_operand, cfg.seed)
+    return train(cfg, AdditionDataset(train_set, tokenizer, cfg), log_dir,
+                 evaluate=make_evaluator(eval_set, tokenizer, cfg))
 
 
 @pytest.mark.slow
@@ -20,11 +27,11 @@ def test_arithmetic_pipeline_runs_with_bounded_staleness(sampler_engine, tmp_pat
     cfg = Config(steps=3, max_steps_off_policy=k, groups_per_batch=3, group_size=4,
                  max_tokens=4, eval_every=2, eval_samples=1, save_every=2, lr=1e-3,
                  cpus="shared")
-    state = anyio.run(train, cfg, tmp_path)
+    state = _train(cfg, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "time/step" in r]
     assert [r["step"] for r in steps] == [0, 1, 2]
-    assert state.learner_version == 3 and state.sampler_version == 3
+    assert state.learner_policy_version == 3 and state.sampler_policy_version == 3
     for r in steps:
         assert r["staleness/max"] <= k
         assert 0.0 <= r["reward/mean"] <= 1.0
@@ -39,9 +46,9 @@ def test_arithmetic_pipeline_runs_with_bounded_staleness(sampler_engine, tmp_pat
     record = json.loads((tmp_path / "checkpoints.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 2
     resumed_cfg = Config(**{**cfg.__dict__, "steps": 4})
-    state = anyio.run(train, resumed_cfg, tmp_path)
+    state = _train(resumed_cfg, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     # Steps past the checkpoint are replaced, not repeated: every step appears once.
     assert [r["step"] for r in rows if "time/step" in r] == [0, 1, 2, 3]
-    assert state.learner_version == 4
+    assert state.learner_policy_version == 4
     assert not sampler_engine.closed  # reused, not restarted

@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mint_rl.actors.advantage import AdvantageActor
-from mint_rl.actors.learner import PolicyExport
-from mint_rl.actors.pipeline import PipelineConfig, run_pipeline
-from mint_rl.rl.types import Trajectory, TrajectoryGroup, Transition
+from mint_rl.actors.pipeline import PipelineConfig, RLPipeline
+from mint_rl.rl.types import SavedPolicy, Trajectory, TrajectoryGroup, Transition
 from mint_rl.runtime import Actor, endpoint, open_system
 
 
@@ -41,9 +40,9 @@ class TimedSampler(Actor):
         return [1, 2, 3]
 
     @endpoint
-    async def load_weights(self, adapter_dir, version, probe) -> float:
+    async def load_weights(self, saved: SavedPolicy) -> float:
         await anyio.sleep(self.rng.uniform(0, self.max_delay / 4))
-        self.clock.sampler_version = version
+        self.clock.sampler_version = saved.policy_version
         self.changed.set()
         self.changed = anyio.Event()
         return 0.0
@@ -61,7 +60,8 @@ class TimedSampler(Actor):
         end = self.clock.sampler_version  # weights may have changed mid-sequence
         trajectories = [
             Trajectory([Transition(observation=[1, 2], action=[3, 4], logprobs=[-1.0, -1.0],
-                                   versions=[start, end], reward=float(self.rng.random() < 0.5))])
+                                   policy_versions=[start, end],
+                                   reward=float(self.rng.random() < 0.5))])
             for _ in range(4)
         ]
         return TrajectoryGroup(trajectories, batch_index)
@@ -78,7 +78,7 @@ class CheckingAdvantage(AdvantageActor):
     async def build(self, groups):
         for g in groups:
             self.clock.worst_staleness = max(self.clock.worst_staleness,
-                                             self.clock.learner_version - g.oldest_version)
+                                             self.clock.learner_version - g.oldest_policy_version)
         self.clock.trained_groups += len(groups)
         return await AdvantageActor.build(self, groups)
 
@@ -88,12 +88,8 @@ class TimedLearner(Actor):
         self.clock, self.rng, self.max_delay = clock, rng, max_delay
 
     @endpoint
-    async def current_version(self) -> int:
-        return self.clock.learner_version
-
-    @endpoint
-    async def export(self, probe) -> PolicyExport:
-        return PolicyExport("unused", self.clock.learner_version, [])
+    async def save_weights_for_sampler(self, probe) -> SavedPolicy:
+        return SavedPolicy("unused", self.clock.learner_version, [])
 
     @endpoint
     async def train(self, datums) -> dict:
@@ -133,8 +129,8 @@ async def _run_inner(k, clock, rng, sampler_delay, learner_delay, steps, groups,
         advantage = await system.spawn(functools.partial(CheckingAdvantage, clock))
         learner = await system.spawn(functools.partial(TimedLearner, clock, rng, learner_delay))
         cfg = PipelineConfig(steps=steps, groups_per_batch=groups, max_steps_off_policy=k)
-        await run_pipeline(cfg, Dataset(groups), sampler, advantage, learner,
-                           on_step=logged.append)
+        await RLPipeline(cfg, Dataset(groups), [sampler], learner, advantage.build,
+                         on_step=logged.append).run()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

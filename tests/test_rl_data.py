@@ -40,13 +40,13 @@ def test_multi_turn_trajectory_is_one_datum_when_observations_extend():
     from mint_rl.rl.data import trajectory_datums
     from mint_rl.rl.types import Trajectory, Transition
 
-    first = Transition(observation=[1, 2], action=[3, 4], logprobs=[-0.3, -0.4], versions=[0, 0],
-                       reward=0.0)
+    first = Transition(observation=[1, 2], action=[3, 4], logprobs=[-0.3, -0.4],
+                       policy_versions=[0, 0], reward=0.0)
     # The next observation repeats the conversation so far and adds the env's reply [5].
-    second = Transition(observation=[1, 2, 3, 4, 5], action=[6], logprobs=[-0.6], versions=[1],
-                        reward=1.0)
+    second = Transition(observation=[1, 2, 3, 4, 5], action=[6], logprobs=[-0.6],
+                        policy_versions=[1], reward=1.0)
     traj = Trajectory([first, second])
-    assert traj.total_reward == 1.0 and traj.oldest_version == 0
+    assert traj.total_reward == 1.0 and traj.oldest_policy_version == 0
     (d,) = trajectory_datums(traj, advantage=2.0)
     x = {k: v.tolist() for k, v in d.loss_fn_inputs.items()}
     assert d.model_input.to_ints() == [1, 2, 3, 4, 5]
@@ -56,6 +56,6 @@ def test_multi_turn_trajectory_is_one_datum_when_observations_extend():
     assert x["advantages"] == [0.0, 2.0, 2.0, 0.0, 2.0]
 
     # An observation that rewrites history starts a new datum.
-    rewritten = Transition(observation=[9, 9], action=[7], logprobs=[-0.7], versions=[1],
+    rewritten = Transition(observation=[9, 9], action=[7], logprobs=[-0.7], policy_versions=[1],
                            reward=0.0)
     assert len(trajectory_datums(Trajectory([first, rewritten]), 1.0)) == 2

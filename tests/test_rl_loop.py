@@ -11,8 +11,8 @@ from mint_rl.cli import _recipe_names, main
 
 
 def test_listed_recipes_are_the_runnable_ones() -> None:
-    # custom_pipeline.py is a script example, not a recipe: it is not offered.
-    assert _recipe_names() == ["arithmetic", "rl_loop"]
+    # Each of them runs from the command line in a test (composed: tests/test_composition.py).
+    assert _recipe_names() == ["arithmetic", "composed", "rl_loop"]
 
 
 @pytest.mark.slow

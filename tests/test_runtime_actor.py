@@ -1,4 +1,4 @@
-"""Actors on their own: call/cast/stream, ordering, readiness, timeouts, stop, threads, pickling."""
+"""Actors on their own: method calls, ordering, readiness, cancel-scope timeouts, stop, threads."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import pytest
 
 from mint_rl.runtime import (
     Actor,
-    ActorCallTimeout,
     ActorCrashedError,
+    ActorHandle,
     ActorSetupError,
+    ActorStats,
     ActorStoppedError,
-    MessageNotPicklableError,
+    ActorSystem,
+    actor_name,
     endpoint,
     open_system,
 )
@@ -27,6 +29,12 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def stats_of(system: ActorSystem, actor: object) -> ActorStats | None:
+    """The live actor's statistics, or None once it is gone from the system."""
+    name = actor_name(actor)
+    return next((s for s in system.statistics().actors if s.name == name), None)
 
 
 SLEPT: list[float] = []  # delays of the `sleep` calls that ran to the end
@@ -84,36 +92,31 @@ class Recorder(Actor):
         self.seen.append(x)
         return x
 
-    @endpoint
-    async def count(self, n: int):
-        try:
-            for i in range(n):
-                yield i
-        finally:
-            self.seen.append(-1)  # marks that the generator was closed
+    async def helper(self) -> None:
+        """A plain method: not an endpoint, so not reachable through a handle."""
 
 
 TEARDOWNS: list[list[int]] = []
 
 
-async def test_call_cast_and_stream_reach_the_endpoint() -> None:
+async def test_an_endpoint_is_called_like_a_method_and_runs_in_the_actor() -> None:
     async with open_system() as system:
-        rec = await system.spawn(Recorder)
-        assert await rec.call("record", 1) == 1
-        assert await rec.call(Recorder.record, 2) == 2  # by method reference
-        await rec.cast("record", 3)
-        assert [x async for x in rec.stream("count", 4)] == [0, 1, 2, 3]
-        assert (await rec.call("state"))["seen"] == [1, 2, 3, -1]
+        rec = await system.spawn(Recorder, name="rec")
+        assert isinstance(rec, ActorHandle)  # typed as Recorder, really a handle
+        assert await rec.record(1) == 1
+        assert await rec.record(x=2) == 2
+        assert (await rec.state())["seen"] == [1, 2]
+        assert rec.record is rec.record  # bound once per handle
+        assert actor_name(rec) == "rec"
 
 
 async def test_messages_to_ordered_endpoints_run_one_at_a_time_in_order() -> None:
     async with open_system() as system:
         rec = await system.spawn(Recorder, mailbox_size=8)
         async with anyio.create_task_group() as tg:
-            for i in range(100):
-                await rec.cast("record", i)
-            tg.start_soon(rec.call, "record", 100)
-        state = await rec.call("state")
+            for i in range(101):  # callers post in start order; 8 fit, the rest wait in line
+                tg.start_soon(rec.record, i)
+        state = await rec.state()
         assert state["seen"] == list(range(101))
         assert state["max_active"] == 1
 
@@ -124,7 +127,7 @@ async def test_concurrent_endpoint_overlaps_up_to_its_bound() -> None:
         results: list[int] = []
 
         async def one() -> None:
-            results.append(await rec.call("slow", 0.05))
+            results.append(await rec.slow(0.05))
 
         async with anyio.create_task_group() as tg:
             for _ in range(6):
@@ -135,8 +138,9 @@ async def test_concurrent_endpoint_overlaps_up_to_its_bound() -> None:
 async def test_spawn_returns_only_once_setup_has_finished() -> None:
     async with open_system() as system:
         rec = await system.spawn(Recorder)
-        assert rec.statistics().state == "running"
-        assert (await rec.call("state"))["loaded"] is True
+        stats = stats_of(system, rec)
+        assert stats is not None and stats.state == "running"
+        assert (await rec.state())["loaded"] is True
 
 
 class BrokenSetup(Actor):
@@ -151,73 +155,91 @@ async def test_setup_failure_raises_from_spawn_and_leaves_the_system_usable() ->
         assert isinstance(info.value.cause, OSError)
         assert system.actors() == ()
         rec = await system.spawn(Recorder)
-        assert await rec.call("record", 7) == 7
+        assert await rec.record(7) == 7
 
 
-async def test_call_timeout_is_a_timeout_error_and_the_late_message_is_dropped() -> None:
+async def test_a_cancel_scope_times_out_a_call_and_the_unstarted_message_is_skipped() -> None:
+    SLEPT.clear()
     async with open_system() as system:
         rec = await system.spawn(Recorder)
-        await rec.cast("sleep", 0.1)  # keeps the actor busy
-        with pytest.raises(ActorCallTimeout) as info:
-            await rec.call("record", 1, timeout=0.02)
-        assert isinstance(info.value, TimeoutError)
-        assert (await rec.call("state"))["seen"] == []  # queued, abandoned, never run
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rec.sleep, 0.1)  # keeps the actor busy
+            await anyio.sleep(0.01)  # every caller above has posted its message
+            with pytest.raises(TimeoutError):
+                with anyio.fail_after(0.02):
+                    await rec.record(1)
+        assert SLEPT == [0.1]
+        assert (await rec.state())["seen"] == []  # queued, abandoned, never run
+        stats = stats_of(system, rec)
+        assert stats is not None and stats.handled == 2  # sleep and state only
 
 
 async def test_bad_input_errors_reach_the_caller_without_a_crash() -> None:
     async with open_system() as system:
         rec = await system.spawn(Recorder)
-        await rec.call("checked", 1)
+        await rec.checked(1)
         with pytest.raises(ValueError, match="x must be >= 0"):
-            await rec.call("checked", -1)
-        assert await rec.call("checked", 2) == 2
-        assert (await rec.call("state"))["seen"] == [1, 2]
-        assert rec.statistics().restarts == 0
+            await rec.checked(-1)
+        assert await rec.checked(2) == 2
+        assert (await rec.state())["seen"] == [1, 2]
+        stats = stats_of(system, rec)
+        assert stats is not None and stats.restarts == 0
         assert system.failures == ()
 
 
-async def test_wrong_endpoint_or_verb_fails_at_the_call_site() -> None:
+async def test_a_non_endpoint_attribute_through_a_handle_names_the_actor() -> None:
     async with open_system() as system:
-        rec = await system.spawn(Recorder)
-        with pytest.raises(AttributeError, match="no endpoint 'nope'"):
-            await rec.call("nope")
-        with pytest.raises(TypeError, match="stream"):
-            await rec.call("count", 3)
-        with pytest.raises(TypeError):
-            _ = [x async for x in rec.stream("record", 1)]
+        rec = await system.spawn(Recorder, name="rec")
+        for attribute in ("nope", "helper", "seen", "setup", "ctx"):
+            with pytest.raises(AttributeError, match=r"'rec' \(Recorder\).*only @endpoint"):
+                getattr(rec, attribute)
+        assert not hasattr(rec, "_cell")
+        assert await rec.record(3) == 3  # the handle still works
 
 
-def test_endpoint_rejects_sync_methods_and_the_reserved_timeout_name() -> None:
+def test_endpoint_keeps_the_method_and_rejects_what_a_handle_cannot_call() -> None:
+    async def ping(self: object) -> str:
+        return "pong"
+
+    assert endpoint(ping) is ping  # an actor calling its own method runs it directly
+    assert endpoint(concurrent=True)(ping) is ping
     with pytest.raises(TypeError, match="async def"):
         endpoint(lambda self: None)
 
-    async def takes_timeout(self: object, timeout: float) -> None: ...  # noqa: ASYNC109
+    async def numbers(self: object):  # type: ignore[no-untyped-def]
+        yield 1
 
-    with pytest.raises(TypeError, match="reserved"):
-        endpoint(takes_timeout)
+    with pytest.raises(TypeError, match="async def"):
+        endpoint(numbers)
 
+    async def _private(self: object) -> None: ...
 
-async def test_leaving_a_stream_early_closes_the_actor_generator() -> None:
-    async with open_system() as system:
-        rec = await system.spawn(Recorder)
-        async for x in rec.stream("count", 1000):
-            if x == 2:
-                break
-        assert await rec.call("record", 5) == 5  # the actor moved on
-        assert (await rec.call("state"))["seen"] == [-1, 5]
+    with pytest.raises(TypeError, match="cannot start with '_'"):
+        endpoint(_private)
 
 
 async def test_graceful_stop_drains_the_mailbox_then_tears_down() -> None:
     TEARDOWNS.clear()
     async with open_system() as system:
         rec = await system.spawn(Recorder)
-        for i in range(5):
-            await rec.cast("record", i)
-        await rec.stop()
+        replies: list[int] = []
+
+        async def record(i: int) -> None:
+            replies.append(await rec.record(i))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rec.sleep, 0.1)  # keeps the five below queued until stop
+            for i in range(5):
+                tg.start_soon(record, i)
+            await anyio.sleep(0.01)  # every caller above has posted its message
+            await system.stop(rec)
         assert TEARDOWNS == [[0, 1, 2, 3, 4]]
-        assert rec.statistics().state == "stopped"
+        assert replies == [0, 1, 2, 3, 4]
+        assert stats_of(system, rec) is None
+        assert system.actors() == ()
         with pytest.raises(ActorStoppedError):
-            await rec.call("record", 9)
+            await rec.record(9)
+        await system.stop(rec)  # stopping a stopped actor is a no-op
 
 
 async def test_stop_after_grace_cancels_and_fails_pending_callers() -> None:
@@ -225,21 +247,22 @@ async def test_stop_after_grace_cancels_and_fails_pending_callers() -> None:
     SLEPT.clear()
     async with open_system() as system:
         rec = await system.spawn(Recorder)
-        errors: list[BaseException] = []
+        errors: list[str] = []
 
-        async def pending() -> None:
+        async def pending(endpoint: str, *args: object) -> None:
             try:
-                await rec.call("record", 1)
-            except ActorStoppedError as exc:
-                errors.append(exc)
+                await getattr(rec, endpoint)(*args)
+            except ActorStoppedError:
+                errors.append(endpoint)
 
         async with anyio.create_task_group() as tg:
-            await rec.cast("sleep", 10)
-            tg.start_soon(pending)
-            await anyio.sleep(0.01)
-            await rec.stop(grace=0.05)
+            tg.start_soon(pending, "sleep", 10)
+            await anyio.sleep(0.01)  # every caller above has posted its message
+            tg.start_soon(pending, "record", 1)
+            await anyio.sleep(0.01)  # every caller above has posted its message
+            await system.stop(rec, grace=0.05)
         assert SLEPT == []  # the 10 s sleep was cancelled after the grace, not waited out
-        assert len(errors) == 1
+        assert sorted(errors) == ["record", "sleep"]  # in flight and queued: both told
         assert TEARDOWNS == [[]]  # teardown ran although the actor was cancelled
 
 
@@ -277,9 +300,9 @@ async def test_blocking_work_runs_in_threads_limited_per_device_and_never_stalls
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker)
             async with anyio.create_task_group() as calls:
-                calls.start_soon(gpu0.call, "work", "a", 0.1)
-                calls.start_soon(gpu0b.call, "work", "b", 0.1)
-                calls.start_soon(gpu1.call, "work", "c", 0.1)
+                calls.start_soon(gpu0.work, "a", 0.1)
+                calls.start_soon(gpu0b.work, "b", 0.1)
+                calls.start_soon(gpu1.work, "c", 0.1)
             tg.cancel_scope.cancel()
     spans = {tag: (start, end) for tag, start, end in log}
     a, b, c = spans["a"], spans["b"], spans["c"]
@@ -288,33 +311,11 @@ async def test_blocking_work_runs_in_threads_limited_per_device_and_never_stalls
     assert ticks >= 10  # the event loop kept running during ~0.2 s of blocking work
 
 
-class Unpicklable(Actor):
-    @endpoint
-    async def echo(self, x: object) -> object:
-        return x
-
-    @endpoint
-    async def make_lock(self) -> object:
-        return threading.Lock()
-
-
-async def test_check_pickle_catches_messages_that_would_break_on_ray() -> None:
-    async with open_system(check_pickle=True) as system:
-        actor = await system.spawn(Unpicklable)
-        assert await actor.call("echo", {"a": [1, 2]}) == {"a": [1, 2]}
-        with pytest.raises(MessageNotPicklableError):
-            await actor.call("echo", lambda: 1)
-        with pytest.raises(MessageNotPicklableError):
-            await actor.call("make_lock")
-
-
 def test_runtime_errors_survive_pickling() -> None:
     errors = [
         ActorStoppedError("a", "why"),
-        ActorCallTimeout("a", "ep", 1.5),
         ActorCrashedError("a", "ep", ValueError("bad")),
         ActorSetupError("a", OSError("gone")),
-        MessageNotPicklableError("msg", TypeError("lambda")),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))
@@ -348,9 +349,10 @@ def test_cancelled_shutdown_leaves_no_task_and_no_thread_behind() -> None:
         tasks_before = len(anyio.get_running_tasks())
         async with open_system() as system:
             trainer = await system.spawn(Trainer, started, finished)
-            await trainer.cast("train")
-            await anyio.to_thread.run_sync(started.wait)
-            system.cancel()  # mid-step: the cancelled actor still waits for its thread
+            async with anyio.create_task_group() as callers:
+                callers.start_soon(trainer.train)
+                await anyio.to_thread.run_sync(started.wait)
+                system.cancel()  # mid-step: the cancelled actor still waits for its thread
         assert finished.is_set()
         tasks_after.append(len(anyio.get_running_tasks()) - tasks_before)
 

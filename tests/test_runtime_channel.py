@@ -8,7 +8,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from mint_rl.runtime import Actor, channel, endpoint, open_system
+from mint_rl.runtime import Actor, actor_name, channel, endpoint, open_system
 
 pytestmark = pytest.mark.anyio
 
@@ -80,20 +80,42 @@ class SlowSink(Actor):
         return self.total
 
 
-async def test_casts_to_a_slow_actor_block_the_producer_and_memory_stays_flat() -> None:
-    n, size, mailbox = 2000, 10_000, 8  # 20 MB if everything queued at once
+async def test_callers_of_a_slow_actor_block_at_the_mailbox_bound_and_memory_stays_flat() -> None:
+    n, size, mailbox, callers = 2000, 100_000, 8, 16  # 200 MB if every payload were kept
     async with open_system() as system:
         sink = await system.spawn(SlowSink, mailbox_size=mailbox)
+        name = actor_name(sink)
+        payloads = iter(range(n))  # shared: the callers take turns until all n are sent
+        buffered, waiting = 0, 0
+
+        async def call() -> None:
+            for _ in payloads:
+                await sink.take(bytes(size))
+
+        async def watch() -> None:
+            nonlocal buffered, waiting
+            while True:
+                [stats] = [s.mailbox for s in system.statistics().actors if s.name == name]
+                buffered = max(buffered, stats.depth - stats.waiting_senders)
+                waiting = max(waiting, stats.waiting_senders)
+                await anyio.lowlevel.checkpoint()
+
         tracemalloc.start()
         try:
             base, _ = tracemalloc.get_traced_memory()
-            for _ in range(n):
-                await sink.cast("take", bytes(size))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                async with anyio.create_task_group() as senders:
+                    for _ in range(callers):
+                        senders.start_soon(call)
+                tg.cancel_scope.cancel()
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert await sink.call("total_bytes") == n * size
-        stats = sink.statistics().mailbox
-        assert stats.high_water <= mailbox + 1
+        assert await sink.total_bytes() == n * size
+        [stats] = [s.mailbox for s in system.statistics().actors if s.name == name]
+        assert buffered <= mailbox  # the mailbox never held more than its bound
+        assert waiting > 0  # callers past the bound waited for room: back-pressure
+        assert stats.high_water <= callers
         assert stats.sent == n + 1
-        assert peak - base < 30 * size  # about the mailbox's worth, not 2000 payloads
+        assert peak - base < 30 * size  # about one payload per caller, not 2000 payloads

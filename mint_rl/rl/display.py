@@ -71,14 +71,16 @@ class RunDisplay:
         row("step time (s)", "time/step", "{:.2f}")
         row("  waiting for samples (s)", "time/sample_wait", "{:.2f}")
         row("  training (s)", "time/train", "{:.2f}")
-        row("  weight push (s)", "time/push", "{:.2f}")
+        row("  loading weights (s)", "time/load_weights", "{:.2f}")
         row("groups dropped as stale", "groups/dropped_stale", "{:.0f}")
         row("groups skipped (constant reward)", "groups/skipped_constant", "{:.0f}")
+        row("groups dropped by a stage", "groups/filtered", "{:.0f}")
         if self.state is not None:
             table.add_row("rollout queue depth", str(self.state.queue_depth))
             table.add_row("groups in flight", str(self.state.groups_in_flight))
-            table.add_row("versions: learner / sampler",
-                          f"{self.state.learner_version} / {self.state.sampler_version}")
+            table.add_row("policy version: learner / sampler",
+                          f"{self.state.learner_policy_version} / "
+                          f"{self.state.sampler_policy_version}")
         table.add_row("since last step (s)", f"{time.perf_counter() - self.last_step_at:.0f}")
         if self.message:
             table.add_row("status", self.message)

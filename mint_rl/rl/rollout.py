@@ -18,9 +18,10 @@ async def rollout(env: Env, sampler, params: types.SamplingParams, max_turns: in
         seq = response.sequences[0]
         result = await env.step(list(seq.tokens))
         versions = seq.policy_versions or [sampler.policy_version] * len(seq.tokens)
-        transitions.append(Transition(observation=list(observation), action=list(seq.tokens),
-                                      logprobs=list(seq.logprobs or []), versions=list(versions),
-                                      reward=result.reward))
+        transitions.append(Transition(
+            observation=list(observation), action=list(seq.tokens),
+            logprobs=list(seq.logprobs or []), policy_versions=list(versions),
+            reward=result.reward))
         if result.episode_done or result.next_observation is None:
             break
         observation = result.next_observation

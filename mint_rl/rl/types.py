@@ -9,7 +9,7 @@ rewards can be compared (group-relative advantages). An `RLDataset` hands out ba
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 
@@ -56,7 +56,7 @@ class Transition:
     observation: list[int]
     action: list[int]
     logprobs: list[float]
-    versions: list[int]
+    policy_versions: list[int]
     reward: float
 
 
@@ -69,9 +69,9 @@ class Trajectory:
         return sum(t.reward for t in self.transitions)
 
     @property
-    def oldest_version(self) -> int:
+    def oldest_policy_version(self) -> int:
         """The oldest policy that produced any of its tokens: what staleness is measured on."""
-        return min((v for t in self.transitions for v in t.versions), default=0)
+        return min((v for t in self.transitions for v in t.policy_versions), default=0)
 
 
 @dataclass(frozen=True)
@@ -87,5 +87,26 @@ class TrajectoryGroup:
         return [t.total_reward for t in self.trajectories]
 
     @property
-    def oldest_version(self) -> int:
-        return min(t.oldest_version for t in self.trajectories)
+    def oldest_policy_version(self) -> int:
+        return min(t.oldest_policy_version for t in self.trajectories)
+
+    def add_rewards(self, extra: Sequence[float]) -> TrajectoryGroup:
+        """A copy with `extra[i]` added to trajectory i's last turn: how a reward model's scores
+        join the environment's rewards."""
+        if len(extra) != len(self.trajectories):
+            raise ValueError(f"extra: {len(extra)} rewards for {len(self.trajectories)} "
+                             "trajectories")
+        return replace(self, trajectories=[
+            Trajectory([*t.transitions[:-1],
+                        replace(t.transitions[-1], reward=t.transitions[-1].reward + r)])
+            for t, r in zip(self.trajectories, extra, strict=True)])
+
+
+@dataclass(frozen=True)
+class SavedPolicy:
+    """A policy version the learner saved for samplers: its adapter folder, and the logprobs of
+    the probe tokens that the sampler must reproduce to show it loaded these weights."""
+
+    adapter_dir: str
+    policy_version: int
+    probe_logprobs: list[float]

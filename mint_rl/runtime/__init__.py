@@ -1,28 +1,32 @@
 """The actor runtime: anyio actors that compose in plain Python, with supervision and back-pressure.
 
+    async with open_system(restart=RestartPolicy(max_restarts=3)) as system:
+        learner = await system.spawn(LearnerActor, cfg, name="learner")
+        metrics = await learner.train(datums)      # a message; typed as LearnerActor.train
+        with anyio.fail_after(5):                   # timeouts are cancel scopes
+            await learner.save_state("x")
+
 It knows nothing of RL. Read the modules in this order: `actor` (what an actor is), `handle` (how
-to talk to one), `system` (where actors live), `supervisor` (what a crash does), `channel` and
-`pipeline` (wiring actors together), `threads` (blocking torch work), `cell` (the machinery).
+a call becomes a message), `system` (where actors live), `supervisor` (what a crash does),
+`channel` (bounded queues between actors), `threads` (blocking torch work), `cell` (the
+machinery). Each module imports only the ones before it in the chain actor <- handle <- cell <-
+system, so the layers never point back up.
 """
 
 from mint_rl.runtime.actor import Actor as Actor
 from mint_rl.runtime.actor import ActorContext as ActorContext
-from mint_rl.runtime.actor import EndpointSpec as EndpointSpec
 from mint_rl.runtime.actor import endpoint as endpoint
 from mint_rl.runtime.cell import ActorStats as ActorStats
 from mint_rl.runtime.channel import ChannelReceiver as ChannelReceiver
 from mint_rl.runtime.channel import ChannelSender as ChannelSender
 from mint_rl.runtime.channel import ChannelStats as ChannelStats
 from mint_rl.runtime.channel import channel as channel
-from mint_rl.runtime.errors import ActorCallTimeout as ActorCallTimeout
 from mint_rl.runtime.errors import ActorCrashedError as ActorCrashedError
 from mint_rl.runtime.errors import ActorError as ActorError
 from mint_rl.runtime.errors import ActorSetupError as ActorSetupError
 from mint_rl.runtime.errors import ActorStoppedError as ActorStoppedError
-from mint_rl.runtime.errors import MessageNotPicklableError as MessageNotPicklableError
 from mint_rl.runtime.handle import ActorHandle as ActorHandle
-from mint_rl.runtime.handle import ActorRef as ActorRef
-from mint_rl.runtime.pipeline import Pipeline as Pipeline
+from mint_rl.runtime.handle import actor_name as actor_name
 from mint_rl.runtime.supervisor import FailureReport as FailureReport
 from mint_rl.runtime.supervisor import RestartPolicy as RestartPolicy
 from mint_rl.runtime.system import ActorSystem as ActorSystem

@@ -14,12 +14,15 @@
             return self.total
 
     async with open_system() as system:
-        counter = await system.spawn(Counter, 5)
-        assert await counter.call("add", 1) == 6
+        counter = await system.spawn(Counter, 5)  # typed as Counter; really a handle
+        assert await counter.add(1) == 6          # a message to the actor, not a direct call
 
 Only the actor's own task touches its state, so plain endpoints need no locks. An endpoint that
 raises crashes the actor (its state may be half-updated) and the supervisor decides what happens
 next; exceptions listed in `raises=` are bad-input errors that go back to the caller instead.
+
+This module is the bottom layer of the runtime: it imports nothing from `handle`, `cell` or
+`system`, which build on it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,8 @@ from mint_rl.runtime.threads import run_blocking
 if TYPE_CHECKING:
     from anyio import CapacityLimiter
 
-    from mint_rl.runtime.handle import ActorHandle
-
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-A = TypeVar("A", bound="Actor")
 
 _SPEC_ATTR = "__mint_endpoint__"
 
@@ -52,12 +52,8 @@ class EndpointSpec:
     """Run each message in its own task; it may overlap other messages (e.g. `sample`)."""
     max_concurrency: int = 256
     """For concurrent endpoints: messages in flight at once before the mailbox stops draining."""
-    idempotent: bool = False
-    """Safe to run twice: redelivered to the restarted actor if it crashed mid-message."""
     raises: tuple[type[Exception], ...] = ()
     """Errors that are the caller's fault: replied to the caller; the actor keeps running."""
-    streaming: bool = False
-    """An async generator: use `handle.stream(...)` to iterate over its replies."""
 
 
 @overload
@@ -67,7 +63,6 @@ def endpoint(
     *,
     concurrent: bool = False,
     max_concurrency: int = 256,
-    idempotent: bool = False,
     raises: tuple[type[Exception], ...] = (),
 ) -> Callable[[F], F]: ...
 def endpoint(
@@ -76,31 +71,28 @@ def endpoint(
     *,
     concurrent: bool = False,
     max_concurrency: int = 256,
-    idempotent: bool = False,
     raises: tuple[type[Exception], ...] = (),
 ) -> F | Callable[[F], F]:
-    """Mark an async method (or async generator) of an `Actor` as callable through its handle.
+    """Mark an async method of an `Actor` as callable through its handle.
+
+    The method itself is returned unchanged, so an actor calling its own method runs it directly.
 
     Args:
         concurrent: handle each message in its own task instead of one after another.
         max_concurrency: bound on concurrent messages in flight (keeps back-pressure).
-        idempotent: the message is redelivered after a crash instead of failing its caller.
         raises: exception types that mean "bad request": they reach the caller unchanged and do
             not crash the actor.
     """
 
     def mark(fn: F) -> F:
-        streaming = inspect.isasyncgenfunction(fn)
-        if not (streaming or inspect.iscoroutinefunction(fn)):
+        if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@endpoint needs an async def method, got {fn!r}")
-        if "timeout" in inspect.signature(fn).parameters:
-            raise TypeError(f"{fn.__qualname__}: 'timeout' is reserved for call(..., timeout=)")
-        if streaming and idempotent:
-            raise TypeError(f"{fn.__qualname__}: a streaming endpoint cannot be idempotent")
+        if fn.__name__.startswith("_"):
+            # A handle keeps its own state in underscored names; endpoints never collide with it.
+            raise TypeError(f"{fn.__qualname__}: an endpoint name cannot start with '_'")
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        spec = EndpointSpec(fn.__name__, concurrent, max_concurrency, idempotent, raises, streaming)
-        setattr(fn, _SPEC_ATTR, spec)
+        setattr(fn, _SPEC_ATTR, EndpointSpec(fn.__name__, concurrent, max_concurrency, raises))
         return fn
 
     return mark(fn) if fn is not None else mark
@@ -123,32 +115,16 @@ def endpoints_of(cls: type) -> dict[str, EndpointSpec]:
 
 
 class ActorContext:
-    """What the runtime gives a running actor: its name, own handle, device and child spawner."""
+    """What the runtime gives a running actor: its name, its device and that device's limiter."""
 
-    def __init__(
-        self,
-        name: str,
-        handle: ActorHandle[Any],
-        device: str,
-        limiter: CapacityLimiter,
-        spawner: Any,
-    ) -> None:
+    def __init__(self, name: str, device: str, limiter: CapacityLimiter) -> None:
         self.name = name
-        self.handle = handle
         self.device = device
         self.limiter = limiter
-        self._spawner = spawner
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking `fn(*args)` in a thread, limited by this actor's device limiter."""
         return await run_blocking(fn, *args, limiter=self.limiter)
-
-    async def spawn(
-        self, actor_cls: Callable[..., A], *args: Any, **options: Any
-    ) -> ActorHandle[A]:
-        """Spawn a child actor that lives only as long as this one (same options as
-        `ActorSystem.spawn`). Stopping, crashing or cancelling this actor stops its children."""
-        return await self._spawner.spawn(actor_cls, *args, **options)
 
 
 class Actor:

@@ -1,7 +1,8 @@
 """Errors the actor runtime raises to callers.
 
-Each one is also the stdlib error it stands for (a call timeout is a `TimeoutError`), so code
-that does not know the runtime still catches it. All of them pickle, because a Ray backend ships
+Each one is also the stdlib error it stands for (a `RuntimeError`), so code that does not know
+the runtime still catches it. A call has no timeout error of its own: `anyio.fail_after` around
+the call raises the stdlib `TimeoutError`. All of them pickle, because a Ray backend ships
 them between processes.
 """
 
@@ -24,19 +25,6 @@ class ActorStoppedError(ActorError, RuntimeError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.actor, self.detail))
-
-
-class ActorCallTimeout(ActorError, TimeoutError):
-    """No reply came within the caller's timeout. The message may still be handled later."""
-
-    def __init__(self, actor: str, endpoint: str, timeout: float) -> None:
-        self.actor = actor
-        self.endpoint = endpoint
-        self.timeout = timeout
-        super().__init__(f"{actor}.{endpoint} gave no reply within {timeout} s")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str, float]]:
-        return (type(self), (self.actor, self.endpoint, self.timeout))
 
 
 class ActorCrashedError(ActorError, RuntimeError):
@@ -69,14 +57,3 @@ class ActorSetupError(ActorError, RuntimeError):
     def __reduce__(self) -> tuple[type, tuple[str, BaseException]]:
         return (type(self), (self.actor, self.cause))
 
-
-class MessageNotPicklableError(ActorError, TypeError):
-    """A message or reply would not survive a process boundary (checked with `check_pickle`)."""
-
-    def __init__(self, where: str, cause: BaseException) -> None:
-        self.where = where
-        self.cause = cause
-        super().__init__(f"{where} is not picklable: {cause!r}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, BaseException]]:
-        return (type(self), (self.where, self.cause))

@@ -1,7 +1,7 @@
 """Supervision: what happens when an actor crashes, and who hears about it.
 
-A crash is an endpoint raising an exception not listed in its `raises=`, `setup()` failing on a
-restart, or a child actor escalating. The actor's `RestartPolicy` then says: start a fresh instance
+A crash is an endpoint raising an exception not listed in its `raises=`, or the constructor or
+`setup()` failing on a restart. The actor's `RestartPolicy` then says: start a fresh instance
 after a backoff, or give up, which either stops that actor ("stop") or raises out of the
 enclosing task group so that the whole system stops ("escalate", the default, as in trio: errors
 propagate).
@@ -70,7 +70,7 @@ class FailureReport:
 
     actor: str
     endpoint: str
-    """The endpoint that raised, "setup", or "children" when a child actor escalated."""
+    """The endpoint that raised, or "__init__" / "setup" when a restart failed to load."""
     error_type: str
     message: str
     traceback: str
@@ -79,11 +79,7 @@ class FailureReport:
     """Restarts within the policy window before this crash."""
     backoff_s: float
     failed_callers: int
-    """Callers in flight that got `ActorCrashedError`."""
-    redelivered: int
-    """In-flight messages to idempotent endpoints, queued again for the fresh instance."""
-    lost_casts: tuple[str, ...]
-    """Endpoints of in-flight casts that were not idempotent: dropped, and named here."""
+    """Callers whose messages were in flight: each got `ActorCrashedError`."""
 
 
 FailureCallback = Callable[[FailureReport], Awaitable[None] | None]

@@ -1,14 +1,18 @@
 """The actor system: one task group that owns every actor, so none outlives the `async with`.
 
-    async with open_system(restart=RestartPolicy(max_restarts=3)) as system:
-        learner = await system.spawn(Learner, config, device="cuda:0")
-        sampler = await system.spawn(Sampler, config, learner)
-        ...
+    async with open_system(restart=RestartPolicy(max_restarts=3), on_failure=report) as system:
+        learner = await system.spawn(LearnerActor, cfg, name="learner", device="cuda:0")
+        metrics = await learner.train(datums)
+        await system.stop(learner)
     # here every actor has drained its mailbox, run teardown() and exited
+
+`spawn` returns the actor's handle typed as the actor class, so calls read and type-check like
+method calls. Everything else about an actor (stopping it, its statistics) is asked of the
+system, which keeps the handle free of names that could collide with endpoints.
 
 Leaving the block normally stops the actors gracefully, last spawned first (later actors usually
 hold handles to earlier ones). Leaving it with an exception, or an actor escalating a crash,
-cancels the whole tree instead; teardown() still runs, shielded.
+cancels every actor instead; teardown() still runs, shielded.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from anyio import TASK_STATUS_IGNORED, create_task_group
@@ -24,34 +28,40 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from mint_rl.runtime.actor import Actor
 from mint_rl.runtime.cell import ActorCell, ActorStats, CellConfig
-from mint_rl.runtime.handle import ActorHandle
+from mint_rl.runtime.handle import ActorHandle, actor_name
 from mint_rl.runtime.supervisor import FailureCallback, FailureReport, RestartPolicy, Supervisor
 from mint_rl.runtime.threads import DeviceLimiters, LimiterStats
 
 A = TypeVar("A", bound=Actor)
 
 
-@dataclass
-class _Shared:
-    """What every spawner of one system shares: supervisor, limiters, names, defaults."""
+@dataclass(frozen=True)
+class SystemStats:
+    """Snapshot of a whole system: every live actor, every device limiter, crash count."""
 
-    supervisor: Supervisor
-    limiters: DeviceLimiters
-    restart: RestartPolicy
-    teardown_timeout: float
-    check_pickle: bool
-    cells: dict[str, ActorCell] = field(default_factory=dict)
-    counter: itertools.count[int] = field(default_factory=itertools.count)
+    actors: tuple[ActorStats, ...]
+    limiters: tuple[LimiterStats, ...]
+    failures: int
 
 
-class Spawner:
-    """Starts actors in one task group: the system's, or a parent actor's for its children."""
+class ActorSystem:
+    """Spawns actors into one task group, stops them and reports on them. Made by `open_system`."""
 
-    def __init__(self, tg: TaskGroup, shared: _Shared, prefix: str = "") -> None:
+    def __init__(
+        self,
+        tg: TaskGroup,
+        supervisor: Supervisor,
+        limiters: DeviceLimiters,
+        restart: RestartPolicy,
+        teardown_timeout: float,
+    ) -> None:
         self._tg = tg
-        self._shared = shared
-        self._prefix = prefix
-        self._cells: list[ActorCell] = []
+        self._supervisor = supervisor
+        self._limiters = limiters
+        self._restart = restart
+        self._teardown_timeout = teardown_timeout
+        self._cells: dict[str, ActorCell] = {}  # live actors, in spawn order
+        self._counter = itertools.count()
 
     async def spawn(
         self,
@@ -62,8 +72,11 @@ class Spawner:
         mailbox_size: int = 64,
         device: str = "cpu",
         setup_timeout: float | None = None,
-    ) -> ActorHandle[A]:
+    ) -> A:
         """Start an actor and return its handle once its `setup()` has finished.
+
+        The handle is typed as the actor class so that `await actor.endpoint(...)` resolves to
+        the method; at run time it is an `ActorHandle` that sends the call as a message.
 
         Args:
             actor_cls: the actor class (or a picklable factory such as `functools.partial`).
@@ -78,88 +91,64 @@ class Spawner:
             ActorSetupError: the constructor or `setup()` raised or timed out.
             ValueError: the name is taken.
         """
-        shared = self._shared
         if name is None:
-            name = f"{getattr(actor_cls, '__name__', 'actor')}-{next(shared.counter)}"
-        name = self._prefix + name
-        if name in shared.cells:
+            name = f"{getattr(actor_cls, '__name__', 'actor')}-{next(self._counter)}"
+        if name in self._cells:
             raise ValueError(f"an actor named {name!r} is already running")
         config = CellConfig(
             name=name,
-            restart=restart or shared.restart,
+            restart=restart or self._restart,
             mailbox_size=mailbox_size,
             device=device,
             setup_timeout=setup_timeout,
-            teardown_timeout=shared.teardown_timeout,
-            check_pickle=shared.check_pickle,
+            teardown_timeout=self._teardown_timeout,
         )
-        cell = ActorCell(
-            actor_cls,
-            args,
-            config,
-            shared.supervisor,
-            shared.limiters.get(device),
-            lambda tg, prefix: Spawner(tg, shared, prefix),
-        )
-        shared.cells[name] = cell
+        cell = ActorCell(actor_cls, args, config, self._supervisor, self._limiters.get(device))
+        self._cells[name] = cell
         return await self._tg.start(self._run_cell, cell, name=f"actor:{name}")
 
     async def _run_cell(
-        self, cell: ActorCell, *, task_status: TaskStatus[ActorHandle[Any]] = TASK_STATUS_IGNORED
+        self, cell: ActorCell, *, task_status: TaskStatus[ActorHandle] = TASK_STATUS_IGNORED
     ) -> None:
-        self._cells.append(cell)
         try:
             await cell.run(task_status=task_status)
         finally:
-            self._cells.remove(cell)
-            del self._shared.cells[cell.name]
+            del self._cells[cell.name]
 
-    async def stop_all(self, grace: float | None) -> None:
-        """Stop this spawner's actors gracefully, last spawned first."""
-        for cell in reversed(list(self._cells)):
+    async def stop(self, actor: object, grace: float | None = 5.0) -> None:
+        """Stop one actor: it finishes the messages already queued, then runs teardown().
+
+        After `grace` seconds it is cancelled instead; messages it did not handle fail with
+        `ActorStoppedError`. Returns once the actor is gone; an actor already gone is left be.
+        """
+        cell = self._cells.get(actor_name(actor))
+        if cell is not None and cell.handle is actor:
             await cell.stop(grace)
-
-
-@dataclass(frozen=True)
-class SystemStats:
-    """Snapshot of a whole system: every live actor, every device limiter, crash count."""
-
-    actors: tuple[ActorStats, ...]
-    limiters: tuple[LimiterStats, ...]
-    failures: int
-
-
-class ActorSystem:
-    """Spawns actors into the system's task group and reports on them. Made by `open_system`."""
-
-    def __init__(self, tg: TaskGroup, shared: _Shared) -> None:
-        self._tg = tg
-        self._shared = shared
-        self._spawner = Spawner(tg, shared)
-        self.spawn = self._spawner.spawn
 
     @property
     def failures(self) -> tuple[FailureReport, ...]:
         """Every crash so far, oldest first."""
-        return tuple(self._shared.supervisor.reports)
+        return tuple(self._supervisor.reports)
 
-    def actors(self) -> tuple[ActorHandle[Any], ...]:
-        """Handles of every live actor, children included."""
-        return tuple(cell.handle for cell in self._shared.cells.values())
+    def actors(self) -> tuple[ActorHandle, ...]:
+        """Handles of every live actor, in spawn order."""
+        return tuple(cell.handle for cell in self._cells.values())
 
     def statistics(self) -> SystemStats:
+        """A snapshot: state, mailbox depth, messages handled and restarts of each live actor."""
         return SystemStats(
-            actors=tuple(cell.statistics() for cell in self._shared.cells.values()),
-            limiters=self._shared.limiters.statistics(),
-            failures=len(self._shared.supervisor.reports),
+            actors=tuple(cell.statistics() for cell in self._cells.values()),
+            limiters=self._limiters.statistics(),
+            failures=len(self._supervisor.reports),
         )
 
     async def shutdown(self, grace: float | None = 5.0) -> None:
-        """Stop every top-level actor gracefully (each stops its children), last spawned first."""
-        await self._spawner.stop_all(grace)
+        """Stop every actor gracefully, last spawned first."""
+        for cell in reversed(list(self._cells.values())):
+            await cell.stop(grace)
 
     def cancel(self) -> None:
-        """Cancel the whole actor tree now; teardown() hooks still run, shielded."""
+        """Cancel every actor now; teardown() hooks still run, shielded."""
         self._tg.cancel_scope.cancel()
 
 
@@ -171,7 +160,6 @@ async def open_system(
     device_capacity: Mapping[str, int] | None = None,
     stop_grace: float | None = 5.0,
     teardown_timeout: float = 5.0,
-    check_pickle: bool = False,
 ) -> AsyncIterator[ActorSystem]:
     """Open an actor system; every actor spawned in it is stopped when the block exits.
 
@@ -181,16 +169,14 @@ async def open_system(
         device_capacity: threads per device for `run_blocking`, e.g. {"cpu": 2}; default 1.
         stop_grace: per actor, how long a graceful stop may take before it is cancelled.
         teardown_timeout: how long each `teardown()` may take.
-        check_pickle: pickle every message and reply, to catch what would break on Ray.
     """
     async with create_task_group() as tg:
-        shared = _Shared(
-            supervisor=Supervisor(on_failure),
-            limiters=DeviceLimiters(device_capacity),
-            restart=restart or RestartPolicy.never(),
-            teardown_timeout=teardown_timeout,
-            check_pickle=check_pickle,
+        system = ActorSystem(
+            tg,
+            Supervisor(on_failure),
+            DeviceLimiters(device_capacity),
+            restart or RestartPolicy.never(),
+            teardown_timeout,
         )
-        system = ActorSystem(tg, shared)
         yield system
         await system.shutdown(stop_grace)

@@ -1,0 +1,131 @@
+"""A recipe's configuration is one dataclass; its command-line options are derived from it.
+
+    @dataclass(frozen=True)
+    class Config(RLConfig):
+        max_operand: int = option(9, "largest operand of the additions")
+
+    config = parse_config(Config, ["--steps", "5", "--max-operand", "20"])
+
+Each field becomes `--field-name` with the field's type, default and help text; a `bool` field
+becomes `--flag / --no-flag`, a `Literal[...]` field a choice. The dataclass is the single place
+where an option is named, typed, defaulted and explained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from mint_rl.models import DEFAULT_MODEL
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 (argparse's own name for it)
+    """A config field with its command-line help text."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+# The policy-gradient losses of mint_rl.losses (tests/test_rl_config.py keeps the two in step).
+LossName = Literal["cispo", "dro", "importance_sampling", "ppo"]
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """What every RL recipe on the actor pipeline configures; a recipe subclasses it."""
+
+    base_model: str = option(DEFAULT_MODEL, "model id or local folder")
+    steps: int = option(30, "training steps (one optimizer step each)")
+    max_steps_off_policy: int = option(
+        0, "K: 0 = synchronous on-policy; K >= 1 lets samplers run K policy versions ahead")
+    loss: LossName = option("ppo", "policy-gradient loss")
+    lr: float = option(1e-3, "Adam learning rate")
+    rank: int = option(16, "LoRA rank")
+    group_size: int = option(8, "samples per prompt (advantages are centered per group)")
+    groups_per_batch: int = option(8, "prompts per training step")
+    max_tokens: int = option(6, "reply length limit in tokens")
+    temperature: float = option(1.0, "sampling temperature")
+    eval_every: int = option(5, "evaluate every N steps (0 = never)")
+    save_every: int = option(10, "checkpoint every N steps (a run resumes from the last one)")
+    samplers: int = option(1, "sampler actors sharing the prompt stream")
+    kl_coef: float = option(0.0, "per-token KL penalty against the base model (0 = off)")
+    learner_dtype: Literal["float32", "bfloat16"] = option(
+        "float32", "bfloat16 autocasts the learner (faster on AMX/GPU; the probe stays fp32)")
+    learner_threads: int | None = option(
+        None, "torch threads of the learner (default: one per core it may use)")
+    cpus: Literal["auto", "shared", "split"] = option(
+        "auto", "CPU cores of sampler and learner: shared, split in halves, or auto "
+                "(split when K > 0, so overlapping phases do not compete)")
+    seed: int = option(0, "seed of data order, LoRA init and sampling")
+
+    def __post_init__(self) -> None:
+        at_least = {"steps": 1, "group_size": 1, "groups_per_batch": 1, "max_tokens": 1,
+                    "rank": 1, "samplers": 1, "max_steps_off_policy": 0, "eval_every": 0,
+                    "save_every": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef: must be >= 0, got {self.kl_coef}")
+
+
+def config_parser(config_cls: type, prog: str) -> argparse.ArgumentParser:
+    """An argument parser with one option per field of the dataclass `config_cls`."""
+    parser = argparse.ArgumentParser(prog=prog,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if not f.init:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _argument_kind(hints[f.name], f.name)
+        if f.default is not dataclasses.MISSING:
+            kind["default"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            kind["default"] = f.default_factory()
+        else:
+            kind["required"] = True
+        parser.add_argument(flag, dest=f.name, help=f.metadata.get("help", ""), **kind)
+    return parser
+
+
+def parse_config(config_cls: type[C], argv: list[str], prog: str = "mint-rl run") -> C:
+    """`config_cls` built from command-line options; errors exit with argparse's message."""
+    options = config_parser(config_cls, prog).parse_args(argv)
+    try:
+        return config_cls(**vars(options))
+    except ValueError as e:  # the dataclass's own checks, shown like a bad option
+        config_parser(config_cls, prog).error(str(e))
+        raise  # unreachable: error() exits
+
+
+def _argument_kind(hint: Any, name: str) -> dict[str, Any]:
+    """argparse keywords (type / choices / action) for a field's type."""
+    optional = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"{name}: only `X | None` unions become options, got {hint}")
+        hint, optional = args[0], True
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        return {"type": type(choices[0]), "choices": choices}
+    if hint in (int, float, str):
+        return {"type": _or_none(hint) if optional else hint, "metavar": hint.__name__.upper()}
+    raise TypeError(f"{name}: a {hint} field cannot be a command-line option")
+
+
+def _or_none(kind: type) -> Any:
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    convert.__name__ = kind.__name__
+    return convert

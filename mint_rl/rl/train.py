@@ -1,0 +1,251 @@
+"""`train`: a whole RL run on the actor pipeline. A recipe brings its environment, its dataset
+and a config dataclass; this module owns everything recipes would otherwise repeat: the run
+folder, resume, CPU placement, the actors, the live view, metrics, checkpoints and evaluation.
+
+    tokenizer = load_tokenizer(config.base_model)
+    train(config, MyDataset(tokenizer, config), log_dir, evaluate=my_evaluator(tokenizer))
+
+For more than the defaults, open the run and compose (docs/composition.md):
+
+    async with TrainingRun.open(config, log_dir) as run:
+        judge = await run.spawn(RewardModel, name="reward-model")  # an actor of your own
+        await run.train(dataset, stages=[judge.score])  # runs between sampler and advantages
+
+A run folder holds `config.json`, `metrics.jsonl`, `tensorboard/`,
+`curves.png`, `checkpoints.jsonl` (one line per checkpoint: step and state path),
+`startup.json` and `failures.jsonl` (one line per actor crash). Running again with the same
+folder resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from mint_rl import types
+from mint_rl.actors.advantage import AdvantageActor
+from mint_rl.actors.learner import LearnerActor, LearnerConfig
+from mint_rl.actors.pipeline import (
+    ComputeAdvantages,
+    Evaluate,
+    GroupStage,
+    PipelineConfig,
+    PipelineState,
+    RLPipeline,
+)
+from mint_rl.actors.reference import ReferenceActor
+from mint_rl.actors.sampler import SamplerActor
+from mint_rl.rl.config import RLConfig
+from mint_rl.rl.display import RunDisplay
+from mint_rl.rl.metrics import MetricsLogger, plot_metrics
+from mint_rl.rl.types import RLDataset
+from mint_rl.runtime import Actor, ActorSystem, FailureReport, RestartPolicy, open_system
+from mint_rl.terminal import StartupTimeline, console
+
+A = TypeVar("A", bound=Actor)
+
+# What a crash does, decided here for every actor of a run: the run stops (fail fast) and keeps
+# what it completed: metrics, checkpoints, and the crash in failures.jsonl. Running the same
+# command again resumes from the last checkpoint.
+SUPERVISION = RestartPolicy.never()
+
+PLOTTED = ["eval/accuracy", "reward/mean", "kl/sampler_learner", "staleness/max", "time/step"]
+
+
+def train(config: RLConfig, dataset: RLDataset, log_dir: Path, *,
+          evaluate: Evaluate | None = None, stages: Sequence[GroupStage] = ()) -> PipelineState:
+    """Trains `config.steps` steps on `dataset` (resuming from `log_dir` if it holds a run)."""
+    async def run_all() -> PipelineState:
+        async with TrainingRun.open(config, log_dir) as run:
+            return await run.train(dataset, evaluate=evaluate, stages=stages)
+
+    return anyio.run(run_all)
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def load_tokenizer(base_model: str, timeline: StartupTimeline | None = None) -> Any:
+    """The model's tokenizer (loaded once per process). The first run after set-up may
+    dequantize the bundled model here, which takes a while: the timeline shows it."""
+    from transformers import AutoTokenizer
+
+    from mint_rl.models import resolve_model
+
+    if base_model not in _TOKENIZERS:
+        timeline = timeline or StartupTimeline()
+        with timeline.waiting(f"resolving {base_model}"):
+            _TOKENIZERS[base_model] = AutoTokenizer.from_pretrained(resolve_model(base_model))
+        timeline.mark("model files and tokenizer ready")
+    return _TOKENIZERS[base_model]
+
+
+def resume_point(log_dir: Path) -> tuple[str | None, int]:
+    """(state path, step) of the run folder's last checkpoint, or (None, 0) for a new run."""
+    checkpoints = log_dir / "checkpoints.jsonl"
+    if not checkpoints.exists():
+        return None, 0
+    last = json.loads(checkpoints.read_text().splitlines()[-1])
+    return last["state_path"], last["step"]
+
+
+class TrainingRun:
+    """An open run: its folder, its actor system and actors, and the step it starts from."""
+
+    def __init__(self, config: RLConfig, log_dir: Path, system: ActorSystem,
+                 timeline: StartupTimeline) -> None:
+        self.config, self.log_dir, self.system, self.timeline = config, log_dir, system, timeline
+        self.resume_from, self.start_step = resume_point(log_dir)
+        self.samplers: list[SamplerActor] = []
+        self.learner: LearnerActor | None = None
+        self.advantage: AdvantageActor | None = None
+        self.tokenizer: Any = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, config: RLConfig, log_dir: Path) -> AsyncIterator[TrainingRun]:
+        """Starts the run's actors (unless every step is done); stops them when the block ends."""
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        timeline = StartupTimeline()
+        timeline.mark("imports done")
+        tokenizer = await anyio.to_thread.run_sync(load_tokenizer, config.base_model, timeline)
+        # Shutting an engine down cleanly takes a few seconds (its processes exit in order).
+        async with open_system(restart=SUPERVISION, teardown_timeout=60,
+                               on_failure=functools.partial(_record_failure, log_dir)) as system:
+            run = cls(config, log_dir, system, timeline)
+            run.tokenizer = tokenizer
+            if run.start_step < config.steps:
+                await run._start_actors()
+            yield run
+            with timeline.waiting("shutting down the sampler and the learner"):
+                await system.shutdown()
+
+    async def spawn(self, actor_cls: Callable[..., A], *args: Any, **options: Any) -> A:
+        """Starts an actor of your own in this run's system (stopped with the run)."""
+        return await self.system.spawn(actor_cls, *args, **options)
+
+    def sampling_params(self) -> types.SamplingParams:
+        return types.SamplingParams(max_tokens=self.config.max_tokens,
+                                    temperature=self.config.temperature,
+                                    stop_token_ids=[self.tokenizer.eos_token_id])
+
+    async def _start_actors(self) -> None:
+        """The vLLM sampler, the learner (and the reference model) load at the same time."""
+        from mint_rl.learner.engine import LearnerSettings
+        from mint_rl.placement import plan_cpus
+        from mint_rl.sampler import EngineConfig
+
+        cfg = self.config
+        if self.resume_from:
+            console.print(f"resuming from {self.resume_from} at step {self.start_step}")
+        cpus = plan_cpus(cfg.max_steps_off_policy, cfg.cpus)
+        engine = EngineConfig(cpu_cores=cpus.sampler_cores())
+        settings = LearnerSettings(dtype=cfg.learner_dtype, num_threads=cfg.learner_threads,
+                                   cpu_cores=cpus.learner_cores())
+        learner = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
+                                loss=cfg.loss, learning_rate=cfg.lr, resume_from=self.resume_from,
+                                settings=settings)
+        sampler = functools.partial(SamplerActor, cfg.base_model, self.sampling_params(), engine)
+        reference: ReferenceActor | None = None
+
+        async def start_reference() -> None:
+            nonlocal reference
+            reference = await self._spawn("reference", functools.partial(
+                ReferenceActor, cfg.base_model, settings), "learner", "reference model ready")
+
+        with self.timeline.waiting("starting the vLLM sampler and the learner"):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._start_samplers, sampler)
+                tg.start_soon(self._start_learner, learner)
+                if cfg.kl_coef > 0:
+                    tg.start_soon(start_reference)
+        self.advantage = await self.system.spawn(functools.partial(
+            AdvantageActor, kl_coef=cfg.kl_coef, reference=reference), name="advantage")
+
+    async def _start_samplers(self, sampler: Callable[[], SamplerActor]) -> None:
+        # In one process the sampler actors share the process's vLLM engine: the first starts
+        # it, the others join it (one at a time, so exactly one owns it).
+        for i in range(self.config.samplers):
+            name = "sampler" if i == 0 else f"sampler-{i}"
+            self.samplers.append(await self._spawn(name, sampler, "sampler",
+                                                   f"vLLM {name} ready"))
+
+    async def _start_learner(self, learner: LearnerConfig) -> None:
+        self.learner = await self._spawn(
+            "learner", functools.partial(LearnerActor, learner), "learner",
+            f"learner ready (LoRA r{learner.rank}, {self.config.learner_dtype})")
+
+    async def _spawn(self, name: str, factory: Callable[[], A], device: str, done: str) -> A:
+        actor = await self.system.spawn(factory, name=name, device=device)
+        self.timeline.mark(done)
+        return actor
+
+    async def train(self, dataset: RLDataset, *, evaluate: Evaluate | None = None,
+                    stages: Sequence[GroupStage] = (),
+                    compute_advantages: ComputeAdvantages | None = None) -> PipelineState:
+        """Runs the remaining steps: sampling, `stages` on each group, advantages (the advantage
+        actor's unless `compute_advantages` is given), training, evaluation and checkpoints."""
+        cfg = self.config
+        if self.start_step >= cfg.steps:
+            console.print(f"{self.log_dir} already holds all {cfg.steps} steps")
+            return PipelineState(step=self.start_step)
+        assert self.learner is not None and self.advantage is not None
+        pipeline = RLPipeline(
+            PipelineConfig(steps=cfg.steps, groups_per_batch=cfg.groups_per_batch,
+                           max_steps_off_policy=cfg.max_steps_off_policy,
+                           start_step=self.start_step, eval_every=cfg.eval_every,
+                           save_every=cfg.save_every),
+            dataset, self.samplers, self.learner,
+            compute_advantages or self.advantage.build, stages=stages, evaluate=evaluate,
+            on_checkpoint=self._record_checkpoint, timeline=self.timeline)
+        logger = MetricsLogger(self.log_dir, start_step=self.start_step)
+        title = (f"{self.log_dir.name} · {cfg.base_model} · loss={cfg.loss} · "
+                 f"K={cfg.max_steps_off_policy}")
+        with RunDisplay(title, cfg.steps, self.start_step) as display:
+            pipeline.on_step = functools.partial(_log_step, logger, display, pipeline,
+                                                 time.perf_counter())
+            display.status("training")
+            await pipeline.run()
+        logger.close()
+        self.timeline.save(self.log_dir / "startup.json")
+        _summarize(self.log_dir, title)
+        return pipeline.state
+
+    def _record_checkpoint(self, step: int, path: str) -> None:
+        with (self.log_dir / "checkpoints.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, "state_path": path}) + "\n")
+
+
+def _log_step(logger: MetricsLogger, display: RunDisplay, pipeline: RLPipeline, start: float,
+              metrics: dict[str, Any]) -> None:
+    metrics["time/elapsed"] = time.perf_counter() - start
+    logger.log(metrics)
+    display.update(metrics, pipeline.state)
+
+
+async def _record_failure(log_dir: Path, report: FailureReport) -> None:
+    console.print(f"[bold red]actor {report.actor} crashed in {report.endpoint}[/]: "
+                  f"{report.error_type}: {report.message} ({report.action})")
+    with (log_dir / "failures.jsonl").open("a") as f:
+        f.write(json.dumps(asdict(report)) + "\n")
+
+
+def _summarize(log_dir: Path, title: str) -> None:
+    """The curves as a PNG, and eval accuracy by step on the terminal."""
+    metrics = log_dir / "metrics.jsonl"
+    plot = plot_metrics(metrics, log_dir / "curves.png", PLOTTED, title=title)
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    evals = [(r["step"], r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
+    if evals:
+        console.print("eval accuracy by step: "
+                      + ", ".join(f"{s}: {a:.2f}" for s, a in evals))
+    console.print(f"metrics: {metrics}  plot: {plot}  tensorboard: {log_dir / 'tensorboard'}")
