@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mint_rl import types
+from mint_rl.actors.reference import ReferenceActor
 from mint_rl.rl.advantages import (
     apply_kl_penalty,
     center_per_batch,
@@ -20,7 +21,6 @@ from mint_rl.rl.advantages import (
 )
 from mint_rl.rl.data import trajectory_datums
 from mint_rl.rl.types import TrajectoryGroup
-from mint_rl.actors.reference import ReferenceActor
 from mint_rl.runtime import Actor, endpoint
 
 

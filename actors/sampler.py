@@ -51,7 +51,7 @@ class SamplerActor(Actor):
         """Serves `version` from now on; returns the seconds the push took."""
         from mint_rl.sampler import SamplingClient
 
-        seconds = await self.ctx.run_blocking(self.weights.push, adapter_dir, version,
+        seconds = await self.ctx.run_blocking(self.weights.load, adapter_dir, version,
                                               expected_probe_logprobs)
         self.client = await self.ctx.run_blocking(
             lambda: SamplingClient(self.base_model, adapter_dir, version,

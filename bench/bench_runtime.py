@@ -4,9 +4,9 @@ Every variant moves the same messages (ints, one at a time, nothing batched) thr
 number of hops with the same channel bound, in the same process and run:
 
   plain     anyio memory object streams, one task per hop (the peer: no runtime at all)
-  actors    one actor per hop; each endpoint `cast`s the message on to the next actor
-  pipeline  `Pipeline` with one function stage per hop
-  call      one actor per hop; each endpoint `call`s the next and returns its reply (latency only)
+  actors    one actor per hop; each (concurrent) endpoint calls the next actor and returns its
+            reply; `capacity` callers keep that many messages in flight, as the stream bound does
+  call      the same chain of calls, one message at a time (latency only)
 
 Throughput is the best of `--repeats` runs (variants interleaved, so machine noise hits all of
 them alike). Latency sends one message at a time and waits for it at the end of the chain.
@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from mint_rl.runtime import Actor, ActorHandle, Pipeline, endpoint, open_system
+from mint_rl.runtime import Actor, ActorSystem, endpoint, open_system
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "runtime.md"
 
@@ -86,93 +86,54 @@ async def _feed_plain(tx: MemoryObjectSendStream[int], messages: int) -> None:
 
 
 class Relay(Actor):
-    """Passes each message on to the next actor with `cast`."""
+    """One hop: passes each message to the next actor and returns its reply (the last hop
+    replies itself). Concurrent, so a hop holds many messages at once, as a stream does."""
 
-    def __init__(self, next_hop: ActorHandle[Any]) -> None:
+    def __init__(self, next_hop: Relay | None) -> None:
         self.next_hop = next_hop
 
-    @endpoint
-    async def push(self, item: int) -> None:
-        await self.next_hop.cast("push", item)
-
-
-class Sink(Actor):
-    """The end of the chain: hands each message to the benchmark through a memory stream."""
-
-    def __init__(self, out: MemoryObjectSendStream[int]) -> None:
-        self.out = out
-
-    @endpoint
-    async def push(self, item: int) -> None:
-        await self.out.send(item)
-
-
-class CallRelay(Actor):
-    def __init__(self, next_hop: ActorHandle[Any] | None) -> None:
-        self.next_hop = next_hop
-
-    @endpoint
+    @endpoint(concurrent=True)  # never more than `capacity` in flight: the callers bound it
     async def hop(self, item: int) -> int:
-        return item if self.next_hop is None else await self.next_hop.call("hop", item)
+        return item if self.next_hop is None else await self.next_hop.hop(item)
 
 
-async def actor_chain(
-    messages: int, hops: int, capacity: int, latency: bool = False
-) -> tuple[float, float]:
-    out_tx, out_rx = anyio.create_memory_object_stream[int](capacity)
-    async with open_system() as system, out_tx, out_rx:
-        # `hops` mailboxes between the feeder and the benchmark, as `hops` streams in plain.
-        head: ActorHandle[Any] = await system.spawn(Sink, out_tx, mailbox_size=capacity)
-        for _ in range(hops - 1):
-            head = await system.spawn(Relay, head, mailbox_size=capacity)
+async def _spawn_chain(system: ActorSystem, hops: int, capacity: int) -> Relay:
+    head: Relay | None = None
+    for _ in range(hops):
+        head = await system.spawn(Relay, head, mailbox_size=capacity)
+    assert head is not None
+    return head
+
+
+async def actor_chain(messages: int, hops: int, capacity: int) -> tuple[float, float]:
+    """Seconds for `capacity` callers to push `messages` calls through `hops` actors."""
+    async with open_system() as system:
+        head = await _spawn_chain(system, hops, capacity)
+        items = iter(range(messages))  # shared: the callers take turns
+
+        async def caller() -> None:
+            for i in items:
+                await head.hop(i)
+
         timer = Timer()
-        if latency:
-            for i in range(messages):
-                await head.cast("push", i)
-                await out_rx.receive()
-        else:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_feed_actor, head, messages)
-                for _ in range(messages):
-                    await out_rx.receive()
+        async with anyio.create_task_group() as tg:
+            for _ in range(capacity):
+                tg.start_soon(caller)
         elapsed = timer.stop()
         system.cancel()
     return elapsed
-
-
-async def _feed_actor(head: ActorHandle[Any], messages: int) -> None:
-    for i in range(messages):
-        await head.cast("push", i)
 
 
 async def call_chain(messages: int, hops: int, capacity: int) -> tuple[float, float]:
     """Round trips through `hops` nested calls: each hop waits for the next one's reply."""
     async with open_system() as system:
-        head: ActorHandle[Any] | None = None
-        for _ in range(hops):
-            head = await system.spawn(CallRelay, head, mailbox_size=capacity)
-        assert head is not None
+        head = await _spawn_chain(system, hops, capacity)
         timer = Timer()
         for i in range(messages):
-            await head.call("hop", i)
+            await head.hop(i)
         elapsed = timer.stop()
         system.cancel()
     return elapsed
-
-
-async def _identity(item: int) -> int:
-    return item
-
-
-async def pipeline_chain(messages: int, hops: int, capacity: int) -> tuple[float, float]:
-    pipeline = Pipeline(range(messages), capacity=capacity)
-    for _ in range(hops):  # hops stages: as many channels and tasks as plain
-        pipeline = pipeline.stage(_identity)
-    timer = Timer()
-    async with pipeline.open() as items:
-        async for _ in items:
-            pass
-    return timer.stop()
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -199,19 +160,17 @@ async def measure(messages: int, hops: int, capacity: int, repeats: int) -> list
         {
             "plain": lambda: plain_chain(m, n, c),
             "actors": lambda: actor_chain(m, n, c),
-            "pipeline": lambda: pipeline_chain(m, n, c),
         },
     )
     lat_wall, _ = await best_of(
         repeats,
         {
             "plain": lambda: plain_chain(lat, n, c, latency=True),
-            "actors": lambda: actor_chain(lat, n, c, latency=True),
             "call": lambda: call_chain(lat, n, c),
         },
     )
     rows = []
-    for name in ("plain", "actors", "pipeline", "call"):
+    for name in ("plain", "actors", "call"):
         row: dict[str, Any] = {"variant": name}
         if name in wall:
             row["msgs_per_s"] = m / wall[name]

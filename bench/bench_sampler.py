@@ -1,4 +1,4 @@
-"""Sampler benchmark: mint_rl vs raw vLLM vs HF transformers + peft, and push-to-serve latency.
+"""Sampler benchmark: mint_rl vs raw vLLM vs HF transformers + peft, and load-to-serve latency.
 
 One run, one engine at a time (small machines): 32 sequences x 32 new tokens (8 prompts x 4
 samples, T=1) on the default SmolLM2-135M model with a rank-16 all-linear LoRA policy.
@@ -14,10 +14,15 @@ import os
 import platform
 import re
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import wait
 from pathlib import Path
+
+# Run as `python bench/bench_sampler.py`, Python puts bench/ on sys.path, not the repository root;
+# the HF+peft reference lives with the tests (tests/sampler_reference.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROMPTS = [
     "Write a long story about a dragon who learns to bake bread.",
@@ -60,17 +65,17 @@ def bench_mint(model: str, adapters: dict[int, Path], ref_probe) -> dict[str, fl
     prompts = prompts_tokens(engine.tokenizer)
     probe = weights.probe_tokens()
     expected = {v: ref_probe(probe, a) for v, a in adapters.items()}
-    weights.push(adapters[1], 1)  # warm the W0 cache
-    swap, verified = [], []
+    weights.load(adapters[1], 1)  # warm the W0 cache
+    switch, checked = [], []
     for i in range(2, 8):
         v = 1 + i % 2
         start = time.perf_counter()
-        weights.push(adapters[v], 100 + i)  # new version number each time, as the learner does
-        swap.append(time.perf_counter() - start)
+        weights.load(adapters[v], 100 + i)  # new version number each time, as the learner does
+        switch.append(time.perf_counter() - start)
         start = time.perf_counter()
-        weights.push(adapters[v], 200 + i, expected[v])
-        verified.append(time.perf_counter() - start)
-    weights.push(adapters[1], 1000, expected[1])
+        weights.load(adapters[v], 200 + i, expected[v])
+        checked.append(time.perf_counter() - start)
+    weights.load(adapters[1], 1000, expected[1])
     client = SamplingClient(model, adapters[1], 1000)
     params = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)
 
@@ -87,8 +92,8 @@ def bench_mint(model: str, adapters: dict[int, Path], ref_probe) -> dict[str, fl
     close_all()
     return {
         "tok_s": max(t / s for s, t in results),
-        "swap_s": statistics.median(swap), "swap_max_s": max(swap),
-        "push_verified_s": statistics.median(verified),
+        "load_s": statistics.median(switch), "load_max_s": max(switch),
+        "load_checked_s": statistics.median(checked),
     }
 
 
@@ -99,7 +104,7 @@ def bench_vllm(model_dir: Path, config) -> float:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from mint_rl.sampler.engine import _environment, _thread_affinity
+    from mint_rl.sampler.vllm_engine import _environment, _thread_affinity
 
     prompts = prompts_tokens(AutoTokenizer.from_pretrained(model_dir))
     with _environment(config.vllm_environment()), _thread_affinity(config.engine_cores()):
@@ -166,9 +171,9 @@ def table(r: dict) -> str:
         f"| mint_rl / raw vLLM, same settings | {r['mint'] / r['vllm']:.2f}x | >= 0.95x |",
         f"| mint_rl / raw vLLM, vLLM's defaults | {r['mint'] / r['vllm_auto']:.2f}x | |",
         f"| mint_rl / HF+peft | {r['mint'] / r['hf']:.1f}x | >= 5x |",
-        f"| push -> serving new version (median / max of 6) | {r['swap_s']:.2f} s / "
-        f"{r['swap_max_s']:.2f} s | < 0.5 s |",
-        f"| push + probe verification (median) | {r['push_verified_s']:.2f} s | |",
+        f"| load -> serving new version (median / max of 6) | {r['load_s']:.2f} s / "
+        f"{r['load_max_s']:.2f} s | < 0.5 s |",
+        f"| load + probe check (median) | {r['load_checked_s']:.2f} s | |",
     ])
 
 
@@ -178,7 +183,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mint_rl.models import DEFAULT_MODEL, resolve_model
-    from mint_rl.sampler.testing import HFReference, make_random_adapter
+    from tests.sampler_reference import HFReference, make_random_adapter
 
     model_dir = resolve_model(DEFAULT_MODEL)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sampler-"))
@@ -186,8 +191,8 @@ def main() -> None:
     ref = HFReference(model_dir)
     r: dict = {}
     m = bench_mint(DEFAULT_MODEL, adapters, ref.logprobs)
-    r.update(mint=m["tok_s"], swap_s=m["swap_s"], swap_max_s=m["swap_max_s"],
-             push_verified_s=m["push_verified_s"])
+    r.update(mint=m["tok_s"], load_s=m["load_s"], load_max_s=m["load_max_s"],
+             load_checked_s=m["load_checked_s"])
     del ref
     gc.collect()
     import torch

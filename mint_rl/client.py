@@ -247,7 +247,7 @@ class TrainingClient:
     def save_weights_and_get_sampling_client(self, name: str | None = None, **_: Any):
         """A SamplingClient frozen on the current weights; the policy version is the step.
 
-        The weights are pushed to this process's sampler engine and checked there: the engine's
+        The weights are loaded into this process's sampler engine and checked there: the engine's
         logprobs of a probe sequence must match the learner's, or WeightSyncError is raised.
         """
         from mint_rl.sampler import SamplerWeights, SamplingClient
@@ -258,7 +258,7 @@ class TrainingClient:
         folder = ckpt.resolve_path(saved.path)
         weights = SamplerWeights(self.base_model)
         probe = weights.probe_tokens()
-        weights.push(folder, version, self.probe_logprobs(probe).result())
+        weights.load(folder, version, self.probe_logprobs(probe).result())
         return SamplingClient(self.base_model, folder, version)
 
     def probe_logprobs(self, tokens: list[int]) -> APIFuture[list[float]]:

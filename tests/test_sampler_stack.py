@@ -17,11 +17,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from sampler_reference import HFReference, make_random_adapter
 
 from mint_rl.errors import InvalidInputError, NotFoundError, WeightSyncError
 from mint_rl.models import DEFAULT_MODEL
 from mint_rl.sampler import EngineConfig, SamplerWeights, SamplingClient, chat_prompt, close_all
-from mint_rl.sampler.testing import HFReference, make_random_adapter
 from mint_rl.types import ModelInput, SamplingParams
 
 pytestmark = pytest.mark.slow
@@ -57,9 +57,10 @@ def _max_diff(ref: HFReference, prompt: ModelInput, tokens: list[int], logprobs:
     return max(abs(a - b) for a, b in zip(logprobs, want, strict=True))
 
 
-def _push(weights: SamplerWeights, ref: HFReference, adapter: Path | None, version: int) -> float:
+def _load(weights: SamplerWeights, ref: HFReference, adapter: Path | None,
+          policy_version: int) -> float:
     expected = ref.logprobs(weights.probe_tokens(), adapter)
-    return weights.push(adapter, version, expected)
+    return weights.load(adapter, policy_version, expected)
 
 
 # ------------------------------------------------------------------------------------ merged
@@ -88,14 +89,14 @@ def test_merged_base_logprobs_match_hf(merged: SamplerWeights, ref: HFReference,
         assert _max_diff(ref, prompt, seq.tokens, seq.logprobs, None, temperature=0.7) < TOL
 
 
-def test_merged_push_serves_adapter_and_old_client_keeps_old(
+def test_merged_load_serves_adapter_and_old_client_keeps_old(
     merged: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
 ) -> None:
     old = SamplingClient(DEFAULT_MODEL)
-    seconds = _push(merged, ref, adapters[1], 1)
+    seconds = _load(merged, ref, adapters[1], 1)
     assert seconds > 0
     v1 = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
-    _push(merged, ref, adapters[2], 2)
+    _load(merged, ref, adapters[2], 2)
     v2 = SamplingClient(DEFAULT_MODEL, adapters[2], 2)
     params = SamplingParams(max_tokens=10)
     futures = [(c, c.sample(prompt, 2, params)) for c in (old, v1, v2, v1, old)]
@@ -106,31 +107,31 @@ def test_merged_push_serves_adapter_and_old_client_keeps_old(
             assert _max_diff(ref, prompt, seq.tokens, seq.logprobs, adapter) < TOL
 
 
-def test_merged_push_mid_flight_stamps_each_token(
+def test_merged_load_mid_flight_stamps_each_token(
     merged: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
 ) -> None:
-    _push(merged, ref, adapters[1], 1)
+    _load(merged, ref, adapters[1], 1)
     client = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
     future = client.sample(prompt, 1, SamplingParams(max_tokens=150, stop_token_ids=[]))
     time.sleep(1.5)
-    merged.push(adapters[2], 2)
+    merged.load(adapters[2], 2)
     seq = future.result().sequences[0]
     versions = seq.policy_versions
     assert versions == sorted(versions) and versions[0] == 1
-    if len(seq.tokens) == 150:  # (it may stop early on EOS before the push)
+    if len(seq.tokens) == 150:  # (it may stop early on EOS before the load)
         assert set(versions) == {1, 2}
     n1 = versions.count(1)
     # The tokens stamped 1 were sampled by version 1: their logprobs match HF+peft(v1).
     assert _max_diff(ref, prompt, seq.tokens[:n1], seq.logprobs[:n1], adapters[1]) < TOL
 
 
-def test_push_with_wrong_expectation_raises(merged: SamplerWeights, ref: HFReference,
+def test_load_with_wrong_expectation_raises(merged: SamplerWeights, ref: HFReference,
                                             adapters: dict[int, Path]) -> None:
     wrong = ref.logprobs(merged.probe_tokens(), adapters[1])
     with pytest.raises(WeightSyncError, match="policy version 7"):
-        merged.push(adapters[2], 7, wrong)
+        merged.load(adapters[2], 7, wrong)
     with pytest.raises(InvalidInputError, match="expected_probe_logprobs"):
-        merged.push(adapters[2], 8, wrong[:-1])
+        merged.load(adapters[2], 8, wrong[:-1])
 
 
 def test_sampling_options_and_prompt_logprobs(merged: SamplerWeights, ref: HFReference,
@@ -202,7 +203,7 @@ def test_bad_input_is_rejected(merged: SamplerWeights, prompt: ModelInput, tmp_p
     with pytest.raises(InvalidInputError, match="model_path"):
         SamplingClient(DEFAULT_MODEL, tmp_path)
     with pytest.raises(NotFoundError, match="policy_version"):
-        merged.engine.check_version(12345)
+        merged.engine.store.folder(12345)
 
 
 # ------------------------------------------------------------------------------------ adapter
@@ -221,9 +222,9 @@ def test_adapter_strategy_logprobs_and_versions(
     adapter_sync: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
 ) -> None:
     base = SamplingClient(DEFAULT_MODEL)
-    _push(adapter_sync, ref, adapters[1], 1)
+    _load(adapter_sync, ref, adapters[1], 1)
     v1 = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
-    _push(adapter_sync, ref, adapters[2], 2)
+    _load(adapter_sync, ref, adapters[2], 2)
     v2 = SamplingClient(DEFAULT_MODEL, adapters[2], 2)
     params = SamplingParams(max_tokens=8)
     futures = [(c, c.sample(prompt, 2, params)) for c in (base, v1, v2)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sampler_reference import make_random_adapter
 
 from mint_rl.errors import InvalidInputError
 from mint_rl.sampler.config import EngineConfig
@@ -17,8 +18,7 @@ from mint_rl.sampler.lora_merge import (
     shard_names,
     targets_of,
 )
-from mint_rl.sampler.testing import make_random_adapter
-from mint_rl.sampler.versions import VersionStamps, engine_request_key
+from mint_rl.sampler.version_stamps import VersionStamps, engine_request_key
 
 PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 

@@ -9,8 +9,8 @@
 It knows nothing of RL. Read the modules in this order: `actor` (what an actor is), `handle` (how
 a call becomes a message), `system` (where actors live), `supervisor` (what a crash does),
 `channel` (bounded queues between actors), `threads` (blocking torch work), `cell` (the
-machinery). Each module imports only the ones before it in the chain actor <- handle <- cell <-
-system, so the layers never point back up.
+machinery). Imports point one way: actor <- handle <- cell <- system, with channel, errors,
+supervisor and threads below them all, so no module imports one above it (not even for types).
 """
 
 from mint_rl.runtime.actor import Actor as Actor

@@ -56,4 +56,3 @@ class ActorSetupError(ActorError, RuntimeError):
 
     def __reduce__(self) -> tuple[type, tuple[str, BaseException]]:
         return (type(self), (self.actor, self.cause))
-

@@ -30,7 +30,7 @@ class EngineConfig:
     keep_versions: int = 16  # adapter copies kept on disk for clients of older versions
     max_logprobs: int = 20
     enable_prefix_caching: bool = True
-    probe_tolerance: float = 1e-3  # nats; weight-arrival check after each push
+    probe_tolerance: float = 1e-3  # nats; weight-arrival check after each load
     seed: int = 0
     # CPU: the cores vLLM's model threads are bound to. "all" = every core this process may use
     # (vLLM's own "auto" keeps one core per NUMA node for its scheduler: half of a 2-core box,
@@ -94,7 +94,7 @@ class EngineConfig:
         torch, saves ~10 s per engine start on 2 cores at the same decode speed
         (docs/startup.md). vLLM binds OpenMP threads only when it spawns a separate worker;
         here the engine process inherits the cores from the thread that starts it
-        (`SamplerEngine` sets that thread's affinity) and gets one OpenMP thread per core.
+        (`VllmEngine` sets that thread's affinity) and gets one OpenMP thread per core.
         """
         if self.device != "cpu" or self.cpu_cores == "auto":
             return {}

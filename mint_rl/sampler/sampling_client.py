@@ -23,7 +23,8 @@ class SamplingClient:
     """Samples from `base_model` + the LoRA adapter at `model_path` (None: the base weights).
 
     `policy_version` labels the tokens this client produces (`SampledSequence.policy_versions`);
-    None reuses the version the folder was pushed under, or numbers it (negative = untracked).
+    None reuses the version the folder was loaded or added under, or numbers it (negative =
+    untracked).
     """
 
     def __init__(
@@ -37,7 +38,7 @@ class SamplingClient:
         self._base_model = base_model
         self._model_path = str(model_path) if model_path is not None else None
         self._engine: SamplerEngine = get_engine(base_model, engine_config)
-        self.policy_version: int = self._engine.register(model_path, policy_version)
+        self.policy_version: int = self._engine.add(model_path, policy_version)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Another process gets its own engine and serves the same folder under the same version.
@@ -114,7 +115,7 @@ class SamplingClient:
         response = SampleResponse(sequences=[
             SampledSequence(tokens=g.tokens, logprobs=g.logprobs,
                             stop_reason="length" if g.finish_reason == "length" else "stop",
-                            policy_versions=g.versions)
+                            policy_versions=g.policy_versions)
             for g in gens
         ])
         if want_prompt:

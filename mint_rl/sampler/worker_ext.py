@@ -1,12 +1,12 @@
 """Methods mixed into vLLM's worker (`worker_extension_cls`), called with `collective_rpc`.
 
-They run inside the worker process, between two engine steps, so a weight swap never lands in
+They run inside the worker process, between two engine steps, so new weights never land in
 the middle of a forward pass. Only the LoRA-targeted matrices are recomputed: W0 of a matrix is
-read (lazily, once) from the base checkpoint and kept in memory; each swap builds W0 + s·B@A and
+read (lazily, once) from the base checkpoint and kept in memory; each load builds W0 + s·B@A and
 hands it to the layer's own post-load processing (on CPU that repacks it for oneDNN).
 
-`mint_apply_adapter` also reports how many tokens each request had produced when the swap
-happened, which is what makes per-token policy-version stamps exact.
+`mint_load_merged` also reports how many tokens each request had produced when the weights
+changed, which is what makes per-token policy-version stamps exact.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class MintWorkerExtension:
         return counts
 
     @torch.no_grad()
-    def mint_apply_adapter(self, adapter_dir: str | None) -> dict[str, Any]:
+    def mint_load_merged(self, adapter_dir: str | None) -> dict[str, Any]:
         """Serves base + `adapter_dir` merged (None = plain base weights) from the next step on."""
         start = time.perf_counter()
         runner = self.model_runner  # type: ignore[attr-defined]
@@ -103,7 +103,7 @@ class MintWorkerExtension:
             raise KeyError(f"adapter targets modules the served model lacks: {missing[:3]}")
         for name in sorted(targets | self._mint_dirty):
             weight = merged_weight(name, adapter, packed, lambda s: self._mint_base(s, dtype))
-            _set_linear_weight(modules[name], weight)
+            _load_linear_weight(modules[name], weight)
         self._mint_dirty = targets
         return {
             "counts": self.mint_token_counts(),
@@ -121,7 +121,7 @@ class MintWorkerExtension:
         return self._mint_w0[checkpoint_name]
 
 
-def _set_linear_weight(layer: torch.nn.Module, weight: torch.Tensor) -> None:
+def _load_linear_weight(layer: torch.nn.Module, weight: torch.Tensor) -> None:
     """Puts a full (unsharded, TP=1) weight into a vLLM linear layer and re-runs its processing."""
     base = getattr(layer, "base_layer", layer)
     current = base.weight

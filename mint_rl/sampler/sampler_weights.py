@@ -1,12 +1,12 @@
-"""The learner's side: announcing a new policy version to this process's sampler engine.
+"""The learner's side: loading a saved policy version into this process's sampler engine.
 
     from mint_rl.sampler import SamplerWeights
     weights = SamplerWeights(base_model)
     probe = weights.probe_tokens()                   # fixed tokens, BOS + PROBE_TEXT
     expected = learner_logprobs(probe)               # len(probe) - 1 floats:
                                                      # expected[i] = log p(probe[i+1] | probe[:i+1])
-    weights.push(adapter_dir, version, expected)     # serving `version` when this returns
-    client = SamplingClient(base_model, adapter_dir, version)
+    weights.load(adapter_dir, policy_version, expected)   # serving it when this returns
+    client = SamplingClient(base_model, adapter_dir, policy_version)
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from mint_rl.sampler.engine import SamplerEngine, get_engine
 
 
 class SamplerWeights:
-    """Pushes policy versions (PEFT adapter folders) to the sampler engine of `base_model`."""
+    """Loads saved policy versions (PEFT adapter folders) into the sampler engine of
+    `base_model`."""
 
     def __init__(self, base_model: str, engine_config: EngineConfig | None = None) -> None:
         self.base_model = base_model
@@ -33,18 +34,18 @@ class SamplerWeights:
         return self._engine
 
     def probe_tokens(self) -> list[int]:
-        """Tokens whose next-token logprobs (probe[1:] given each prefix) `push` checks."""
+        """Tokens whose next-token logprobs (probe[1:] given each prefix) `load` checks."""
         return self.engine.probe_tokens()
 
-    def push(
-        self, adapter_dir: str | Path | None, version: int,
+    def load(
+        self, adapter_dir: str | Path | None, policy_version: int,
         expected_probe_logprobs: Sequence[float] | None = None, timeout: float | None = 120.0,
     ) -> float:
-        """Makes `version` the served policy; returns seconds from call to serving.
+        """Makes `policy_version` the served policy; returns seconds from call to serving.
 
         With `expected_probe_logprobs`, also checks the served weights against them and raises
-        WeightSyncError on a mismatch (the push is then not to be trusted).
+        WeightSyncError on a mismatch (the loaded weights are then not to be trusted).
         """
         return self.engine.run(
-            self.engine.push(adapter_dir, version, expected_probe_logprobs), timeout
+            self.engine.load(adapter_dir, policy_version, expected_probe_logprobs), timeout
         )

@@ -1,7 +1,9 @@
-"""Helpers for tests and benchmarks: random PEFT adapters and HF+peft reference logprobs.
+"""Sampler test and benchmark helpers: random PEFT adapters and HF+peft reference logprobs.
 
 The reference path is deliberately independent of vLLM (plain transformers + peft), so agreement
-between the two is evidence that the sampler serves the weights it claims to.
+between the two is evidence that the sampler serves the weights it claims to. Imported by the
+tests as `sampler_reference` (pytest puts tests/ on sys.path) and by bench/bench_sampler.py as
+`tests.sampler_reference`.
 """
 
 from __future__ import annotations
