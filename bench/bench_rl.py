@@ -11,7 +11,7 @@ plus 0.001 per character, so a group's rewards almost never tie and every sample
 
 Each mint_rl setting (CPU placement x learner dtype) runs in its own child process (one vLLM
 engine, one learner), K=0 first, then K=1 on the same actors. K=0 runs sampling, training and the
-weight push strictly one after the other, so its per-phase timings are "sampling alone" and
+weight load strictly one after the other, so its per-phase timings are "sampling alone" and
 "training alone" on the same cores. TRL runs in its own virtual environment (it must not be
 installed into the project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install
 torch==2.13.0 'transformers<5.20' peft trl==1.16.0 datasets`.
@@ -100,7 +100,7 @@ async def _mint_main(args) -> dict:
     from mint_rl import types
     from mint_rl.actors.advantage import AdvantageActor
     from mint_rl.actors.learner import LearnerActor, LearnerConfig
-    from mint_rl.actors.pipeline import PipelineConfig, run_pipeline
+    from mint_rl.actors.pipeline import PipelineConfig, RLPipeline
     from mint_rl.actors.sampler import SamplerActor
     from mint_rl.learner.engine import LearnerSettings
     from mint_rl.models import resolve_model
@@ -166,8 +166,8 @@ async def _mint_main(args) -> dict:
         advantage = await system.spawn(AdvantageActor, name="advantage")
         results["startup_s"] = time.perf_counter() - t0
         log(f"[{args.setting}] sampler + learner up in {results['startup_s']:.1f} s")
+        start = 0  # the learner's policy version: each K's run continues from the last one
         for k in args.ks:
-            start = await learner.call("current_version")
             rows: list[dict] = []
             generated.clear()
 
@@ -177,14 +177,16 @@ async def _mint_main(args) -> dict:
                 rows.append(m)
                 log(f"[{args.setting} K={k}] step {m['step']}: "
                     f"{m['time/step']:.2f} s (sample_wait {m['time/sample_wait']:.2f}, "
-                    f"train {m['time/train']:.2f}, export {m['time/export']:.2f}, "
-                    f"push {m['time/push']:.2f}), "
+                    f"train {m['time/train']:.2f}, save {m['time/save_weights']:.2f}, "
+                    f"load {m['time/load_weights']:.2f}), "
                     f"datums {m.get('datums')}, load {m['load1']:.2f}")
 
             cfg = PipelineConfig(steps=start + args.steps, groups_per_batch=PROMPTS_PER_STEP,
                                  max_steps_off_policy=k, start_step=start)
             t_run = time.perf_counter()
-            await run_pipeline(cfg, Dataset(), sampler, advantage, learner, on_step=on_step)
+            state = await RLPipeline(cfg, Dataset(), [sampler], learner, advantage.build,
+                                     on_step=on_step).run()
+            start = state.learner_policy_version
             results["runs"][str(k)] = {
                 "rows": rows, "t_start": t_run, "warmup": args.warmup,
                 "tokens_mean": sum(generated) / max(len(generated), 1),
@@ -208,7 +210,8 @@ def summarize_mint(run: dict) -> dict:
         "step": statistics.mean(walls), "step_median": statistics.median(walls),
         "step_min": min(walls), "step_max": max(walls), "n": len(walls),
         "sample_wait": mean("time/sample_wait"), "train": mean("time/train"),
-        "push": mean("time/push"), "export": mean("time/export"), "datums": mean("datums"),
+        "load_weights": mean("time/load_weights"), "save_weights": mean("time/save_weights"),
+        "datums": mean("datums"),
         "tokens_mean": run["tokens_mean"], "load1": mean("load1"),
     }
 
@@ -324,18 +327,19 @@ def report(mint: dict[str, dict], trl_res: dict | None, args, elapsed: float) ->
             out.append(f"| mint_rl K={k} ({res['learner_dtype']}) | {setting} | {s['step']:.2f} | "
                        f"{s['step_median']:.2f} | {s['step_min']:.2f}–{s['step_max']:.2f} | "
                        f"{s['n']} | {s['tokens_mean']:.1f} | {s['load1']:.1f} |")
-    out += ["", "mint_rl phases (means over the measured steps). The push of step n's weights "
-            "runs in the background: at K=0 the next batch's sampling waits for it, so it is "
-            "part of K=0's sample_wait; at K=1 it overlaps the next training step.", "",
-            "| setting | K | sample_wait s | train s | export s | push s | datums/step |",
+    out += ["", "mint_rl phases (means over the measured steps). The samplers load step n's "
+            "weights in the background: at K=0 the next batch's sampling waits for the load, so "
+            "it is part of K=0's sample_wait; at K=1 it overlaps the next training step.", "",
+            "| setting | K | sample_wait s | train s | save_weights s | load_weights s | "
+            "datums/step |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for setting, res in mint.items():
         for k, s in res["summary"].items():
             out.append(f"| {setting} | {k} | {s['sample_wait']:.2f} | {s['train']:.2f} | "
-                       f"{s['export']:.2f} | {s['push']:.2f} | {s['datums']:.1f} |")
-    out += ["", "Targets. S = sampling alone (K=0 sample_wait minus the push it waited for), "
-            "T = training alone (K=0 train), E = export (K=0), both measured in the same process "
-            "as the K=1 run, with the same cores:", "",
+                       f"{s['save_weights']:.2f} | {s['load_weights']:.2f} | {s['datums']:.1f} |")
+    out += ["", "Targets. S = sampling alone (K=0 sample_wait minus the load it waited for), "
+            "T = training alone (K=0 train), E = save_weights (K=0), both measured in the same "
+            "process as the K=1 run, with the same cores:", "",
             "| setting | K=0 vs TRL (median) | K=1 vs TRL (median) | S s | T s | max(S, T) s | "
             "K=1 / max(S, T) | K=1 / max(S, T + E) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -343,8 +347,8 @@ def report(mint: dict[str, dict], trl_res: dict | None, args, elapsed: float) ->
         s = res["summary"]
         if "0" not in s or "1" not in s:
             continue
-        alone_s = s["0"]["sample_wait"] - s["0"]["push"]
-        alone_t, alone_e = s["0"]["train"], s["0"]["export"]
+        alone_s = s["0"]["sample_wait"] - s["0"]["load_weights"]
+        alone_t, alone_e = s["0"]["train"], s["0"]["save_weights"]
         limit, limit_e = max(alone_s, alone_t), max(alone_s, alone_t + alone_e)
         trl_median = trl_res["summary"]["step_median"] if trl_res else None
 
