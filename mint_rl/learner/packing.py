@@ -127,6 +127,12 @@ def pack(
             columns[d] = (row_index, cols)
 
     rows = [r for r in rows if r.tokens]  # empty rows can only be the last ones (fewer units)
+    return _to_tensors(rows, columns, pad_id)
+
+
+def _to_tensors(rows: list[Row], columns: list[tuple[int, list[int]]], pad_id: int
+                ) -> PackedBatch:
+    """Rows padded to one width, with the block-causal mask of their segments."""
     width = max(len(r.tokens) for r in rows)
     n_rows = len(rows)
     input_ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
