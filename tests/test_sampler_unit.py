@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from sampler_reference import make_random_adapter
 
-from mint_rl.errors import InvalidInputError
+from mint_rl.errors import InvalidInputError, NotFoundError
 from mint_rl.sampler.config import EngineConfig
 from mint_rl.sampler.lora_merge import (
     fused_target,
@@ -19,6 +20,7 @@ from mint_rl.sampler.lora_merge import (
     targets_of,
 )
 from mint_rl.sampler.version_stamps import VersionStamps, engine_request_key
+from mint_rl.sampler.version_store import VersionStore
 
 PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
@@ -98,6 +100,40 @@ def test_version_stamps_unscheduled_request_gets_latest_version() -> None:
     assert stamps.finish("x", 2) == [3, 3]
 
 
+def test_version_store_numbers_copies_and_evicts(tiny_adapter: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folders = {v: Path(shutil.copytree(tiny_adapter, tmp_path / f"v{v}")) for v in (1, 2, 3, 4)}
+    store = VersionStore(keep_versions=2)
+    try:
+        assert store.add(None, None) == 0 and store.folder(0) is None  # the base weights
+        assert store.add(folders[1], 1) == 1
+        copy1 = store.folder(1)
+        assert copy1 is not None and copy1 != folders[1]
+        assert (copy1 / "adapter_model.safetensors").exists()  # a copy: the learner may overwrite
+        assert store.add(folders[1], None) == 1  # a folder keeps its number
+        assert store.add(folders[1], 1) == 1
+        with pytest.raises(InvalidInputError, match="policy_version"):
+            store.add(folders[2], 1)
+        with pytest.raises(InvalidInputError, match="policy_version"):
+            store.add(folders[2], True)  # type: ignore[arg-type]
+        assert store.add(folders[4], None) == -1  # nobody numbered it: untracked
+        assert store.evict() == []
+        assert (store.add(folders[2], 2), store.add(folders[3], 3)) == (2, 3)
+        assert store.evict() == [1] and not copy1.exists()  # base and untracked are kept
+        with pytest.raises(NotFoundError, match="policy_version: 1 is not served"):
+            store.folder(1)
+        assert all(v in store for v in (0, -1, 2, 3)) and 1 not in store
+        served = store.folder(3)
+        assert served is not None
+        assert sorted(store.reset(in_use=served)) == [-1, 0, 2, 3]
+        assert served.exists()  # the weights being served came from it
+        assert store.add(folders[1], None) == -2  # numbers were forgotten
+    finally:
+        store.close()
+    assert not served.exists()
+
+
 def test_engine_config_resolves_per_hardware() -> None:
     cpu = EngineConfig(device="cpu").resolve()
     assert (cpu.strategy, cpu.dtype) == ("merged", "float32")
@@ -121,3 +157,49 @@ def test_chat_prompt_uses_template(tiny_model: Path) -> None:
     assert text.startswith("<|im_start|>user") and text.endswith("<|im_start|>assistant\n")
     with pytest.raises(InvalidInputError, match=r"messages\[0\]"):
         chat_prompt(tok, [{"content": "x"}])
+
+
+def _sampler_imports() -> dict[str, set[str]]:
+    """Module -> the mint_rl.sampler modules it imports anywhere in its file (TYPE_CHECKING
+    blocks and function bodies included)."""
+    package = Path(__file__).resolve().parents[1] / "mint_rl" / "sampler"
+    names = {f.stem for f in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for file in package.glob("*.py"):
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target == "mint_rl.sampler":
+                    deps.add("__init__")
+                elif target.startswith("mint_rl.sampler."):
+                    name = target.split(".")[2]
+                    if name in names:
+                        deps.add(name)
+        graph[file.stem] = deps - {file.stem}
+    return graph
+
+
+def test_sampler_imports_point_one_way() -> None:
+    graph = _sampler_imports()
+    assert all("__init__" not in deps for deps in graph.values())  # nobody reaches up
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for dep in graph[name]:
+                visit(dep, (*path, name))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
+    # The vLLM engine and the version store know nothing of strategies or of each other.
+    assert not graph["vllm_engine"] & {"weight_sync", "engine", "version_store", "version_stamps"}
+    assert not graph["version_store"] & {"weight_sync", "engine", "vllm_engine"}
+    assert "engine" not in graph["weight_sync"]

@@ -145,8 +145,9 @@ class SamplerEngine:
 
     # ---------------------------------------------------------------- requests
 
-    async def generate(self, prompt: Sequence[int], params: Any, policy_version: int,
-                       ) -> Generation:
+    async def generate(
+        self, prompt: Sequence[int], params: Any, policy_version: int,
+    ) -> Generation:
         """One request (vLLM `n=1`) on `policy_version`; each token is stamped with its version."""
         self.store.folder(policy_version)  # raises PolicyVersionNotFoundError
         key = self.vllm.new_request_id()
@@ -159,8 +160,9 @@ class SamplerEngine:
         return Generation(out.tokens, out.logprobs, out.finish_reason, out.prompt_logprobs,
                           self.stamps.finish(key, len(out.tokens)))
 
-    async def prompt_logprobs(self, tokens: Sequence[int], policy_version: int,
-                              ) -> list[float | None]:
+    async def prompt_logprobs(
+        self, tokens: Sequence[int], policy_version: int,
+    ) -> list[float | None]:
         """[None, log p(t1|t0), log p(t2|t0 t1), ...] under `policy_version`."""
         if len(tokens) < 1:
             raise InvalidInputError("prompt", "needs at least one token")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mint_rl.errors import InvalidInputError
 from mint_rl.sampler.config import EngineConfig
 
 T = TypeVar("T")
@@ -247,11 +246,10 @@ class VllmEngine:
     async def prompt_logprobs(
         self, tokens: Sequence[int], request_id: str, extra: Mapping[str, Any],
     ) -> list[float | None]:
-        """[None, log p(t1|t0), log p(t2|t0 t1), ...]; `extra` as for `generate`."""
+        """[None, log p(t1|t0), log p(t2|t0 t1), ...] of at least one token; `extra` as for
+        `generate`."""
         from vllm import SamplingParams as VllmSamplingParams
 
-        if len(tokens) < 1:
-            raise InvalidInputError("prompt", "needs at least one token")
         params = VllmSamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         out = await self.generate(tokens, params, request_id, extra)
         return [None] + [

@@ -49,6 +49,7 @@ class WeightSync(ABC):
         self.stamps = stamps
         self.store = store
 
+    @abstractmethod
     async def setup(self) -> None:
         """Runs once on the engine loop after the engine started."""
 
@@ -62,6 +63,7 @@ class WeightSync(ABC):
         """Admits one request for `policy_version` and starts its stamps under `key`; yields its
         `extra` for `VllmEngine.generate` (lora_request, cache_salt)."""
 
+    @abstractmethod
     def forget(self, policy_version: int) -> None:
         """`policy_version` will not be requested again (its files are gone)."""
 
@@ -74,6 +76,9 @@ class AdapterSync(WeightSync):
         self._lora: dict[int, Any] = {}
         self._next_id = 1
         self._inflight: dict[int, int] = {}
+
+    async def setup(self) -> None:
+        pass  # vLLM's own LoRA support needs nothing more
 
     def _request(self, policy_version: int) -> Any:
         path = self.store.folder(policy_version)
@@ -130,6 +135,9 @@ class MergedSync(WeightSync):
         facts = (await self.vllm.call_workers("mint_setup"))[0]
         if facts["async_scheduling"]:
             raise RuntimeError("merged weight sync needs async scheduling off (token counts)")
+
+    def forget(self, policy_version: int) -> None:
+        pass  # nothing is held per version: the served weights are rebuilt on each switch
 
     @property
     def cond(self) -> asyncio.Condition:

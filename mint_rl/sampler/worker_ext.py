@@ -61,7 +61,7 @@ class MintWorkerExtension:
         return True
 
     def mint_setup(self) -> dict[str, Any]:
-        """Installs the request tracker; returns facts the sampler checks once."""
+        """Wraps the runner's request table to count tokens; returns facts the sampler checks."""
         runner = self.model_runner  # type: ignore[attr-defined]
         if not isinstance(runner.requests, _TrackingRequests):
             runner.requests = _TrackingRequests(runner.requests)
