@@ -263,18 +263,20 @@ class RLPipeline:
             for builder in self.dataset.get_batch(b):
                 self._start_rollout(builder, b, b - k)
 
-    def _start_rollout(self, builder: EnvGroupBuilder, batch_index: int, min_version: int) -> None:
+    def _start_rollout(self, builder: EnvGroupBuilder, batch_index: int,
+                       min_policy_version: int) -> None:
         assert self._tg is not None
-        self._tg.start_soon(self.rollout, builder, batch_index, min_version)
+        self._tg.start_soon(self.rollout, builder, batch_index, min_policy_version)
 
-    async def rollout(self, builder: EnvGroupBuilder, batch_index: int, min_version: int) -> None:
+    async def rollout(self, builder: EnvGroupBuilder, batch_index: int,
+                      min_policy_version: int) -> None:
         """One group: sampled by the least busy sampler, passed through the stages, queued."""
         i = min(range(len(self.samplers)), key=self._in_flight.__getitem__)
         self._in_flight[i] += 1
         self.state.groups_in_flight += 1
         try:
             group: TrajectoryGroup | None = await self.samplers[i].rollout(
-                builder, batch_index, min_version)
+                builder, batch_index, min_policy_version)
             self._mark("first group sampled")
             for stage in self.stages:
                 if group is None:

@@ -68,9 +68,9 @@ class SamplerActor(Actor):
 
     @endpoint(concurrent=True)
     async def rollout(self, builder: EnvGroupBuilder, batch_index: int,
-                      min_version: int) -> TrajectoryGroup:
-        """Rolls out one group with a policy version >= `min_version` (waits for it)."""
-        while self._client is None or self.policy_version < min_version:
+                      min_policy_version: int) -> TrajectoryGroup:
+        """Rolls out one group with a policy version >= `min_policy_version` (waits for it)."""
+        while self._client is None or self.policy_version < min_policy_version:
             await self._loaded.wait()
         return await rollout_group(builder, self._client, self.params, batch_index)
 

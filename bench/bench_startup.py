@@ -62,7 +62,7 @@ def one_run(cold: bool, extra: list[str]) -> dict[str, float]:
         # Step 0 begins with the baseline evaluation (when on), then samples and trains.
         out["step 0 starts"] = out["step 0 done"] - step0["time/step"]
         out["step 0 training starts"] = out["step 0 done"] - step0["time/train"] - step0.get(
-            "time/export", 0.0)
+            "time/save_weights", 0.0)
         startup = log_dir / "startup.json"
         if startup.exists():
             out.update(json.loads(startup.read_text()))

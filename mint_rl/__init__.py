@@ -8,9 +8,24 @@ only when a SamplingClient is asked for.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (never run)
+    from mint_rl import types
+    from mint_rl.client import ServiceClient, TrainingClient
+    from mint_rl.errors import (
+        BadRequestError, ConflictError, CorruptCheckpointError, InvalidInputError, MintError,
+        MissingLossInputError, NotFoundError, TinkerError, WeightSyncError
+    )
+    from mint_rl.futures import APIFuture
+    from mint_rl.learner.engine import LearnerSettings
+    from mint_rl.sampler.sampling_client import SamplingClient
+    from mint_rl.types import (
+        AdamParams, Datum, ForwardBackwardOutput, LoraConfig, ModelInput, SampleResponse,
+        SamplingParams, TensorData
+    )
 
 _LAZY = {
     "types": "mint_rl.types",
@@ -52,4 +67,12 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = sorted(_LAZY)
+# Spelled out (not sorted(_LAZY)) so type checkers can read it; the assert keeps the two in step.
+__all__ = [
+    "APIFuture", "AdamParams", "BadRequestError", "ConflictError", "CorruptCheckpointError",
+    "Datum", "ForwardBackwardOutput", "InvalidInputError", "LearnerSettings", "LoraConfig",
+    "MintError", "MissingLossInputError", "ModelInput", "NotFoundError", "SampleResponse",
+    "SamplingClient", "SamplingParams", "ServiceClient", "TensorData", "TinkerError",
+    "TrainingClient", "WeightSyncError", "types"
+]
+assert __all__ == sorted(_LAZY)

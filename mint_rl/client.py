@@ -169,7 +169,7 @@ class TrainingClient:
         """`loss_fn(data, logprobs) -> (loss, metrics)`; logprobs[d] has one entry per token."""
         if not callable(loss_fn):
             raise InvalidInputError("loss_fn", "must be callable(data, logprobs)")
-        _, batch = self.engine.prepare(data, None, custom=True)
+        batch = self.engine.prepare_custom(data)
         return self._submit(self.engine.forward_backward_custom, list(data), batch, loss_fn)
 
     def optim_step(self, adam_params: AdamParams) -> APIFuture[OptimStepResponse]:
@@ -289,7 +289,7 @@ class TrainingClient:
         return self.engine.tokenizer
 
     def get_info(self) -> GetInfoResponse:
-        config = self.engine.model.get_base_model().config
+        config = self.engine.hf_model().config
         arch = (config.architectures or [config.model_type])[0]
         return GetInfoResponse(
             model_id=self.run_id,

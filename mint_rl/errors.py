@@ -57,4 +57,4 @@ class ModelNotAvailableError(MintError):
 
 
 class WeightSyncError(MintError):
-    """A sampler did not end up serving the weights that were pushed to it."""
+    """A sampler did not end up serving the weights it was asked to load."""

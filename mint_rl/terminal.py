@@ -127,3 +127,14 @@ class StartupTimeline:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.phases, indent=2) + "\n")
+
+
+_PROCESS_TIMELINE: StartupTimeline | None = None
+
+
+def startup_timeline() -> StartupTimeline:
+    """This process's start-up timeline: phases are marked once, whoever reaches them first."""
+    global _PROCESS_TIMELINE
+    if _PROCESS_TIMELINE is None:
+        _PROCESS_TIMELINE = StartupTimeline()
+    return _PROCESS_TIMELINE

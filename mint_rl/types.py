@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 
 from mint_rl.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
 
 LossFnType = Literal["cross_entropy", "importance_sampling", "ppo", "cispo", "dro"]
 StopReason = Literal["length", "stop"]
@@ -103,7 +106,13 @@ class TensorData:
         return self.shape[0] if self.shape else len(self.data)
 
 
-def _as_tensor_data(key: str, value: Any) -> TensorData:
+# What a Datum's `loss_fn_inputs` accepts per key: TensorData, an array, or numbers in a list
+# (nested for more dimensions), tuple or alone; the last three only under a key of _KEY_DTYPES,
+# which gives their dtype.
+LossFnInput: TypeAlias = "TensorData | np.ndarray | torch.Tensor | list[Any] | tuple[Any, ...] | float"
+
+
+def _as_tensor_data(key: str, value: LossFnInput) -> TensorData:
     """Converts what users pass in `loss_fn_inputs` (list, numpy, torch, TensorData)."""
     if isinstance(value, TensorData):
         return value
@@ -188,19 +197,24 @@ class ModelInput:
         return self.append(EncodedTextChunk(tokens=[int(token)]))
 
 
-@dataclass
+@dataclass(init=False)
 class Datum:
-    """One training example: the model's input and the per-token inputs of the loss."""
+    """One training example: the model's input and the per-token inputs of the loss.
+
+    `loss_fn_inputs` takes any LossFnInput per key and holds TensorData once built.
+    """
 
     model_input: ModelInput
     loss_fn_inputs: dict[str, TensorData]
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.model_input, ModelInput):
+    def __init__(self, model_input: ModelInput,
+                 loss_fn_inputs: dict[str, LossFnInput]) -> None:
+        if not isinstance(model_input, ModelInput):
             raise InvalidInputError("model_input", "must be a types.ModelInput")
-        if not isinstance(self.loss_fn_inputs, dict):
+        if not isinstance(loss_fn_inputs, dict):
             raise InvalidInputError("loss_fn_inputs", "must be a dict of key -> array")
-        self.loss_fn_inputs = {k: _as_tensor_data(k, v) for k, v in self.loss_fn_inputs.items()}
+        self.model_input = model_input
+        self.loss_fn_inputs = {k: _as_tensor_data(k, v) for k, v in loss_fn_inputs.items()}
 
 
 # --------------------------------------------------------------------------------------------

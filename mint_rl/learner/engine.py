@@ -15,10 +15,10 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from mint_rl.errors import InvalidInputError
 from mint_rl.learner.inputs import PreparedDatum, prepare_batch
@@ -84,8 +84,10 @@ class LearnerEngine:
         self.model = add_lora(base, lora)
         self.model.train()
         self.vocab_size = int(base.config.vocab_size)
-        self.decoder = self.model.get_base_model().get_decoder()
-        self.lm_head = self.model.get_base_model().get_output_embeddings()
+        self.decoder = self.hf_model().get_decoder()
+        lm_head = self.hf_model().get_output_embeddings()
+        assert isinstance(lm_head, torch.nn.Module)  # None only for models without an LM head
+        self.lm_head = lm_head
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=1e-4, betas=(0.9, 0.95),
                                            eps=1e-12, weight_decay=0.0)
@@ -93,17 +95,29 @@ class LearnerEngine:
         self.context = int(getattr(base.config, "max_position_embeddings", 0) or 1 << 30)
         self.bytes_per_token = _training_bytes_per_token(base.config)
 
+    def hf_model(self) -> PreTrainedModel:
+        """The transformers model inside the peft wrapper (its layers carry the LoRA)."""
+        # peft types get_base_model() as nn.Module; for a LoRA it is the model add_lora wrapped.
+        return cast(PreTrainedModel, self.model.get_base_model())
+
     # ----------------------------------------------------------------------------------------
     # forward / forward_backward
 
-    def prepare(self, data: Sequence[Datum], loss_fn: str | None, *, custom: bool = False,
-                backward: bool = True) -> tuple[Loss | None, list]:
-        """Validates `data` for the named loss (`custom`: a user's loss function, which needs
-        only target_tokens) and, for a backward pass, for the memory it will take."""
-        loss = None if custom else get_loss(loss_fn)  # loss_fn=None is refused there
+    def prepare(self, data: Sequence[Datum], loss_fn: str, *,
+                backward: bool = True) -> tuple[Loss, list[PreparedDatum]]:
+        """Validates `data` for the named loss and, for a backward pass, for the memory it will
+        take."""
+        loss = get_loss(loss_fn)  # a loss_fn that is not a known name (None too) is refused there
         batch = prepare_batch(data, loss, self.vocab_size)
         self._check_lengths(batch, backward)
         return loss, batch
+
+    def prepare_custom(self, data: Sequence[Datum]) -> list[PreparedDatum]:
+        """Validates `data` for a user's loss function (only target_tokens needed) and for the
+        memory its backward pass will take."""
+        batch = prepare_batch(data, None, self.vocab_size)
+        self._check_lengths(batch, backward=True)
+        return batch
 
     def _check_lengths(self, batch: list[PreparedDatum], backward: bool) -> None:
         """Each datum within the model's context and within what memory can train on."""

@@ -48,7 +48,7 @@ from mint_rl.rl.display import RunDisplay
 from mint_rl.rl.metrics import MetricsLogger, plot_metrics
 from mint_rl.rl.types import RLDataset
 from mint_rl.runtime import Actor, ActorSystem, FailureReport, RestartPolicy, open_system
-from mint_rl.terminal import StartupTimeline, console
+from mint_rl.terminal import StartupTimeline, console, startup_timeline
 
 A = TypeVar("A", bound=Actor)
 
@@ -73,15 +73,16 @@ def train(config: RLConfig, dataset: RLDataset, log_dir: Path, *,
 _TOKENIZERS: dict[str, Any] = {}
 
 
-def load_tokenizer(base_model: str, timeline: StartupTimeline | None = None) -> Any:
+def load_tokenizer(base_model: str) -> Any:
     """The model's tokenizer (loaded once per process). The first run after set-up may
-    dequantize the bundled model here, which takes a while: the timeline shows it."""
+    dequantize the bundled model here, which takes a while: the start-up timeline shows it."""
     from transformers import AutoTokenizer
 
     from mint_rl.models import resolve_model
 
+    timeline = startup_timeline()
+    timeline.mark("imports done")
     if base_model not in _TOKENIZERS:
-        timeline = timeline or StartupTimeline()
         with timeline.waiting(f"resolving {base_model}"):
             _TOKENIZERS[base_model] = AutoTokenizer.from_pretrained(resolve_model(base_model))
         timeline.mark("model files and tokenizer ready")
@@ -115,9 +116,8 @@ class TrainingRun:
         """Starts the run's actors (unless every step is done); stops them when the block ends."""
         log_dir.mkdir(parents=True, exist_ok=True)
         (log_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-        timeline = StartupTimeline()
-        timeline.mark("imports done")
-        tokenizer = await anyio.to_thread.run_sync(load_tokenizer, config.base_model, timeline)
+        timeline = startup_timeline()
+        tokenizer = await anyio.to_thread.run_sync(load_tokenizer, config.base_model)
         # Shutting an engine down cleanly takes a few seconds (its processes exit in order).
         async with open_system(restart=SUPERVISION, teardown_timeout=60,
                                on_failure=functools.partial(_record_failure, log_dir)) as system:
