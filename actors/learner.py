@@ -41,9 +41,10 @@ class LearnerActor(Actor):
         import mint_rl as mint
 
         service = mint.ServiceClient(learner_settings=self.config.settings)
-        if self.config.resume_from:
+        resume_from = self.config.resume_from
+        if resume_from:
             make = lambda: service.create_training_client_from_state_with_optimizer(  # noqa: E731
-                self.config.resume_from)
+                resume_from)
         else:
             make = lambda: service.create_lora_training_client(  # noqa: E731
                 self.config.base_model, rank=self.config.rank, seed=self.config.seed)

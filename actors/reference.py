@@ -7,14 +7,19 @@ of the weights and runs on its own worker thread, pinned like the learner's when
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mint_rl import types
 from mint_rl.runtime import Actor, endpoint
 
+if TYPE_CHECKING:  # torch-heavy: imported when the reference starts, not with this module
+    from mint_rl.learner.engine import LearnerSettings
+
 
 class ReferenceActor(Actor):
-    def __init__(self, base_model: str, settings: object | None = None) -> None:
+    def __init__(self, base_model: str, settings: LearnerSettings | None = None) -> None:
         self.base_model = base_model
-        self.settings = settings  # mint_rl.LearnerSettings
+        self.settings = settings
 
     async def setup(self) -> None:
         import mint_rl as mint

@@ -16,15 +16,28 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (nev
     from mint_rl import types
     from mint_rl.client import ServiceClient, TrainingClient
     from mint_rl.errors import (
-        BadRequestError, ConflictError, CorruptCheckpointError, InvalidInputError, MintError,
-        MissingLossInputError, NotFoundError, TinkerError, WeightSyncError
+        BadRequestError,
+        ConflictError,
+        CorruptCheckpointError,
+        InvalidInputError,
+        MintError,
+        MissingLossInputError,
+        NotFoundError,
+        TinkerError,
+        WeightSyncError,
     )
     from mint_rl.futures import APIFuture
     from mint_rl.learner.engine import LearnerSettings
     from mint_rl.sampler.sampling_client import SamplingClient
     from mint_rl.types import (
-        AdamParams, Datum, ForwardBackwardOutput, LoraConfig, ModelInput, SampleResponse,
-        SamplingParams, TensorData
+        AdamParams,
+        Datum,
+        ForwardBackwardOutput,
+        LoraConfig,
+        ModelInput,
+        SampleResponse,
+        SamplingParams,
+        TensorData,
     )
 
 _LAZY = {

@@ -60,7 +60,9 @@ def _recipe_names() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mint-rl", description=__doc__.splitlines()[0])
+    # __doc__ is None under `python -OO`, which strips docstrings.
+    description = __doc__.splitlines()[0] if __doc__ else None
+    parser = argparse.ArgumentParser(prog="mint-rl", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
 
     # Help is ours to give: `mint-rl run RECIPE --help` shows the recipe's own options too.
@@ -86,18 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    module = _find_recipe(args.recipe, run) if args.recipe is not None else None
+    recipe: str | None = args.recipe
+    module = _find_recipe(recipe, run) if recipe is not None else None
     if args.help:
         run.print_help()
         if module is not None:
-            print(f"\noptions of the {args.recipe} recipe:")
-            config_parser(module.Config, f"mint-rl run {args.recipe}").print_help()
+            print(f"\noptions of the {recipe} recipe:")
+            config_parser(module.Config, f"mint-rl run {recipe}").print_help()
         return 0
-    if module is None:
+    if recipe is None or module is None:  # module is None exactly when no recipe is given
         run.error("a recipe name or file is required (see `mint-rl list`)")
-    name = Path(args.recipe).stem
+    name = Path(recipe).stem
     # Options are checked before anything starts (argparse errors go to the terminal).
-    config = parse_config(module.Config, extra, f"mint-rl run {args.recipe}")
+    config = parse_config(module.Config, extra, f"mint-rl run {recipe}")
     log_dir = args.log_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return _run_recipe(module, config, log_dir)
 
@@ -157,7 +160,10 @@ def _ask(model_dir: Path, question: str, max_new_tokens: int = 16) -> str:
                                            add_generation_prompt=True, return_tensors="pt",
                                            return_dict=True)
     with torch.no_grad():
-        out = model.generate(**prompt, max_new_tokens=max_new_tokens, do_sample=False)
+        # transformers types generate()'s self as its GenerativePreTrainedModel protocol, which
+        # PreTrainedModel does not satisfy (e.g. `device` is a property there): a stub bug.
+        out = model.generate(  # pyright: ignore[reportAttributeAccessIssue]
+            **prompt, max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

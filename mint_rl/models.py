@@ -110,8 +110,8 @@ def _dequantize_gguf(gguf_dir: Path, gguf_file: str, out: Path) -> None:
         gguf_dir, gguf_file=gguf_file, dtype=torch.float32
     )
     config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
+    if hasattr(config, "quantization_config"):  # set on this config only by the GGUF loader
+        delattr(config, "quantization_config")
     config.name_or_path = DEFAULT_MODEL
     # A fresh model without the GGUF quantizer attached, holding the dequantized weights.
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

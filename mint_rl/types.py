@@ -109,7 +109,9 @@ class TensorData:
 # What a Datum's `loss_fn_inputs` accepts per key: TensorData, an array, or numbers in a list
 # (nested for more dimensions), tuple or alone; the last three only under a key of _KEY_DTYPES,
 # which gives their dtype.
-LossFnInput: TypeAlias = "TensorData | np.ndarray | torch.Tensor | list[Any] | tuple[Any, ...] | float"
+LossFnInput: TypeAlias = (
+    "TensorData | np.ndarray | torch.Tensor | list[Any] | tuple[Any, ...] | float"
+)
 
 
 def _as_tensor_data(key: str, value: LossFnInput) -> TensorData:
@@ -357,7 +359,7 @@ class GetInfoResponse:
 @dataclass
 class SampledSequence:
     tokens: list[int]
-    logprobs: list[float] | None
+    logprobs: list[float]  # Tinker allows None; this sampler always returns them
     stop_reason: StopReason
     # Policy version that produced each token (mint_rl extension; see docs/sampling.md).
     policy_versions: list[int] | None = None

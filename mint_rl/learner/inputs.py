@@ -84,10 +84,10 @@ def _prepare(i: int, datum: Datum, loss: Loss | None, vocab_size: int) -> Prepar
             if weights is None:
                 weights = (adv != 0).astype(np.float32)
             _check_logprobs(f"{where}.loss_fn_inputs['logprobs']", arrays["logprobs"], weights)
-            x = {"weights": weights, "advantages": adv, "logprobs": arrays["logprobs"]}
+            x_arrays = {"weights": weights, "advantages": adv, "logprobs": arrays["logprobs"]}
         else:
-            x = {"weights": arrays["weights"]}
-        x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x.items()}
+            x_arrays = {"weights": arrays["weights"]}
+        x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x_arrays.items()}
         _warn_unused(inputs.keys(), set(required) | {"weights", "mask"}, loss.name)
     return PreparedDatum(tokens=tokens, targets=torch.from_numpy(targets.astype(np.int64)), x=x)
 

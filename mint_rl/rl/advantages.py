@@ -65,7 +65,7 @@ def apply_kl_penalty(
     for d, mask, kl in zip(datums, masks, kls, strict=True):
         advantages = d.loss_fn_inputs["advantages"].to_numpy().astype(np.float64)
         advantages += coef * np.where(mask, mean_kl - kl, 0.0)
-        inputs = dict(d.loss_fn_inputs)
+        inputs: dict[str, types.LossFnInput] = dict(d.loss_fn_inputs)
         inputs["advantages"] = types.TensorData.from_numpy(advantages.astype(np.float32))
         out.append(types.Datum(model_input=d.model_input, loss_fn_inputs=inputs))
     return out, mean_kl

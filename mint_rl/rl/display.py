@@ -7,6 +7,7 @@ and the time since the last step show which one it is.
 from __future__ import annotations
 
 import time
+from types import TracebackType
 from typing import Any
 
 from rich.console import Group
@@ -36,8 +37,9 @@ class RunDisplay:
         self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.live.__exit__(exc_type, exc, traceback)
 
     def status(self, message: str) -> None:
         self.message = message

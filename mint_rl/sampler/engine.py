@@ -140,7 +140,9 @@ class SamplerEngine:
         """Raises WeightSyncError unless the sampler's probe logprobs match the learner's."""
         tokens = self.probe_tokens()
         check_expected_count(tokens, expected)
-        got = (await self.prompt_logprobs(tokens, policy_version))[1:]
+        logprobs = await self.prompt_logprobs(tokens, policy_version)
+        got = [lp for lp in logprobs[1:] if lp is not None]
+        assert len(got) == len(logprobs) - 1  # only position 0 (no context) has no logprob
         check_arrival(policy_version, got, expected, self.config.probe_tolerance)
 
     # ---------------------------------------------------------------- requests

@@ -119,17 +119,17 @@ class SamplingClient:
             for g in gens
         ])
         if want_prompt:
-            steps = gens[0].prompt_logprobs or []
-            response.prompt_logprobs = [None] + [
-                d[t].logprob for d, t in zip(steps[1:], tokens[1:], strict=True)
-            ]
+            steps = gens[0].scored_prompt()
+            response.prompt_logprobs = [None, *(
+                d[t].logprob for d, t in zip(steps, tokens[1:], strict=True)
+            )]
             if topk_prompt_logprobs > 0:
-                response.topk_prompt_logprobs = [None] + [
+                response.topk_prompt_logprobs = [None, *(
                     sorted(((tok, lp.logprob) for tok, lp in d.items()
                             if lp.rank is not None and lp.rank <= topk_prompt_logprobs),
                            key=lambda x: -x[1])[:topk_prompt_logprobs]
-                    for d in steps[1:]
-                ]
+                    for d in steps
+                )]
         return response
 
 

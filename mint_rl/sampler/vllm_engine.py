@@ -39,6 +39,15 @@ class Completion:
     finish_reason: str
     prompt_logprobs: list[dict[int, Any] | None] | None
 
+    def scored_prompt(self) -> list[dict[int, Any]]:
+        """vLLM's scores of the prompt positions after the first (which has no context, so no
+        score); empty when the request did not ask for prompt logprobs."""
+        out = []
+        for scores in (self.prompt_logprobs or [])[1:]:
+            assert scores is not None  # vLLM scores every prompt position after the first
+            out.append(scores)
+        return out
+
 
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
@@ -252,9 +261,10 @@ class VllmEngine:
 
         params = VllmSamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         out = await self.generate(tokens, params, request_id, extra)
-        return [None] + [
-            d[t].logprob for d, t in zip(out.prompt_logprobs[1:], tokens[1:], strict=True)
-        ]
+        assert out.prompt_logprobs is not None  # asked for above (prompt_logprobs=0)
+        return [None, *(
+            d[t].logprob for d, t in zip(out.scored_prompt(), tokens[1:], strict=True)
+        )]
 
     # ---------------------------------------------------------------- weights
 

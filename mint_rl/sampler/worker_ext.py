@@ -125,6 +125,7 @@ def _load_linear_weight(layer: torch.nn.Module, weight: torch.Tensor) -> None:
     """Puts a full (unsharded, TP=1) weight into a vLLM linear layer and re-runs its processing."""
     base = getattr(layer, "base_layer", layer)
     current = base.weight
+    assert isinstance(current, torch.Tensor)  # a Parameter; torch types module attributes loosely
     if current.numel() == weight.numel():  # weight kept as is (GPU): copy in place
         current.data.copy_(weight.to(current.device).view_as(current))
         return
