@@ -79,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--check", action="store_true",
                          help="also load it with transformers and ask it a question")
     sub.add_parser("list", help="list recipes")
+    serve = sub.add_parser("serve", help="serve the Tinker HTTP protocol: the tinker SDK "
+                                         "trains and samples here (docs/server.md)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (not loopback: needs an API key)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--storage", type=Path, default=None,
+                       help="checkpoint folder (default: $MINT_RL_RUNS or ~/.mint_rl/runs)")
+    serve.add_argument("--api-key", default=None,
+                       help="require this X-API-Key (starts with tml-; default $MINT_RL_API_KEY)")
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "prepare-model":
@@ -88,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "serve":
+        return _serve(args)
     recipe: str | None = args.recipe
     module = _find_recipe(recipe, run) if recipe is not None else None
     if args.help:
@@ -125,6 +136,26 @@ def _find_recipe(recipe: str, parser: argparse.ArgumentParser) -> ModuleType:
         parser.error(f"unknown recipe {recipe!r}; available: {', '.join(names) or 'none'} "
                      "(or give the path of a recipe file)")
     return importlib.import_module(f"mint_rl.recipes.{recipe}")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Runs the Tinker-protocol server (mint_rl/server) until Ctrl-C."""
+    import os
+
+    from mint_rl.server import ServerConfig, serve
+    from mint_rl.server.config import api_key_from_env
+
+    if args.storage is not None:
+        # The training clients write checkpoints under $MINT_RL_RUNS; tinker paths map there.
+        os.environ["MINT_RL_RUNS"] = str(args.storage.expanduser().resolve())
+    try:
+        config = ServerConfig(host=args.host, port=args.port,
+                              api_key=api_key_from_env(args.api_key))
+    except BadRequestError as e:  # a public host without a key, a key the SDK cannot send
+        console.print(f"[bold red]mint-rl serve: {e}[/]")
+        return 2
+    serve(config)
+    return 0
 
 
 def _prepare_model(model: str | None, check: bool) -> int:

@@ -1,0 +1,40 @@
+"""The FastAPI application: every endpoint under /api/v1, behind the API-key and size checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from mint_rl.learner.engine import LearnerSettings
+from mint_rl.server import routes_runs, routes_sampling, routes_session, routes_training
+from mint_rl.server.config import ServerConfig
+from mint_rl.server.errors import install_handlers
+from mint_rl.server.middleware import GuardMiddleware
+from mint_rl.server.state import ServerState
+
+PREFIX = "/api/v1"
+
+
+def create_app(config: ServerConfig | None = None, *,
+               learner_settings: LearnerSettings | None = None) -> FastAPI:
+    """A Tinker-protocol server over mint_rl; `app.state.server` is its ServerState."""
+    config = config or ServerConfig()
+    state = ServerState(config, learner_settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()  # models finish what they run; nothing new starts
+
+    # No /docs or /openapi.json: the protocol is the SDK's, and docs/server.md describes it.
+    app = FastAPI(title="mint_rl Tinker server", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.server = state
+    install_handlers(app)
+    for module in (routes_session, routes_training, routes_sampling, routes_runs):
+        app.include_router(module.router(state), prefix=PREFIX)
+    app.add_middleware(GuardMiddleware, api_key=config.api_key,
+                       max_body_bytes=config.max_request_bytes)
+    return app

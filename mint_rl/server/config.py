@@ -1,0 +1,60 @@
+"""How a server is set up, and the safety rules checked before it starts."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from mint_rl.errors import InvalidInputError
+
+API_KEY_ENV = "MINT_RL_API_KEY"
+# The tinker SDK refuses, before sending anything, an API key that does not start with this.
+API_KEY_PREFIX = "tml-"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # None: anyone who can reach the port may train; allowed on a loopback address only.
+    api_key: str | None = None
+    # Largest request body, compressed or not (the SDK sends forward_backward in ~5 MB chunks).
+    max_request_bytes: int = 64 * 2**20
+    # retrieve_future holds a poll this long before answering "not ready" (the SDK waits 45 s).
+    long_poll_s: float = 40.0
+    # A model's operations run in seq_id order; a seq_id that has not arrived after this long
+    # (its request was lost or refused unread) is skipped so later ones are not held forever.
+    seq_gap_timeout_s: float = 60.0
+    # Tell the SDK to zstd-compress forward_backward bodies (worth it off-machine only).
+    compress_forward_backward: bool = False
+    # Datums per forward_backward request the SDK sends (None: its default, 1024). A batch
+    # over this goes as several requests at once, which the server applies in seq_id order.
+    forward_backward_chunk_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.startswith(API_KEY_PREFIX):
+            raise InvalidInputError(
+                "api_key", f"must start with {API_KEY_PREFIX!r}: the tinker SDK sends no other key")
+        if not is_loopback(self.host) and self.api_key is None:
+            raise InvalidInputError(
+                "host", f"{self.host!r} is reachable from other machines; set an API key "
+                f"(--api-key or ${API_KEY_ENV}) to serve on it, or bind 127.0.0.1")
+        if self.max_request_bytes < 1024:
+            raise InvalidInputError("max_request_bytes", f"must be >= 1024, got "
+                                                         f"{self.max_request_bytes}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, "localhost")."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything, so treat it as public
+        return False
+
+
+def api_key_from_env(explicit: str | None) -> str | None:
+    """The --api-key value, else $MINT_RL_API_KEY, else None (an empty value counts as unset)."""
+    return explicit or os.environ.get(API_KEY_ENV) or None

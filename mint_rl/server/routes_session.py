@@ -1,0 +1,86 @@
+"""Client set-up, sessions and futures: /client/config ... /retrieve_future."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from mint_rl.models import DEFAULT_MODEL
+from mint_rl.server import schemas
+from mint_rl.server.errors import HTTPError, failure
+from mint_rl.server.futures import wait
+from mint_rl.server.state import ServerState
+
+
+def router(state: ServerState) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/client/config")
+    async def client_config() -> dict[str, Any]:
+        # Feature flags for the SDK: API keys only, retrieve_future per request, custom losses
+        # on the client; everything else at the SDK's defaults.
+        flags: dict[str, Any] = {
+            "pjwt_auth_enabled": False, "sample_use_retrieve_futures": False,
+            "custom_loss_server_side": False, "sample_join_sampling_session": False,
+            "proto_compress_fwdbwd": state.config.compress_forward_backward}
+        if state.config.forward_backward_chunk_len is not None:
+            flags["fwdbwd_max_chunk_len"] = state.config.forward_backward_chunk_len
+        return flags
+
+    @api.post("/client/dynamic_config")
+    async def dynamic_config() -> dict[str, Any]:
+        return {}
+
+    @api.post("/create_session")
+    async def create_session(body: schemas.CreateSession) -> dict[str, Any]:
+        session = state.registry.new_session(body.user_metadata or {})
+        return {"session_id": session.id, "type": "create_session"}
+
+    @api.post("/session_heartbeat")
+    async def heartbeat(body: schemas.SessionRef) -> dict[str, Any]:
+        state.registry.session(body.session_id)  # 404 unknown, 410 finished: the SDK stops
+        return {"type": "session_heartbeat"}
+
+    @api.post("/sessions/{session_id}/finish")
+    async def finish(session_id: str, body: schemas.FinishSession) -> dict[str, Any]:
+        state.release(state.registry.finish(session_id))
+        return {}
+
+    @api.post("/telemetry")
+    async def telemetry() -> dict[str, Any]:
+        return {"status": "accepted"}  # nothing is collected
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @api.get("/get_server_capabilities")
+    async def capabilities() -> dict[str, Any]:
+        return {"supported_models": [{"model_name": DEFAULT_MODEL, "trainable": True,
+                                      "sampleable": True}]}
+
+    @api.post("/retrieve_future")
+    async def retrieve_future(body: schemas.RetrieveFuture) -> Response:
+        return await retrieve(state, body.request_id)
+
+    return api
+
+
+async def retrieve(state: ServerState, request_id: str) -> Response:
+    """The result (protobuf or JSON), the failure, or 408 once the long poll is over."""
+    future = state.futures.get(request_id)
+    if future is None:
+        raise HTTPError(404, f"request_id: unknown or expired request {request_id!r}")
+    if not await wait(future, state.config.long_poll_s):
+        # 408 rather than 200 "try_again": the SDK polls again at once either way, but logs a
+        # warning for each try_again.
+        return JSONResponse({"type": "try_again", "request_id": request_id,
+                             "queue_state": "active"}, status_code=408)
+    state.futures.retrieved(request_id)
+    error = future.exception()
+    if error is not None:
+        return JSONResponse(failure(error))
+    reply = future.result()
+    return Response(reply.body, media_type=reply.media_type)
