@@ -21,6 +21,7 @@ replaces the advantage step, and several samplers share the prompt stream.
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class PipelineConfig:
     start_step: int = 0
     eval_every: int = 0  # 0 = never
     save_every: int = 0  # 0 = never
+    seed: int | None = None
+    """Sampling seeds derive from (seed, batch, group, sample): a resumed run samples what an
+    uninterrupted one would. None: unseeded."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "groups_per_batch"):
@@ -69,6 +73,7 @@ class PipelineState:
     learner_policy_version: int = 0
     sampler_policy_version: int = -1  # the oldest any sampler serves
     step: int = 0
+    stopped_early: bool = False  # a stop was requested (Ctrl-C): the run ends at a step boundary
     groups_dropped_stale: int = 0
     groups_filtered: int = 0
     groups_in_flight: int = 0
@@ -113,7 +118,8 @@ class RLPipeline:
     stages: Sequence[GroupStage] = ()
     evaluate: Evaluate | None = None
     on_step: Callable[[dict[str, Any]], None] = _ignore
-    on_checkpoint: Callable[[int, str], None] = _ignore
+    on_checkpoint: Callable[[int, str, list[int]], None] = _ignore
+    """(steps completed, learner state path, batches sampled but not trained)."""
     state: PipelineState = field(default_factory=PipelineState)
     timeline: StartupTimeline | None = None
 
@@ -131,6 +137,17 @@ class RLPipeline:
         self._load_times: dict[str, float] = {}
         self._probe: list[int] = []
         self._tg: TaskGroup | None = None
+        self._next_batch = self.config.start_step  # the first batch not yet sent to sampling
+        self._stop_requested = False
+        self._checkpointed_step = self.config.start_step
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def request_stop(self) -> None:
+        """Ends the run after the step in progress, with a checkpoint (what Ctrl-C does)."""
+        self._stop_requested = True
 
     def _mark(self, phase: str) -> None:
         if self.timeline is not None:
@@ -145,7 +162,12 @@ class RLPipeline:
             tg.start_soon(self.sample_batches)
             for step in range(self.config.start_step, self.config.steps):
                 await self.train_step(step)
-            await self.finish()
+                if self._stop_requested:
+                    await self.save_checkpoint(step + 1)
+                    self.state.stopped_early = True
+                    break
+            else:
+                await self.finish()
             tg.cancel_scope.cancel()  # rollouts started for batches past the last step
         return self.state
 
@@ -171,8 +193,7 @@ class RLPipeline:
             metrics.update(batch.metrics)
             metrics.update(self._load_metrics())
         if self.config.save_every and (step + 1) % self.config.save_every == 0:
-            path = await self.learner.save_state(f"step-{step + 1:06d}")
-            self.on_checkpoint(step + 1, path)
+            await self.save_checkpoint(step + 1)
         self.state.last_metrics = metrics
         if step == self.config.start_step:
             self._mark(f"step {step} done")
@@ -185,7 +206,7 @@ class RLPipeline:
         groups: list[TrajectoryGroup] = []
         received = 0
         while received < self.config.groups_per_batch:
-            builder, group = await self._groups[1].receive()
+            builder, group_index, group = await self._groups[1].receive()
             state.queue_depth = self._groups[1].statistics().depth
             if group is None:
                 received += 1
@@ -193,7 +214,8 @@ class RLPipeline:
             if state.learner_policy_version - group.oldest_policy_version > k:
                 # Defence in depth: pacing makes this rare, but it is never trained on.
                 state.groups_dropped_stale += 1
-                self._start_rollout(builder, group.batch_index, state.learner_policy_version - k)
+                self._start_rollout(builder, group.batch_index, group_index,
+                                    state.learner_policy_version - k)
                 continue
             groups.append(group)
             received += 1
@@ -212,6 +234,14 @@ class RLPipeline:
         saved = await self.learner.save_weights_for_sampler(self._probe)
         self.state.learner_policy_version = saved.policy_version
         await self._saved[0].send(saved)
+
+    async def save_checkpoint(self, steps_done: int) -> None:
+        """The learner's state after `steps_done` steps, and the batches to sample again."""
+        if self._checkpointed_step == steps_done:
+            return
+        path = await self.learner.save_state(f"step-{steps_done:06d}")
+        self._checkpointed_step = steps_done
+        self.on_checkpoint(steps_done, path, list(range(steps_done, self._next_batch)))
 
     async def evaluate_policy(self, step: int) -> dict[str, float]:
         assert self.evaluate is not None
@@ -236,7 +266,12 @@ class RLPipeline:
         state = self.state
         staleness = [state.learner_policy_version - tr.oldest_policy_version
                      for g in groups for tr in g.trajectories] or [0]
+        batches = [g.batch_index for g in groups] or [-1]
         return {
+            # Which batches the trained groups came from: at K = 0 exactly this step's.
+            "groups/trained": len(groups),
+            "groups/oldest_batch": min(batches),
+            "groups/newest_batch": max(batches),
             "staleness/max": max(staleness),
             "staleness/mean": sum(staleness) / len(staleness),
             "groups/dropped_stale": state.groups_dropped_stale,
@@ -260,15 +295,21 @@ class RLPipeline:
             # Pacing: batch b may only be sampled by a policy at most K versions behind b.
             await self.state.wait_sampler_policy_version(b - k)
             self._mark(f"step {self.config.start_step} starts sampling")
-            for builder in self.dataset.get_batch(b):
-                self._start_rollout(builder, b, b - k)
+            for j, builder in enumerate(self.dataset.get_batch(b)):
+                self._start_rollout(builder, b, j, b - k)
+            self._next_batch = b + 1
 
-    def _start_rollout(self, builder: EnvGroupBuilder, batch_index: int,
+    def _start_rollout(self, builder: EnvGroupBuilder, batch_index: int, group_index: int,
                        min_policy_version: int) -> None:
         assert self._tg is not None
-        self._tg.start_soon(self.rollout, builder, batch_index, min_policy_version)
+        self._tg.start_soon(self.rollout, builder, batch_index, group_index, min_policy_version)
 
-    async def rollout(self, builder: EnvGroupBuilder, batch_index: int,
+    def _sampling_seed(self, batch_index: int, group_index: int) -> int | None:
+        if self.config.seed is None:
+            return None
+        return random.Random(f"{self.config.seed}-{batch_index}-{group_index}").getrandbits(31)
+
+    async def rollout(self, builder: EnvGroupBuilder, batch_index: int, group_index: int,
                       min_policy_version: int) -> None:
         """One group: sampled by the least busy sampler, passed through the stages, queued."""
         i = min(range(len(self.samplers)), key=self._in_flight.__getitem__)
@@ -276,7 +317,8 @@ class RLPipeline:
         self.state.groups_in_flight += 1
         try:
             group: TrajectoryGroup | None = await self.samplers[i].rollout(
-                builder, batch_index, min_policy_version)
+                builder, batch_index, min_policy_version,
+                self._sampling_seed(batch_index, group_index))
             self._mark("first group sampled")
             for stage in self.stages:
                 if group is None:
@@ -284,7 +326,7 @@ class RLPipeline:
                 group = await stage(group)
             if group is None:
                 self.state.groups_filtered += 1
-            await self._groups[0].send((builder, group))
+            await self._groups[0].send((builder, group_index, group))
         finally:
             self._in_flight[i] -= 1
             self.state.groups_in_flight -= 1

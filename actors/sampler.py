@@ -68,11 +68,12 @@ class SamplerActor(Actor):
 
     @endpoint(concurrent=True)
     async def rollout(self, builder: EnvGroupBuilder, batch_index: int,
-                      min_policy_version: int) -> TrajectoryGroup:
-        """Rolls out one group with a policy version >= `min_policy_version` (waits for it)."""
+                      min_policy_version: int, seed: int | None = None) -> TrajectoryGroup:
+        """Rolls out one group with a policy version >= `min_policy_version` (waits for it);
+        `seed` makes its samples reproducible."""
         while self._client is None or self.policy_version < min_policy_version:
             await self._loaded.wait()
-        return await rollout_group(builder, self._client, self.params, batch_index)
+        return await rollout_group(builder, self._client, self.params, batch_index, seed)
 
     @endpoint(concurrent=True)
     async def sampling_client(self) -> SamplingClient:

@@ -99,8 +99,10 @@ class ServiceClient:
         return client
 
     def create_sampling_client(
-        self, model_path: str | None = None, base_model: str | None = None, **_: Any
+        self, model_path: str | None = None, base_model: str | None = None,
+        record_stability_info: bool = False, **_: Any
     ):
+        """`record_stability_info`: its samples record what stable_reinforce reads."""
         if model_path is None and base_model is None:
             raise InvalidInputError("model_path", "give model_path or base_model")
         from mint_rl.sampler.sampling_client import SamplingClient
@@ -108,8 +110,9 @@ class ServiceClient:
         if model_path is not None:
             folder = ckpt.resolve_path(model_path)
             # Without base_model, SamplingClient reads it from adapter_config.json.
-            return SamplingClient(base_model=base_model, model_path=str(folder))
-        return SamplingClient(base_model=base_model)
+            return SamplingClient(base_model=base_model, model_path=str(folder),
+                                  record_stability_info=record_stability_info)
+        return SamplingClient(base_model=base_model, record_stability_info=record_stability_info)
 
     # Async forms: single await, as in Tinker.
     async def create_lora_training_client_async(self, *args: Any, **kw: Any) -> TrainingClient:
@@ -244,8 +247,10 @@ class TrainingClient:
 
         return self._submit(save)
 
-    def save_weights_and_get_sampling_client(self, name: str | None = None, **_: Any):
+    def save_weights_and_get_sampling_client(self, name: str | None = None,
+                                             record_stability_info: bool = False, **_: Any):
         """A SamplingClient frozen on the current weights; the policy version is the step.
+        `record_stability_info`: its samples record what stable_reinforce reads.
 
         The weights are loaded into this process's sampler engine and checked there: the engine's
         logprobs of a probe sequence must match the learner's, or WeightSyncError is raised.
@@ -259,7 +264,8 @@ class TrainingClient:
         weights = SamplerWeights(self.base_model)
         probe = weights.probe_tokens()
         weights.load(folder, version, self.probe_logprobs(probe).result())
-        return SamplingClient(self.base_model, folder, version)
+        return SamplingClient(self.base_model, folder, version,
+                              record_stability_info=record_stability_info)
 
     def probe_logprobs(self, tokens: list[int]) -> APIFuture[list[float]]:
         """log p(tokens[i+1] | tokens[:i+1]) under the current weights (after queued ops)."""
@@ -276,11 +282,13 @@ class TrainingClient:
 
         return self._submit(run)
 
-    def create_sampling_client(self, model_path: str, **_: Any):
+    def create_sampling_client(self, model_path: str, record_stability_info: bool = False,
+                               **_: Any):
         from mint_rl.sampler.sampling_client import SamplingClient
 
         return SamplingClient(base_model=self.base_model,
-                              model_path=str(ckpt.resolve_path(model_path)))
+                              model_path=str(ckpt.resolve_path(model_path)),
+                              record_stability_info=record_stability_info)
 
     # ----------------------------------------------------------------------------------------
     # info

@@ -19,6 +19,7 @@ class InvalidInputError(BadRequestError, ValueError):
 
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
+        self.problem = problem
         super().__init__(f"{field}: {problem}")
 
 

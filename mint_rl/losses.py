@@ -1,14 +1,29 @@
-"""The built-in losses: cross_entropy, importance_sampling, ppo, cispo, dro.
+"""The built-in losses: cross_entropy, importance_sampling, ppo, cispo, dro, gspo,
+stable_reinforce.
 
 Every loss is token-level and summed over tokens and datums (no length normalisation). Notation,
 per token t: logp_t = learner log-probability of target_tokens[t], logq_t = the sampler's
-(`logprobs` input), r_t = exp(logp_t - logq_t), A_t = advantages[t], w_t = weights[t].
+(`logprobs` input), r_t = exp(logp_t - logq_t), A_t = advantages[t], w_t = weights[t],
+sg = stop-gradient.
 
     cross_entropy        -sum w·logp
     importance_sampling  -sum w·r·A
     ppo                  -sum w·min(r·A, clip(r, lo, hi)·A)
     cispo                -sum w·sg(c(r))·logp·A        c = soft clip of the ratio, see below
     dro                  -sum w·(logp·A - ½·beta·(logp - logq)²)
+    gspo                 -sum w·min(s_t·A, clip(s_t, lo, hi)·A)
+                         s = exp(mean over M of (sg logp - logq)), s_t = sg(s)·exp(logp - sg logp)
+    stable_reinforce     -sum w·k·(sg(min(r, C))·logp·A - kl_coeff·(r - 1 - log r))
+                         k = 1 if lo_m <= r <= hi_m else 0 (the trust band, detached)
+
+GSPO (GSPO-token, as Tinker implements it): M is the datum's `sequence_ratio_mask` (default: its
+trained positions, w != 0). s is the geometric mean of the datum's ratios over M, so every token
+of a sequence is clipped together; s_t has the value s and the gradient s·grad(logp_t).
+
+stable_reinforce: truncated importance-weighted REINFORCE against the behaviour logprobs (the
+sampler's, recorded at sampling time when the datum's provenance names recorded sequences, see
+mint_rl/stability.py), tokens whose ratio leaves the trust band dropped, and an optional k3
+estimate of KL(sampler || learner) as a penalty. docs/losses.md gives the reasons.
 
 `weights` (or `mask`) is optional on the RL losses; without it w_t = 1 where A_t != 0 and 0
 elsewhere, so prompt tokens (advantage 0) never train. One advantage per datum (length 1) is
@@ -47,6 +62,15 @@ class Loss:
     per_token: Callable[[torch.Tensor, dict[str, torch.Tensor], Config], torch.Tensor]
     defaults: Config = field(default_factory=dict)
     parse_config: Callable[[Config], Config] | None = None
+    # Float inputs it reads besides weights/mask and the required ones (each has a default).
+    optional: tuple[str, ...] = ()
+    # A term that trains every weighted token, A = 0 or not (dro's quadratic, a KL penalty).
+    trains_without_advantage: bool = False
+    # The ratio its clip bounds act on, for the clip_frac metric (None: the token ratio r).
+    clip_ratio: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor] | None = None
+    # Trains against the behaviour logprobs recorded at sampling time where the datum's
+    # provenance names recorded sequences (mint_rl/stability.py).
+    reads_stability_info: bool = False
 
     @property
     def is_rl(self) -> bool:
@@ -67,9 +91,7 @@ class Loss:
 
     def trained(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         """Positions whose logprob gets a gradient: the rest are computed without autograd."""
-        if not self.is_rl:
-            return x["weights"] != 0
-        if self.name == "dro":  # the quadratic term trains even where A = 0
+        if not self.is_rl or self.trains_without_advantage:
             return x["weights"] != 0
         return (x["weights"] != 0) & (x["advantages"] != 0)
 
@@ -127,6 +149,39 @@ def dro(logp: torch.Tensor, x: dict[str, torch.Tensor], cfg: Config) -> torch.Te
     return -x["weights"] * (logp * x["advantages"] - penalty)
 
 
+def sequence_ratio(logp: torch.Tensor, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """GSPO's s for every position of one datum: exp of the mean log-ratio over the sequence
+    ratio mask, detached. An empty mask gives s = 1 (inputs.py refuses it where tokens train)."""
+    mask = x["sequence_ratio_mask"]
+    log_ratio = (logp.detach() - x["logprobs"]) * mask
+    mean = log_ratio.sum() / mask.sum().clamp(min=1.0)
+    return torch.exp(mean).expand_as(logp)
+
+
+def gspo(logp: torch.Tensor, x: dict[str, torch.Tensor], cfg: Config) -> torch.Tensor:
+    # s_t: value s, gradient s·grad(logp_t) (the exp factor is 1 with derivative 1).
+    s_t = sequence_ratio(logp, x) * torch.exp(logp - logp.detach())
+    clipped = s_t.clamp(cfg["clip_low_threshold"], cfg["clip_high_threshold"])
+    adv = x["advantages"]
+    return -x["weights"] * torch.minimum(s_t * adv, clipped * adv)
+
+
+def stable_reinforce(logp: torch.Tensor, x: dict[str, torch.Tensor], cfg: Config) -> torch.Tensor:
+    log_ratio = logp - x["logprobs"]
+    ratio = torch.exp(log_ratio.detach())
+    in_band = (ratio >= cfg["mask_low_threshold"]) & (ratio <= cfg["mask_high_threshold"])
+    # A token outside the band is computed as if r = 0 (weight) and log r = 0 (penalty): both
+    # terms are then exactly 0 with finite gradients, where the ratio itself may be inf.
+    weight = torch.where(in_band, ratio, 0.0).clamp(max=cfg["clip_high_threshold"])
+    per_token = weight * logp * x["advantages"]  # weight is detached: it only scales
+    if cfg["kl_coeff"] != 0:
+        # k3 = r - 1 - log r >= 0: unbiased for KL(sampler || learner) on the sampler's tokens;
+        # its gradient (r - 1)·grad(logp) pulls the learner back toward the sampler.
+        lr = torch.where(in_band, log_ratio, 0.0)
+        per_token = per_token - cfg["kl_coeff"] * (torch.exp(lr) - 1 - lr)
+    return -x["weights"] * per_token
+
+
 # --------------------------------------------------------------------------------------------
 # Config parsing for the clipped losses: the seed's `clip_ratio` or Tinker's thresholds.
 
@@ -142,8 +197,14 @@ def _clip_thresholds(user: Config, loss: str) -> tuple[float, float]:
     eps = _finite("clip_ratio", user.get("clip_ratio", 0.2))
     if not 0.0 <= eps <= 0.5:
         raise InvalidInputError("loss_fn_config['clip_ratio']", f"must be in [0.0, 0.5], got {eps}")
-    lo = _finite("clip_low_threshold", user.get("clip_low_threshold", 1.0 - eps))
-    hi = _finite("clip_high_threshold", user.get("clip_high_threshold", 1.0 + eps))
+    return _ratio_bounds(user, 1.0 - eps, 1.0 + eps)
+
+
+def _ratio_bounds(user: Config, lo_default: float, hi_default: float) -> tuple[float, float]:
+    """clip_low_threshold in [0, 1] and clip_high_threshold finite and >= 1: absolute bounds on
+    the ratio (Tinker's convention), so the on-policy ratio 1 is never clipped."""
+    lo = _finite("clip_low_threshold", user.get("clip_low_threshold", lo_default))
+    hi = _finite("clip_high_threshold", user.get("clip_high_threshold", hi_default))
     if not 0.0 <= lo <= 1.0:
         raise InvalidInputError(
             "loss_fn_config['clip_low_threshold']", f"must be in [0, 1], got {lo}"
@@ -186,6 +247,43 @@ def _dro_config(user: Config) -> Config:
     return {"beta": beta}
 
 
+# GSPO's bounds on the sequence ratio s: the GSPO paper's (arXiv 2507.18071 v2, section 5.1)
+# eps_low = 3e-4 and eps_high = 4e-4, as absolute bounds. s is a per-token geometric mean, so
+# it moves far less than a token ratio; PPO's 0.8/1.2 would almost never clip it.
+GSPO_CLIP = (1.0 - 3e-4, 1.0 + 4e-4)
+
+
+def _gspo_config(user: Config) -> Config:
+    _check_keys(user, {"clip_low_threshold", "clip_high_threshold"}, "gspo")
+    lo, hi = _ratio_bounds(user, *GSPO_CLIP)
+    return {"clip_low_threshold": lo, "clip_high_threshold": hi}
+
+
+# stable_reinforce defaults (docs/losses.md gives the reasons): the truncation cap C of the
+# importance weight (TIS; verl's rollout_is_threshold), the trust band [1/5, 5] on the token
+# ratio, symmetric in log space (IcePop-style masking), and no KL penalty (the cookbook puts
+# its KL penalty into the advantages; a second one here would count it twice).
+STABLE_REINFORCE_DEFAULTS: Config = {
+    "clip_high_threshold": 2.0, "mask_low_threshold": 0.2, "mask_high_threshold": 5.0,
+    "kl_coeff": 0.0,
+}
+
+
+def _stable_reinforce_config(user: Config) -> Config:
+    _check_keys(user, set(STABLE_REINFORCE_DEFAULTS), "stable_reinforce")
+    cfg = {**STABLE_REINFORCE_DEFAULTS, **{k: _finite(k, v) for k, v in user.items()}}
+    checks = (  # (key, ok, what it must be); inf is allowed where it means "off"
+        ("clip_high_threshold", cfg["clip_high_threshold"] >= 1.0, ">= 1 (inf: no truncation)"),
+        ("mask_low_threshold", 0.0 <= cfg["mask_low_threshold"] <= 1.0, "in [0, 1]"),
+        ("mask_high_threshold", cfg["mask_high_threshold"] >= 1.0, ">= 1 (inf: no upper mask)"),
+        ("kl_coeff", 0.0 <= cfg["kl_coeff"] < math.inf, "finite and >= 0"),
+    )
+    for key, ok, what in checks:
+        if not ok:
+            raise InvalidInputError(f"loss_fn_config[{key!r}]", f"must be {what}, got {cfg[key]}")
+    return cfg
+
+
 _RL_INPUTS = ("target_tokens", "logprobs", "advantages")
 
 LOSSES: dict[str, Loss] = {
@@ -193,7 +291,13 @@ LOSSES: dict[str, Loss] = {
     "importance_sampling": Loss("importance_sampling", _RL_INPUTS, importance_sampling),
     "ppo": Loss("ppo", _RL_INPUTS, ppo, parse_config=_ppo_config),
     "cispo": Loss("cispo", _RL_INPUTS, cispo, parse_config=_cispo_config),
-    "dro": Loss("dro", _RL_INPUTS, dro, parse_config=_dro_config),
+    "dro": Loss("dro", _RL_INPUTS, dro, parse_config=_dro_config, trains_without_advantage=True),
+    "gspo": Loss("gspo", _RL_INPUTS, gspo, parse_config=_gspo_config,
+                 optional=("sequence_ratio_mask",), clip_ratio=sequence_ratio),
+    # Its KL term trains weighted tokens with A = 0 too (when kl_coeff > 0).
+    "stable_reinforce": Loss("stable_reinforce", _RL_INPUTS, stable_reinforce,
+                             parse_config=_stable_reinforce_config,
+                             trains_without_advantage=True, reads_stability_info=True),
 }
 
 

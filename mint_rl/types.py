@@ -7,6 +7,7 @@ input fails at the call site instead of deep inside a training step.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -18,7 +19,8 @@ from mint_rl.errors import InvalidInputError
 if TYPE_CHECKING:
     import torch
 
-LossFnType = Literal["cross_entropy", "importance_sampling", "ppo", "cispo", "dro"]
+LossFnType = Literal["cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo",
+                     "stable_reinforce"]
 StopReason = Literal["length", "stop"]
 TensorDtype = Literal["int64", "float32"]
 
@@ -31,6 +33,7 @@ _KEY_DTYPES: dict[str, TensorDtype] = {
     "mask": "float32",
     "clip_low_threshold": "float32",
     "clip_high_threshold": "float32",
+    "sequence_ratio_mask": "float32",
 }
 
 
@@ -199,24 +202,121 @@ class ModelInput:
         return self.append(EncodedTextChunk(tokens=[int(token)]))
 
 
+# --------------------------------------------------------------------------------------------
+# Provenance: which sampled sequence each datum position came from (Tinker's provenance spans)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptProvenanceSpan:
+    """The covered datum positions are positions [offset, offset + length) of the prompt of the
+    request that produced sequence `sequence_id`."""
+
+    sequence_id: str
+    offset: int = 0
+    length: int
+
+    def __post_init__(self) -> None:
+        _check_span(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampledProvenanceSpan:
+    """The covered datum positions are positions [offset, offset + length) of the tokens that
+    sequence `sequence_id` sampled."""
+
+    sequence_id: str
+    offset: int = 0
+    length: int
+
+    def __post_init__(self) -> None:
+        _check_span(self)
+
+
+ProvenanceSpan: TypeAlias = "PromptProvenanceSpan | SampledProvenanceSpan"
+
+
+def _check_span(span: PromptProvenanceSpan | SampledProvenanceSpan) -> None:
+    kind = type(span).__name__
+    if not isinstance(span.sequence_id, str) or not span.sequence_id:
+        raise InvalidInputError(f"{kind}.sequence_id", f"must be a non-empty string, got "
+                                                       f"{span.sequence_id!r}")
+    for name in ("offset", "length"):
+        value = getattr(span, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InvalidInputError(f"{kind}.{name}", f"must be an int >= 0, got {value!r}")
+
+
+def check_provenance(where: str, model_input_length: int, target_length: int | None,
+                     model_input_spans: Sequence[Any] | None,
+                     loss_fn_input_spans: Sequence[Any] | None) -> None:
+    """Spans come as a pair, and each list tiles its field exactly (lengths sum to its length).
+    `target_length` None: target_tokens is absent or not 1-D, so its tiling is not checked."""
+    if (model_input_spans is None) != (loss_fn_input_spans is None):
+        missing = "model_input_spans" if model_input_spans is None else "loss_fn_input_spans"
+        raise InvalidInputError(f"{where}{missing}", "provenance comes as a pair: set "
+                                "model_input_spans and loss_fn_input_spans, or neither")
+    for name, spans, expected, what in (
+        ("model_input_spans", model_input_spans, model_input_length, "model_input"),
+        ("loss_fn_input_spans", loss_fn_input_spans, target_length,
+         "loss_fn_inputs['target_tokens']"),
+    ):
+        if spans is None:
+            continue
+        if not isinstance(spans, (list, tuple)):
+            raise InvalidInputError(f"{where}{name}", "must be a list of provenance spans")
+        for j, span in enumerate(spans):
+            if not isinstance(span, (PromptProvenanceSpan, SampledProvenanceSpan)):
+                raise InvalidInputError(f"{where}{name}[{j}]", "must be a PromptProvenanceSpan "
+                                        f"or SampledProvenanceSpan, got {type(span).__name__}")
+        total = sum(span.length for span in spans)
+        if expected is not None and total != expected:
+            raise InvalidInputError(f"{where}{name}", f"cover {total} positions but {what} has "
+                                    f"{expected}; the spans must tile it exactly")
+
+
 @dataclass(init=False)
 class Datum:
     """One training example: the model's input and the per-token inputs of the loss.
 
-    `loss_fn_inputs` takes any LossFnInput per key and holds TensorData once built.
+    `loss_fn_inputs` takes any LossFnInput per key and holds TensorData once built. The optional
+    provenance spans (set both or neither; `with_provenance` is the usual way) say which sampled
+    sequence each position of `model_input` and of `target_tokens` came from.
     """
 
     model_input: ModelInput
     loss_fn_inputs: dict[str, TensorData]
+    model_input_spans: list[ProvenanceSpan] | None
+    loss_fn_input_spans: list[ProvenanceSpan] | None
 
     def __init__(self, model_input: ModelInput,
-                 loss_fn_inputs: dict[str, LossFnInput]) -> None:
+                 loss_fn_inputs: dict[str, LossFnInput],
+                 model_input_spans: Sequence[ProvenanceSpan] | None = None,
+                 loss_fn_input_spans: Sequence[ProvenanceSpan] | None = None) -> None:
         if not isinstance(model_input, ModelInput):
             raise InvalidInputError("model_input", "must be a types.ModelInput")
         if not isinstance(loss_fn_inputs, dict):
             raise InvalidInputError("loss_fn_inputs", "must be a dict of key -> array")
         self.model_input = model_input
         self.loss_fn_inputs = {k: _as_tensor_data(k, v) for k, v in loss_fn_inputs.items()}
+        # Checked when built, like every field: a miscounted tiling fails at the call site.
+        check_provenance("", model_input.length, self.target_length(), model_input_spans,
+                         loss_fn_input_spans)
+        self.model_input_spans = None if model_input_spans is None else list(model_input_spans)
+        self.loss_fn_input_spans = (None if loss_fn_input_spans is None
+                                    else list(loss_fn_input_spans))
+
+    def target_length(self) -> int | None:
+        """Length of a 1-D target_tokens (what loss_fn_input_spans tile); None otherwise."""
+        targets = self.loss_fn_inputs.get("target_tokens")
+        if targets is None or (targets.shape is not None and len(targets.shape) != 1):
+            return None
+        return len(targets)
+
+    def with_provenance(self, model_input: Sequence[ProvenanceSpan],
+                        loss_fn_inputs: Sequence[ProvenanceSpan]) -> Datum:
+        """A copy carrying provenance: `model_input` spans tile the input tokens,
+        `loss_fn_inputs` spans tile `loss_fn_inputs["target_tokens"]`."""
+        return Datum(self.model_input, dict(self.loss_fn_inputs), model_input, loss_fn_inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,6 +456,11 @@ class GetInfoResponse:
     model_name: str
 
 
+def new_sequence_id() -> str:
+    """A sequence id no other sequence of this process (or server) has: a random uuid."""
+    return uuid.uuid4().hex
+
+
 @dataclass
 class SampledSequence:
     tokens: list[int]
@@ -363,6 +468,9 @@ class SampledSequence:
     stop_reason: StopReason
     # Policy version that produced each token (mint_rl extension; see docs/sampling.md).
     policy_versions: list[int] | None = None
+    # Names this sequence in provenance spans (and, when recorded, its stability info). Never
+    # empty: a sequence built without one gets a fresh id.
+    sequence_id: str = field(default_factory=new_sequence_id)
 
 
 @dataclass

@@ -1,6 +1,14 @@
-"""Test helpers: an RL-shaped batch and a reference computation independent of the learner."""
+"""Test helpers: an RL-shaped batch, a reference computation independent of the learner, and a
+`mint-rl serve` app running in this process."""
 
 from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -62,3 +70,27 @@ def randomize_lora_b(model: torch.nn.Module, seed: int = 1, scale: float = 0.02)
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+@contextmanager
+def served(app: Any) -> Iterator[str]:
+    """Runs the ASGI `app` with uvicorn on a thread, on a free loopback port; yields its URL.
+
+    In this process, so the server's samplers share the session's vLLM engine."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -14,7 +14,7 @@ import torch
 from helpers import lora_grads, randomize_lora_b, reference_logprobs, rl_batch, to_datums
 
 import mint_rl as mint
-from mint_rl.losses import soft_clip_ratio
+from mint_rl.losses import LOSSES, get_loss, soft_clip_ratio
 
 
 def _hard_clip(r, lo, hi):
@@ -49,7 +49,43 @@ def formula(loss_fn: str, config: dict, lp, item, q):
     if loss_fn == "dro":
         beta = config.get("beta", 0.05)
         return -(w * (lp * a - 0.5 * beta * (lp - q) ** 2)).sum()
+    if loss_fn == "gspo":
+        return _gspo_reference(config, lp, w, a, q, torch.tensor(item["ratio_mask"]))
+    if loss_fn == "stable_reinforce":
+        return _stable_reinforce_reference(config, lp, w, a, q)
     raise AssertionError(loss_fn)
+
+
+def _with_gradient(value, lp, coef):
+    """A scalar equal to `value` whose gradient with respect to lp is `coef` (detached): the
+    value and the gradient of the two new losses are written out separately, as derived by
+    hand, rather than through the learner's stop-gradient construction."""
+    return value.detach() + (coef.detach() * (lp - lp.detach())).sum()
+
+
+def _gspo_reference(config, lp, w, a, q, m):
+    # The paper's sequence ratio (pi/pi_old)^(1/|M|) over the masked positions ...
+    s = torch.exp(((lp.detach() - q) * m).sum() / m.sum())
+    lo = config.get("clip_low_threshold", 1 - 3e-4)
+    hi = config.get("clip_high_threshold", 1 + 4e-4)
+    clipped = torch.clamp(s, lo, hi)
+    value = -(w * torch.minimum(s * a, clipped * a)).sum()
+    # ... and the gradient: -w·A·s where min() picks the unclipped term s·A, else 0.
+    unclipped = s * a <= clipped * a
+    return _with_gradient(value, lp, torch.where(unclipped, -w * a * s, 0.0))
+
+
+def _stable_reinforce_reference(config, lp, w, a, q):
+    c_max = config.get("clip_high_threshold", 2.0)
+    band = (config.get("mask_low_threshold", 0.2), config.get("mask_high_threshold", 5.0))
+    beta = config.get("kl_coeff", 0.0)
+    r = torch.exp(lp.detach() - q)
+    keep = ((r >= band[0]) & (r <= band[1])).float()
+    c = torch.clamp(r, max=c_max)
+    k3 = r - 1 - torch.log(r)
+    value = -(w * keep * (c * lp.detach() * a - beta * k3)).sum()
+    # d/dlogp: -w·k·(c·A - beta·(r - 1))
+    return _with_gradient(value, lp, -w * keep * (c * a - beta * (r - 1)))
 
 
 CASES = [
@@ -60,13 +96,38 @@ CASES = [
     ("cispo", {}),
     ("cispo", {"beta": math.inf}),
     ("dro", {"beta": 0.3}),
+    ("gspo", {}),  # the paper's bounds: nearly every sequence is clipped
+    ("gspo", {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1, "ratio_mask": "half"}),
+    ("stable_reinforce", {}),
+    ("stable_reinforce", {"kl_coeff": 0.5, "clip_high_threshold": 1.2,
+                          "mask_low_threshold": 0.7, "mask_high_threshold": 1.4}),
 ]
+# Both sides of the clip (and of the stable_reinforce trust band) must occur in these cases.
+CLIP_BOTH_SIDES = {("ppo", 0), ("cispo", 0), ("gspo", 1), ("stable_reinforce", 1)}
+
+
+def _ratio_masks(items: list[dict], how: str | None) -> list[list[float]]:
+    """GSPO's sequence ratio mask: the default (the weighted positions), or the first half of
+    each completion only, which a default would not give."""
+    masks = []
+    for it in items:
+        m = list(it["weights"])
+        if how == "half":
+            trained = [i for i, w in enumerate(m) if w]
+            for i in trained[len(trained) // 2:]:
+                m[i] = 0.0
+        masks.append(m)
+    return masks
 
 
 def _check_against_reference(client: mint.TrainingClient, loss_fn: str, config: dict, seed: int):
     model = client.engine.model
     vocab = client.engine.vocab_size
+    config = dict(config)
+    how = config.pop("ratio_mask", None)
     items = rl_batch(vocab, seed=seed)
+    for it, m in zip(items, _ratio_masks(items, how), strict=True):
+        it["ratio_mask"] = m
     with torch.no_grad():
         ref_lp = [reference_logprobs(model, it["tokens"], it["targets"]) for it in items]
     # Sampler logprobs: the learner's, shifted so that some ratios fall outside [0.8, 1.2].
@@ -84,6 +145,10 @@ def _check_against_reference(client: mint.TrainingClient, loss_fn: str, config: 
     client.engine.zero_grad()
 
     datums = to_datums(items, loss_fn, q)
+    if how is not None:
+        for d, it in zip(datums, items, strict=True):
+            d.loss_fn_inputs["sequence_ratio_mask"] = mint.types.TensorData.from_list(
+                it["ratio_mask"], "float32")
     forward = client.forward(datums, loss_fn, config).result()
     assert not lora_grads(model), "forward must not touch gradients"
     out = client.forward_backward(datums, loss_fn, config).result()
@@ -112,9 +177,12 @@ def tiny_client(tiny_model):
 @pytest.mark.parametrize(("loss_fn", "config"), CASES)
 def test_loss_matches_formula_tiny(tiny_client, loss_fn, config):
     out = _check_against_reference(tiny_client, loss_fn, config, seed=3)
-    if loss_fn in ("ppo", "cispo"):
+    variant = [c for c in CASES if c[0] == loss_fn].index((loss_fn, config))
+    if (loss_fn, variant) in CLIP_BOTH_SIDES:
         # The batch must exercise both sides of the clip for the check to mean something.
         assert 0.05 < out.metrics["clip_frac:mean"] < 0.95
+    if loss_fn == "stable_reinforce" and variant == 1:
+        assert 0.05 < out.metrics["mask_frac:mean"] < 0.95
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +193,8 @@ def default_client(default_model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("loss_fn", "config"), [CASES[0], CASES[2], CASES[4], CASES[6]])
+@pytest.mark.parametrize(("loss_fn", "config"),
+                         [CASES[0], CASES[2], CASES[4], CASES[6], CASES[8], CASES[10]])
 def test_loss_matches_formula_default_model(default_client, loss_fn, config):
     _check_against_reference(default_client, loss_fn, config, seed=5)
 
@@ -214,3 +283,136 @@ def test_gradients_accumulate_as_a_sum(tiny_client):
         torch.testing.assert_close(lora_grads(tiny_client.engine.model)[name], want,
                                    atol=1e-6, rtol=1e-4)
     tiny_client.engine.zero_grad()
+
+
+# --------------------------------------------------------------------------------------------
+# gspo and stable_reinforce on numbers worked out by hand (the formulas of docs/losses.md)
+
+
+def _per_token(loss_fn: str, config: dict, logp: list[float], **x: list[float]):
+    """The loss's per-token values and d(sum)/d(logp), straight from mint_rl.losses."""
+    lp = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
+    loss = get_loss(loss_fn)
+    inputs = {k: torch.tensor(v, dtype=torch.float64) for k, v in x.items()}
+    values = loss.per_token(lp, inputs, loss.config(config))
+    values.sum().backward()
+    assert lp.grad is not None
+    return values.detach(), lp.grad
+
+
+def test_gspo_by_hand():
+    # Position 0 is the prompt; the ratio mask takes positions 1 and 2 only, where
+    # logp - logq = 0.2 and -0.1: s = exp((0.2 - 0.1) / 2) = exp(0.05) = 1.0512711, inside
+    # [0.9, 1.1]. Every trained token (1, 2 and 3) then has loss -s·A and gradient -s·A.
+    values, grad = _per_token(
+        "gspo", {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1},
+        [-1.0, -2.0, -0.5, -3.0], logprobs=[0.0, -2.2, -0.4, -3.1],
+        advantages=[0.0, 1.0, 1.0, 1.0], weights=[0.0, 1.0, 1.0, 1.0],
+        sequence_ratio_mask=[0.0, 1.0, 1.0, 0.0])
+    torch.testing.assert_close(values, torch.tensor([0.0, -1.0512711, -1.0512711, -1.0512711],
+                                                    dtype=torch.float64))
+    torch.testing.assert_close(grad, torch.tensor([0.0, -1.0512711, -1.0512711, -1.0512711],
+                                                  dtype=torch.float64))
+    # s = exp(0.2) = 1.2214 > 1.1 with A = 2 > 0: min() takes the clipped 1.1·2, a constant:
+    # loss -2.2 per token and no gradient at all.
+    values, grad = _per_token(
+        "gspo", {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1},
+        [-1.0, -1.0], logprobs=[-1.2, -1.2], advantages=[2.0, 2.0], weights=[1.0, 1.0],
+        sequence_ratio_mask=[1.0, 1.0])
+    torch.testing.assert_close(values, torch.tensor([-2.2, -2.2], dtype=torch.float64))
+    assert grad.abs().max() == 0
+    # With A = -2 the unclipped s·A = -2.443 is the smaller: gradient -s·A = +2.443 each.
+    _, grad = _per_token(
+        "gspo", {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1},
+        [-1.0, -1.0], logprobs=[-1.2, -1.2], advantages=[-2.0, -2.0], weights=[1.0, 1.0],
+        sequence_ratio_mask=[1.0, 1.0])
+    torch.testing.assert_close(grad, torch.full((2,), 2 * math.exp(0.2), dtype=torch.float64))
+
+
+def test_stable_reinforce_by_hand():
+    # Ratios r = 0.1, 1.5, 3, 10, 1 with kl_coeff 0.5, cap C = 2, band [0.2, 5]:
+    #   r = 0.1 and r = 10 leave the band: no loss, no gradient;
+    #   r = 1.5 (logp -1, A 1):  -(1.5·(-1)·1 - 0.5·(1.5 - 1 - ln 1.5)) = 1.5472674,
+    #                            gradient -(1.5·1 - 0.5·(1.5 - 1)) = -1.25;
+    #   r = 3 -> C = 2 (logp -0.5, A -1): -(2·(-0.5)·(-1) - 0.5·(3 - 1 - ln 3)) = -0.5493061,
+    #                            gradient -(2·(-1) - 0.5·(3 - 1)) = 3;
+    #   the last token has weight 0.
+    logp = [-2.0, -1.0, -0.5, -0.2, -1.5]
+    ratios = [0.1, 1.5, 3.0, 10.0, 1.0]
+    values, grad = _per_token(
+        "stable_reinforce", {"kl_coeff": 0.5}, logp,
+        logprobs=[lp - math.log(r) for lp, r in zip(logp, ratios, strict=True)],
+        advantages=[1.0, 1.0, -1.0, 1.0, 0.0], weights=[1.0, 1.0, 1.0, 1.0, 0.0])
+    torch.testing.assert_close(values, torch.tensor([0.0, 1.5472674, -0.5493061, 0.0, 0.0],
+                                                    dtype=torch.float64))
+    torch.testing.assert_close(grad, torch.tensor([0.0, -1.25, 3.0, 0.0, 0.0],
+                                                  dtype=torch.float64))
+    # A ratio that overflows float32 (exp(94.9) = inf; logq = -95 on a trained token) leaves
+    # the band: its loss and gradient are 0, not nan.
+    loss = get_loss("stable_reinforce")
+    lp32 = torch.tensor([-0.1], requires_grad=True)
+    out = loss.per_token(lp32, {"logprobs": torch.tensor([-95.0]),
+                                "advantages": torch.tensor([1.0]),
+                                "weights": torch.tensor([1.0])}, loss.config({"kl_coeff": 1}))
+    out.sum().backward()
+    assert float(out.detach()) == 0 and lp32.grad is not None and float(lp32.grad) == 0
+
+
+def test_new_loss_configs_defaults_and_errors():
+    assert get_loss("gspo").config(None) == {"clip_low_threshold": 1 - 3e-4,
+                                             "clip_high_threshold": 1 + 4e-4}
+    assert get_loss("stable_reinforce").config({}) == {
+        "clip_high_threshold": 2.0, "mask_low_threshold": 0.2, "mask_high_threshold": 5.0,
+        "kl_coeff": 0.0}
+    assert get_loss("stable_reinforce").config(
+        {"clip_high_threshold": math.inf, "mask_high_threshold": math.inf})["kl_coeff"] == 0.0
+    for loss_fn, config, field in [
+        ("gspo", {"clip_ratio": 0.2}, "clip_ratio"),  # GSPO takes absolute bounds only
+        ("gspo", {"clip_low_threshold": 1.2}, "clip_low_threshold"),
+        ("gspo", {"clip_high_threshold": 0.99}, "clip_high_threshold"),
+        ("stable_reinforce", {"beta": 0.1}, "beta"),
+        ("stable_reinforce", {"kl_coeff": -1.0}, "kl_coeff"),
+        ("stable_reinforce", {"kl_coeff": math.inf}, "kl_coeff"),
+        ("stable_reinforce", {"clip_high_threshold": 0.5}, "clip_high_threshold"),
+        ("stable_reinforce", {"mask_low_threshold": 1.5}, "mask_low_threshold"),
+        ("stable_reinforce", {"mask_high_threshold": 0.9}, "mask_high_threshold"),
+        ("stable_reinforce", {"kl_coeff": float("nan")}, "kl_coeff"),
+    ]:
+        with pytest.raises(mint.InvalidInputError, match=field):
+            get_loss(loss_fn).config(config)
+    assert set(LOSSES) == {"cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo",
+                           "stable_reinforce"}
+
+
+def test_gspo_sequence_ratio_mask_input(tiny_client):
+    tokens = [5, 6, 7, 8]
+    base = {"target_tokens": tokens, "logprobs": [-0.5, -0.3, -0.8, -0.2],
+            "advantages": [0.0, 0.2, 0.2, 0.2]}
+
+    def datum(**extra):
+        return mint.types.Datum(model_input=mint.ModelInput.from_ints(tokens),
+                                loss_fn_inputs={**base, **extra})
+
+    config = {"clip_low_threshold": 0.5, "clip_high_threshold": 2.0}
+    default = tiny_client.forward([datum()], "gspo", config).result().loss
+    # The default mask is the trained positions (A != 0 here): the same as giving it.
+    explicit = tiny_client.forward([datum(sequence_ratio_mask=[0, 1, 1, 1])], "gspo",
+                                   config).result().loss
+    other = tiny_client.forward([datum(sequence_ratio_mask=[0, 1, 0, 0])], "gspo",
+                                config).result().loss
+    assert default == pytest.approx(explicit, rel=1e-6) and other != pytest.approx(default)
+    with pytest.raises(mint.InvalidInputError, match="sequence_ratio_mask"):
+        tiny_client.forward([datum(sequence_ratio_mask=[0, 0.5, 1, 1])], "gspo")
+    with pytest.raises(mint.InvalidInputError, match="sequence_ratio_mask"):
+        tiny_client.forward([datum(sequence_ratio_mask=[0, 0, 0, 0])], "gspo")
+    with pytest.raises(mint.InvalidInputError, match="sequence_ratio_mask"):
+        tiny_client.forward([datum(sequence_ratio_mask=[0, 1, 1])], "gspo")
+
+
+def test_rl_recipes_accept_every_policy_gradient_loss():
+    import typing
+
+    from mint_rl.rl.config import LossName
+
+    assert set(typing.get_args(LossName)) == {name for name, loss in LOSSES.items()
+                                              if loss.is_rl}

@@ -43,8 +43,14 @@ def test_arithmetic_pipeline_runs_with_bounded_staleness(sampler_engine, tmp_pat
     evals = [r for r in rows if "eval/accuracy" in r]
     assert [r["step"] for r in evals] == [0, 2, 3]
     # A checkpoint at step 2, from which the run resumes.
-    record = json.loads((tmp_path / "checkpoints.jsonl").read_text().splitlines()[-1])
-    assert record["step"] == 2
+    manifests = sorted((tmp_path / "checkpoints").glob("step-*.json"))
+    assert [m.name for m in manifests] == ["step-000002.json"]
+    record = json.loads(manifests[-1].read_text())
+    assert record["step"] == 2 and record["policy_version"] == 2
+    # Batch 2 may have started sampling before the checkpoint was written (on policy 1 at K = 1,
+    # on policy 2 once loaded at K = 0): it is recorded, and the resumed run samples it again.
+    assert record["pending_batches"] in ([], [2])
+    assert record["files"]  # checksums of the learner state
     resumed_cfg = Config(**{**cfg.__dict__, "steps": 4})
     state = _train(resumed_cfg, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

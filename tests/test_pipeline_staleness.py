@@ -52,7 +52,7 @@ class TimedSampler(Actor):
         return None
 
     @endpoint(concurrent=True)
-    async def rollout(self, builder, batch_index, min_version) -> TrajectoryGroup:
+    async def rollout(self, builder, batch_index, min_version, seed=None) -> TrajectoryGroup:
         while self.clock.sampler_version < min_version:
             await self.changed.wait()
         start = self.clock.sampler_version

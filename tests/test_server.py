@@ -100,6 +100,9 @@ def _batch(local, loss_fn: str, n: int = 2) -> tuple[list, list]:
             noisy = out["logprobs"].to_numpy() + rng.normal(0, 0.3, it["n"])
             inputs.update(logprobs=np.minimum(noisy, 0).astype(np.float32).tolist(),
                           advantages=it["advantages"])
+        if loss_fn == "gspo":  # the ratio over the first completion tokens: not the default
+            inputs["sequence_ratio_mask"] = [1.0 if w and i < len(it["weights"]) - 2 else 0.0
+                                             for i, w in enumerate(it["weights"])]
         sdk.append(tt.Datum(model_input=tt.ModelInput.from_ints(it["tokens"]),
                             loss_fn_inputs=inputs))
         ours.append(mint.types.Datum(model_input=mint.types.ModelInput.from_ints(it["tokens"]),
@@ -137,6 +140,8 @@ LOSS_CONFIGS = {
     "ppo": {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1},
     "cispo": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2},
     "dro": {"beta": 0.1},
+    "gspo": {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1},
+    "stable_reinforce": {"kl_coeff": 0.1, "clip_high_threshold": 1.2},
 }
 
 
@@ -187,6 +192,87 @@ def test_metrics_keys_are_name_colon_reduction(pair) -> None:
     assert all(key.count(":") == 1 for key in out.metrics)
     assert wire.wire_metrics({"loss:sum": 1.0, "entropy": 2.0, "a:b:max": 3.0, "x:avg": 4.0}) \
         == {"loss:sum": 1.0, "entropy:mean": 2.0, "a_b:max": 3.0, "x_avg:mean": 4.0}
+
+
+# --------------------------------------------------------------------------------------------
+# stable_reinforce with provenance, as the cookbook sends it
+
+
+def _cookbook_datum(prompt: list[int], sampled: list[int], logprobs: list[float],
+                    advantage: float, sequence_id: str | None):
+    """A datum laid out as tinker_cookbook's rl_loop builds it (prompt targets and logprobs
+    padded with 0), with rl_loop's own with_sampled_provenance spans when given an id."""
+    from tinker_cookbook.recipes.rl_loop import with_sampled_provenance
+
+    ob = len(prompt) - 1
+    datum = tt.Datum(model_input=tt.ModelInput.from_ints(prompt + sampled[:-1]),
+                     loss_fn_inputs={"target_tokens": [0] * ob + sampled,
+                                     "logprobs": [0.0] * ob + list(logprobs),
+                                     "advantages": [0.0] * ob + [advantage] * len(sampled)})
+    if sequence_id is None:
+        return datum
+    return with_sampled_provenance(datum, len(prompt), len(sampled), sequence_id)
+
+
+def _as_mint(datum) -> mint.types.Datum:
+    return mint.types.Datum(mint.types.ModelInput.from_ints(datum.model_input.to_ints()),
+                            {k: v.tolist() for k, v in datum.loss_fn_inputs.items()})
+
+
+def test_stable_reinforce_with_cookbook_provenance(pair) -> None:
+    """The spans travel the wire, and the server trains against the logprobs recorded for the
+    sequences they name, not those the datum carries. (Recorded here directly: the server runs
+    in this process, so this is the store its samplers write; the slow test below samples.)"""
+    from mint_rl.stability import RECORDED
+
+    remote, local = pair
+    items = rl_batch(local.engine.vocab_size, groups=1, samples=2, prompt_len=5)
+    plain = [mint.types.Datum(model_input=mint.types.ModelInput.from_ints(it["tokens"]),
+                              loss_fn_inputs={"target_tokens": it["targets"],
+                                              "weights": [1.0] * it["n"]}) for it in items]
+    own = local.forward(plain, "cross_entropy").result().loss_fn_outputs
+    rng = np.random.default_rng(2)
+    sdk, reference = [], []
+    for i, (it, out) in enumerate(zip(items, own, strict=True)):
+        full = it["tokens"] + it["targets"][-1:]
+        prompt, sampled = full[:5], full[5:]
+        learner = out["logprobs"].to_numpy()[4:]
+        recorded = np.minimum(learner + rng.normal(0, 0.2, len(sampled)), 0).tolist()
+        sent = np.minimum(learner + rng.normal(0, 0.2, len(sampled)), 0).tolist()
+        sequence_id = f"test-provenance:{i}"
+        RECORDED.record(sequence_id, prompt, sampled, recorded)
+        advantage = 1.0 if i == 0 else -0.5
+        sdk.append(_cookbook_datum(prompt, sampled, sent, advantage, sequence_id))
+        reference.append(_as_mint(_cookbook_datum(prompt, sampled, recorded, advantage, None)))
+    config = {"kl_coeff": 0.1}
+    out_r = remote.forward(sdk, "stable_reinforce", config).result()
+    out_l = local.forward(reference, "stable_reinforce", config).result()
+    _assert_same(out_r, out_l, means_too=False)
+    assert out_r.metrics["recorded_frac:mean"] == 1.0
+    assert out_r.metrics["ratio:mean"] == pytest.approx(out_l.metrics["ratio:mean"], rel=1e-6)
+    fb_r, opt_r = _step(remote, sdk, "stable_reinforce")
+    fb_l, opt_l = _step(local, reference, "stable_reinforce")
+    _assert_same(fb_r, fb_l, means_too=False)
+    assert opt_r.metrics["grad_norm:mean"] > 0
+    assert opt_r.metrics["grad_norm:mean"] == pytest.approx(opt_l.metrics["grad_norm:mean"],
+                                                            rel=1e-5)
+    # A datum whose spans name a recorded sequence but whose tokens are not that sequence's
+    wrong = _cookbook_datum(prompt, sampled[:-1] + [sampled[-1] + 1], sent, 1.0, sequence_id)
+    with pytest.raises(tinker.RequestFailedError, match=r"loss_fn_input_spans\[1\]"):
+        remote.forward([wrong], "stable_reinforce").result()
+
+
+def test_spans_that_do_not_tile_are_refused_by_the_server(pair) -> None:
+    """The SDK's Datum only checks tiling in with_provenance: built directly, a miscounted
+    datum reaches the server, which names the field."""
+    remote, _ = pair
+    spans = [tt.PromptProvenanceSpan(sequence_id="x", length=2)]
+    datum = tt.Datum(model_input=tt.ModelInput.from_ints([5, 6, 7]),
+                     loss_fn_inputs={"target_tokens": [6, 7, 8], "weights": [1.0] * 3},
+                     model_input_spans=spans, loss_fn_input_spans=spans)
+    with pytest.raises(tinker.RequestFailedError,
+                       match=r"data\[0\]\.model_input_spans: cover 2 positions"):
+        remote.forward([datum], "cross_entropy").result()
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,8 +375,10 @@ def test_bad_datum_fails_that_request_only(service, pair, tiny_model) -> None:
 
 
 @pytest.mark.parametrize("loss_fn, config, field", [
-    ("stable_reinforce", None, "loss_fn"),  # a Tinker loss this server does not have yet
+    ("reinforce_pp", None, "loss_fn"),  # not a loss of this server
     ("ppo", {"clip_ratio": 0.9}, "clip_ratio"),
+    ("gspo", {"clip_high_threshold": 0.5}, "clip_high_threshold"),
+    ("stable_reinforce", {"kl_coeff": -1.0}, "kl_coeff"),
 ])
 def test_bad_loss_is_refused_by_name(pair, loss_fn, config, field) -> None:
     remote, local = pair
@@ -398,16 +486,16 @@ def test_public_host_needs_an_api_key() -> None:
     assert ServerConfig(host="::1").api_key is None
 
 
-def test_cli_serve_refuses_an_unsafe_setup(monkeypatch, capsys) -> None:
+def test_cli_serve_refuses_an_unsafe_setup(monkeypatch, capfd) -> None:
     from mint_rl import cli
 
     monkeypatch.delenv("MINT_RL_API_KEY", raising=False)
     assert cli.main(["serve", "--host", "0.0.0.0"]) == 2
-    assert "API key" in capsys.readouterr().out
+    assert "API key" in capfd.readouterr().out
     assert cli.main(["serve", "--host", "0.0.0.0", "--api-key", "no-prefix"]) == 2
     monkeypatch.setenv("MINT_RL_API_KEY", "also-no-prefix")
     assert cli.main(["serve", "--host", "0.0.0.0"]) == 2
-    assert "tml-" in capsys.readouterr().out
+    assert "tml-" in capfd.readouterr().out
 
 
 def test_api_key_and_request_size_are_checked() -> None:
@@ -587,3 +675,52 @@ def test_bad_sampling_request_is_refused_by_name(service, trained) -> None:
                        tt.SamplingParams(max_tokens=2, top_p=0.0)).result()
     ok = sampler.sample(tt.ModelInput.from_ints(ids), 1, tt.SamplingParams(max_tokens=2)).result()
     assert len(ok.sequences[0].tokens) <= 2
+
+
+@pytest.mark.slow
+def test_stable_reinforce_on_recorded_samples(service, sampler_engine) -> None:
+    """The cookbook's rl_loop step: sample with record_stability_info, build the datums with
+    with_sampled_provenance, train with stable_reinforce. The server must use the
+    logprobs it recorded (the datums carry others) and match the same step in-process."""
+    remote = service.create_lora_training_client(DEFAULT_MODEL, rank=RANK, seed=SEED).result()
+    local = mint.ServiceClient().create_lora_training_client(DEFAULT_MODEL, rank=RANK,
+                                                             seed=SEED)
+    try:
+        # From a named checkpoint: save_weights_and_get_sampling_client would serve this fresh
+        # model as policy version 0 (its step), which the base-model sampler already holds in
+        # the session's shared engine.
+        path = remote.save_weights_for_sampler("recorded").result().path
+        sampler = service.create_sampling_client(model_path=path,
+                                                 record_stability_info=True).result()
+        prompt = remote.get_tokenizer().encode("Count with me: one, two, three,")
+        result = sampler.sample(tt.ModelInput.from_ints(prompt), 3,
+                                tt.SamplingParams(max_tokens=5, seed=3)).result()
+        ids = [seq.sequence_id for seq in result.sequences]
+        assert all(ids) and len(set(ids)) == 3
+        sdk, reference = [], []
+        for seq, advantage in zip(result.sequences, (1.0, -0.5, 0.25), strict=True):
+            shifted = [min(lp + 0.05, 0.0) for lp in seq.logprobs]  # not what was sampled
+            sdk.append(_cookbook_datum(prompt, seq.tokens, shifted, advantage, seq.sequence_id))
+            reference.append(_as_mint(_cookbook_datum(prompt, seq.tokens, seq.logprobs,
+                                                      advantage, None)))
+        # The 3 datums go as 2 requests, packed unlike the in-process batch: on this model
+        # that moves logprobs by ~1e-5, so the tolerances are wider than _assert_same's.
+        out_r = remote.forward(sdk, "stable_reinforce").result()
+        out_l = local.forward(reference, "stable_reinforce").result()
+        assert out_r.metrics["recorded_frac:mean"] == 1.0
+        assert out_r.metrics["loss:sum"] == pytest.approx(out_l.loss, rel=1e-5)
+        for r, loc in zip(out_r.loss_fn_outputs, out_l.loss_fn_outputs, strict=True):
+            np.testing.assert_allclose(r["logprobs"].to_numpy(), loc["logprobs"].to_numpy(),
+                                       rtol=0, atol=1e-4)
+        # The logprobs the datums carry would give another loss: the recorded ones were used.
+        carried = [_as_mint(d) for d in sdk]
+        assert local.forward(carried, "stable_reinforce").result().loss != pytest.approx(
+            out_l.loss, rel=1e-3)
+        fb_r, opt_r = _step(remote, sdk, "stable_reinforce", lr=1e-3)
+        fb_l, opt_l = _step(local, reference, "stable_reinforce", lr=1e-3)
+        assert fb_r.metrics["loss:sum"] == pytest.approx(fb_l.loss, rel=1e-5)
+        assert opt_r.metrics["grad_norm:mean"] > 0
+        assert opt_r.metrics["grad_norm:mean"] == pytest.approx(
+            opt_l.metrics["grad_norm:mean"], rel=1e-4)
+    finally:
+        local.close()

@@ -323,3 +323,86 @@ def test_sft_drives_loss_down_on_default_model(default_model):
     losses = _train_steps(tc, datums, 6, lr=1e-3)
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+# --------------------------------------------------------------------------------------------
+# stable_reinforce: provenance spans and the behaviour logprobs recorded at sampling time
+
+
+def _sampled_datum(prompt, sampled, logprobs, advantage, sequence_id, *, spans=True):
+    """A datum laid out as the cookbook's rl_loop builds it (prompt targets padded with 0),
+    with its with_sampled_provenance spans."""
+    ob = len(prompt) - 1
+    d = types.Datum(
+        model_input=types.ModelInput.from_ints(prompt + sampled[:-1]),
+        loss_fn_inputs={"target_tokens": [0] * ob + sampled,
+                        "logprobs": [0.0] * ob + logprobs,
+                        "advantages": [0.0] * ob + [advantage] * len(sampled)})
+    if not spans:
+        return d
+    P, S = types.PromptProvenanceSpan, types.SampledProvenanceSpan
+    return d.with_provenance(
+        model_input=[P(sequence_id=sequence_id, length=len(prompt)),
+                     S(sequence_id=sequence_id, length=len(sampled) - 1)],
+        loss_fn_inputs=[P(sequence_id=sequence_id, offset=1, length=len(prompt) - 1),
+                        S(sequence_id=sequence_id, length=len(sampled))])
+
+
+def test_stable_reinforce_trains_against_the_recorded_logprobs(client):
+    from mint_rl.stability import RECORDED
+
+    prompt, sampled = [5, 9, 11, 4], [7, 8, 3]
+    # Behaviour logprobs near the learner's own, so that the ratios fall inside the trust band.
+    own = client.forward([_datum(prompt + sampled[:-1], target_tokens=prompt[1:] + sampled,
+                                 weights=[1.0] * 6)], "cross_entropy").result()
+    learner = own.loss_fn_outputs[0]["logprobs"].tolist()[3:]
+    recorded = [lp + d for lp, d in zip(learner, (0.3, -0.2, 0.1), strict=True)]
+    RECORDED.record("rec-1", prompt, sampled, recorded)
+    sent = [lp + d for lp, d in zip(learner, (-0.4, 0.5, 0.0), strict=True)]  # not as sampled
+    with_spans = _sampled_datum(prompt, sampled, sent, 0.5, "rec-1")
+    as_recorded = _sampled_datum(prompt, sampled, recorded, 0.5, "rec-1", spans=False)
+    as_sent = _sampled_datum(prompt, sampled, sent, 0.5, "rec-1", spans=False)
+    config = {"kl_coeff": 0.1}
+    out = client.forward([with_spans], "stable_reinforce", config).result()
+    assert out.loss == pytest.approx(
+        client.forward([as_recorded], "stable_reinforce", config).result().loss, rel=1e-6)
+    assert out.loss != pytest.approx(
+        client.forward([as_sent], "stable_reinforce", config).result().loss, rel=1e-3)
+    assert out.metrics["recorded_frac:mean"] == 1.0
+    # Spans naming a sequence nobody recorded: the datum's own logprobs.
+    unknown = _sampled_datum(prompt, sampled, sent, 0.5, "never-recorded")
+    fallback = client.forward([unknown], "stable_reinforce", config).result()
+    assert fallback.loss == pytest.approx(
+        client.forward([as_sent], "stable_reinforce", config).result().loss, rel=1e-6)
+    assert fallback.metrics["recorded_frac:mean"] == 0.0
+    # Other losses accept the spans and ignore them.
+    assert client.forward([with_spans], "importance_sampling").result().loss == pytest.approx(
+        client.forward([as_sent], "importance_sampling").result().loss, rel=1e-6)
+
+
+def test_stable_reinforce_spans_must_match_what_was_recorded(client):
+    from mint_rl.stability import RECORDED
+
+    prompt, sampled = [5, 9, 11, 4], [7, 8, 3]
+    RECORDED.record("rec-2", prompt, sampled, [-0.4, -1.1, -0.7])
+    P, S = types.PromptProvenanceSpan, types.SampledProvenanceSpan
+    good = _sampled_datum(prompt, sampled, [-0.4, -1.1, -0.7], 0.5, "rec-2")
+    client.forward([good], "stable_reinforce").result()
+    # Only the last sampled token differs: it is a target, never an input.
+    other_tokens = _sampled_datum(prompt, [7, 8, 2], [-0.4, -1.1, -0.7], 0.5, "rec-2")
+    too_long = good.with_provenance(
+        model_input=good.model_input_spans or [],
+        loss_fn_inputs=[P(sequence_id="rec-2", offset=1, length=3),
+                        S(sequence_id="rec-2", offset=1, length=3)])
+    other_prompt = _sampled_datum([5, 9, 12, 4], sampled, [-0.4, -1.1, -0.7], 0.5, "rec-2")
+    prompt_advantage = types.Datum(
+        good.model_input, {**good.loss_fn_inputs, "advantages": [0.0, 0.3, 0.0, 0.5, 0.5, 0.5]},
+        good.model_input_spans, good.loss_fn_input_spans)
+    for datum, field in [
+        (other_tokens, r"loss_fn_input_spans\[1\]: the datum's tokens there are not"),
+        (too_long, r"loss_fn_input_spans\[1\]: covers positions 1..3"),
+        (other_prompt, r"model_input_spans\[0\]"),
+        (prompt_advantage, r"loss_fn_inputs\['advantages'\]: is nonzero at a prompt position"),
+    ]:
+        with pytest.raises(mint.InvalidInputError, match=field):
+            client.forward_backward([datum], "stable_reinforce")

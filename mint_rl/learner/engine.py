@@ -343,12 +343,15 @@ def _output(logprobs: list[torch.Tensor], metrics: dict[str, float]) -> ForwardB
 def _loss_metrics(
     loss: Loss, batch: list[PreparedDatum], lps: list[torch.Tensor], config: dict[str, float]
 ) -> dict[str, Any]:
-    """Sums for mean metrics over trained tokens: ratio, clip fraction, sampler-learner KL."""
+    """Sums for mean metrics over trained tokens: ratio, clip fraction, sampler-learner KL, and
+    where the loss has them the trust-band mask and the share of recorded behaviour logprobs."""
     if not loss.is_rl:
         return {}
     sums = {"tokens": 0.0, "ratio": 0.0, "clipped": 0.0, "kl": 0.0}
-    lo = config.get("clip_low_threshold")
+    # A loss with only an upper clip (stable_reinforce's truncation) clips nothing below.
+    lo = config.get("clip_low_threshold", 0.0)
     hi = config.get("clip_high_threshold")
+    band = (config.get("mask_low_threshold"), config.get("mask_high_threshold"))
     for d, lp in zip(batch, lps, strict=True):
         mask = d.x["weights"] != 0
         if not mask.any():
@@ -358,8 +361,14 @@ def _loss_metrics(
         sums["tokens"] += float(mask.sum())
         sums["ratio"] += float(ratio.sum())
         sums["kl"] += float((-log_ratio).sum())
-        if lo is not None and hi is not None:
-            sums["clipped"] += float(((ratio < lo) | (ratio > hi)).sum())
+        if hi is not None:
+            clip_on = ratio if loss.clip_ratio is None else loss.clip_ratio(lp.detach(), d.x)[mask]
+            sums["clipped"] += float(((clip_on < lo) | (clip_on > hi)).sum())
+        if band[0] is not None and band[1] is not None:
+            outside = (ratio < band[0]) | (ratio > band[1])
+            sums["masked"] = sums.get("masked", 0.0) + float(outside.sum())
+        if "recorded" in d.x:
+            sums["recorded"] = sums.get("recorded", 0.0) + float(d.x["recorded"][mask].sum())
     return sums
 
 
@@ -372,11 +381,15 @@ def _finish_metrics(sums: dict[str, float]) -> dict[str, float]:
     n = sums.get("tokens", 0.0)
     if not n:
         return {}
-    return {
+    out = {
         "ratio:mean": sums["ratio"] / n,
         "clip_frac:mean": sums["clipped"] / n,
         "kl_sample_train:mean": sums["kl"] / n,
     }
+    for key, name in (("masked", "mask_frac:mean"), ("recorded", "recorded_frac:mean")):
+        if key in sums:
+            out[name] = sums[key] / n
+    return out
 
 
 def _training_bytes_per_token(config: Any) -> int:

@@ -15,7 +15,8 @@ import torch
 
 from mint_rl.errors import InvalidInputError, MissingLossInputError
 from mint_rl.losses import Loss
-from mint_rl.types import Datum
+from mint_rl.stability import behaviour_logprobs
+from mint_rl.types import Datum, check_provenance
 
 log = logging.getLogger(__name__)
 _warned_keys: set[tuple[str, str]] = set()
@@ -66,30 +67,66 @@ def _prepare(i: int, datum: Datum, loss: Loss | None, vocab_size: int) -> Prepar
     targets = target_data.to_numpy()
     _check_length(f"{where}.loss_fn_inputs['target_tokens']", len(targets), n)
     _check_ids(f"{where}.loss_fn_inputs['target_tokens']", targets, vocab_size)
+    # Checked when the Datum was built too; again here because its fields can be reassigned.
+    check_provenance(f"{where}.", n, n, datum.model_input_spans, datum.loss_fn_input_spans)
 
-    x: dict[str, torch.Tensor] = {}
-    if loss is not None:
-        float_keys = [k for k in ("weights", "mask", "logprobs", "advantages") if k in inputs]
-        arrays = {k: _float_array(f"{where}.loss_fn_inputs[{k!r}]", inputs[k]) for k in float_keys}
-        for key, array in arrays.items():
-            if key == "advantages" and len(array) == 1 and n > 1:
-                continue  # one advantage per trajectory: broadcast below
-            _check_length(f"{where}.loss_fn_inputs[{key!r}]", len(array), n)
-        if loss.is_rl:
-            weights = arrays.get("weights", arrays.get("mask"))
-            adv = arrays["advantages"]
-            if len(adv) == 1 and n > 1:
-                spread = weights != 0 if weights is not None else np.ones(n, dtype=bool)
-                adv = np.where(spread, adv[0], 0.0).astype(np.float32)
-            if weights is None:
-                weights = (adv != 0).astype(np.float32)
-            _check_logprobs(f"{where}.loss_fn_inputs['logprobs']", arrays["logprobs"], weights)
-            x_arrays = {"weights": weights, "advantages": adv, "logprobs": arrays["logprobs"]}
-        else:
-            x_arrays = {"weights": arrays["weights"]}
-        x = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x_arrays.items()}
-        _warn_unused(inputs.keys(), set(required) | {"weights", "mask"}, loss.name)
+    x = _loss_inputs(where, datum, loss, n) if loss is not None else {}
     return PreparedDatum(tokens=tokens, targets=torch.from_numpy(targets.astype(np.int64)), x=x)
+
+
+def _loss_inputs(where: str, datum: Datum, loss: Loss, n: int) -> dict[str, torch.Tensor]:
+    """The loss's per-token float inputs, checked, defaulted and broadcast to length n."""
+    inputs = datum.loss_fn_inputs
+    known = ("weights", "mask", "logprobs", "advantages", *loss.optional)
+    arrays = {k: _float_array(f"{where}.loss_fn_inputs[{k!r}]", inputs[k])
+              for k in known if k in inputs}
+    for key, array in arrays.items():
+        if key == "advantages" and len(array) == 1 and n > 1:
+            continue  # one advantage per trajectory: broadcast in _rl_inputs
+        _check_length(f"{where}.loss_fn_inputs[{key!r}]", len(array), n)
+    if loss.is_rl:
+        x_arrays = _rl_inputs(where, datum, loss, arrays, n)
+    else:
+        x_arrays = {"weights": arrays["weights"]}
+    _warn_unused(inputs.keys(), {*loss.required, "weights", "mask", *loss.optional}, loss.name)
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in x_arrays.items()}
+
+
+def _rl_inputs(where: str, datum: Datum, loss: Loss, arrays: dict[str, np.ndarray],
+               n: int) -> dict[str, np.ndarray]:
+    weights = arrays.get("weights", arrays.get("mask"))
+    adv = arrays["advantages"]
+    if len(adv) == 1 and n > 1:
+        spread = weights != 0 if weights is not None else np.ones(n, dtype=bool)
+        adv = np.where(spread, adv[0], 0.0).astype(np.float32)
+    if weights is None:
+        weights = (adv != 0).astype(np.float32)
+    _check_logprobs(f"{where}.loss_fn_inputs['logprobs']", arrays["logprobs"], weights)
+    out = {"weights": weights, "advantages": adv, "logprobs": arrays["logprobs"]}
+    if "sequence_ratio_mask" in loss.optional:
+        out["sequence_ratio_mask"] = _ratio_mask(
+            f"{where}.loss_fn_inputs['sequence_ratio_mask']",
+            arrays.get("sequence_ratio_mask"), weights, adv)
+    if loss.reads_stability_info:
+        out["logprobs"], out["recorded"] = behaviour_logprobs(where, datum, out["logprobs"], adv)
+    return out
+
+
+def _ratio_mask(field: str, mask: np.ndarray | None, weights: np.ndarray,
+                adv: np.ndarray) -> np.ndarray:
+    """GSPO's sequence ratio mask: 0/1 per position. Default: the weighted positions, i.e. the
+    sampled tokens the loss trains (A != 0 when no weights are given), which is the mask the
+    cookbook builds by hand; prompt positions hold no sampler logprob to compare with."""
+    if mask is None:
+        return (weights != 0).astype(np.float32)
+    bad = (mask != 0) & (mask != 1)
+    if bad.any():
+        j = int(bad.argmax())
+        raise InvalidInputError(field, f"must hold 0 or 1, got {float(mask[j])} at position {j}")
+    if not mask.any() and ((weights != 0) & (adv != 0)).any():
+        raise InvalidInputError(field, "is all 0 but the datum has tokens to train: the "
+                                       "sequence ratio needs at least one position")
+    return mask
 
 
 def _float_array(field: str, tensor_data) -> np.ndarray:

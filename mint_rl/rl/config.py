@@ -30,8 +30,9 @@ def option(default: Any, help: str) -> Any:  # noqa: A002 (argparse's own name f
     return dataclasses.field(default=default, metadata={"help": help})
 
 
-# The policy-gradient losses of mint_rl.losses (tests/test_rl_config.py keeps the two in step).
-LossName = Literal["cispo", "dro", "importance_sampling", "ppo"]
+# The policy-gradient losses of mint_rl.losses: every loss that takes advantages
+# (tests/test_losses.py::test_rl_recipes_accept_every_policy_gradient_loss keeps the two in step).
+LossName = Literal["cispo", "dro", "gspo", "importance_sampling", "ppo", "stable_reinforce"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RLConfig:
     temperature: float = option(1.0, "sampling temperature")
     eval_every: int = option(5, "evaluate every N steps (0 = never)")
     save_every: int = option(10, "checkpoint every N steps (a run resumes from the last one)")
+    keep_checkpoints: int = option(3, "checkpoints kept (the newest); older ones are deleted")
     samplers: int = option(1, "sampler actors sharing the prompt stream")
     kl_coef: float = option(0.0, "per-token KL penalty against the base model (0 = off)")
     learner_dtype: Literal["float32", "bfloat16"] = option(
@@ -64,8 +66,8 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         at_least = {"steps": 1, "group_size": 1, "groups_per_batch": 1, "max_tokens": 1,
-                    "rank": 1, "samplers": 1, "max_steps_off_policy": 0, "eval_every": 0,
-                    "save_every": 0}
+                    "rank": 1, "samplers": 1, "keep_checkpoints": 1, "max_steps_off_policy": 0,
+                    "eval_every": 0, "save_every": 0}
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")

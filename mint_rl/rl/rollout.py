@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import anyio
 
 from mint_rl import types
 from mint_rl.rl.types import Env, EnvGroupBuilder, Trajectory, TrajectoryGroup, Transition
 
 
-async def rollout(env: Env, sampler, params: types.SamplingParams, max_turns: int = 16
-                  ) -> Trajectory:
-    """One episode. Each turn samples once; the env decides the reward and whether to go on."""
+async def rollout(env: Env, sampler, params: types.SamplingParams, max_turns: int = 16,
+                  seed: int | None = None) -> Trajectory:
+    """One episode. Each turn samples once; the env decides the reward and whether to go on.
+    With `seed`, turn t samples with seed + t: the episode is reproducible."""
     observation = await env.initial_observation()
     transitions: list[Transition] = []
-    for _ in range(max_turns):
-        response = await sampler.sample_async(types.ModelInput.from_ints(observation), 1, params)
+    for turn in range(max_turns):
+        turn_params = params if seed is None else dataclasses.replace(params, seed=seed + turn)
+        response = await sampler.sample_async(types.ModelInput.from_ints(observation), 1,
+                                              turn_params)
         seq = response.sequences[0]
         result = await env.step(list(seq.tokens))
         versions = seq.policy_versions or [sampler.policy_version] * len(seq.tokens)
@@ -29,13 +34,15 @@ async def rollout(env: Env, sampler, params: types.SamplingParams, max_turns: in
 
 
 async def rollout_group(builder: EnvGroupBuilder, sampler, params: types.SamplingParams,
-                        batch_index: int) -> TrajectoryGroup:
-    """All envs of a group at once: the engine batches their requests."""
+                        batch_index: int, seed: int | None = None) -> TrajectoryGroup:
+    """All envs of a group at once: the engine batches their requests. With `seed`, env i's
+    episode is seeded with seed + 1000 * i (its turns count up from there)."""
     envs = list(await builder.make_envs())
     trajectories: list[Trajectory | None] = [None] * len(envs)
 
     async def one(i: int) -> None:
-        trajectories[i] = await rollout(envs[i], sampler, params)
+        trajectories[i] = await rollout(envs[i], sampler, params,
+                                        seed=None if seed is None else seed + 1000 * i)
 
     async with anyio.create_task_group() as tg:
         for i in range(len(envs)):

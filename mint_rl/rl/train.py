@@ -11,16 +11,19 @@ For more than the defaults, open the run and compose (docs/composition.md):
         judge = await run.spawn(RewardModel, name="reward-model")  # an actor of your own
         await run.train(dataset, stages=[judge.score])  # runs between sampler and advantages
 
-A run folder holds `config.json`, `metrics.jsonl`, `tensorboard/`,
-`curves.png`, `checkpoints.jsonl` (one line per checkpoint: step and state path),
+A run folder holds `config.json`, `metrics.jsonl`, `tensorboard/`, `curves.png`,
+`checkpoints/step-*.json` (whole-run checkpoint manifests, mint_rl/rl/checkpoints.py),
 `startup.json` and `failures.jsonl` (one line per actor crash). Running again with the same
-folder resumes from the last checkpoint.
+folder resumes from the newest intact checkpoint; the first Ctrl-C (or SIGTERM) ends the run
+after the step in progress with a checkpoint, a second one stops at once.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -43,6 +46,7 @@ from mint_rl.actors.pipeline import (
 )
 from mint_rl.actors.reference import ReferenceActor
 from mint_rl.actors.sampler import SamplerActor
+from mint_rl.rl.checkpoints import RunCheckpoints
 from mint_rl.rl.config import RLConfig
 from mint_rl.rl.display import RunDisplay
 from mint_rl.rl.metrics import MetricsLogger, plot_metrics
@@ -89,22 +93,17 @@ def load_tokenizer(base_model: str) -> Any:
     return _TOKENIZERS[base_model]
 
 
-def resume_point(log_dir: Path) -> tuple[str | None, int]:
-    """(state path, step) of the run folder's last checkpoint, or (None, 0) for a new run."""
-    checkpoints = log_dir / "checkpoints.jsonl"
-    if not checkpoints.exists():
-        return None, 0
-    last = json.loads(checkpoints.read_text().splitlines()[-1])
-    return last["state_path"], last["step"]
-
-
 class TrainingRun:
     """An open run: its folder, its actor system and actors, and the step it starts from."""
 
     def __init__(self, config: RLConfig, log_dir: Path, system: ActorSystem,
                  timeline: StartupTimeline) -> None:
         self.config, self.log_dir, self.system, self.timeline = config, log_dir, system, timeline
-        self.resume_from, self.start_step = resume_point(log_dir)
+        self.checkpoints = RunCheckpoints(log_dir, keep_last=config.keep_checkpoints)
+        latest = self.checkpoints.latest()
+        self.resume_from = latest.state_path if latest else None
+        self.start_step = latest.step if latest else 0
+        self.interrupted = False
         self.samplers: list[SamplerActor] = []
         self.learner: LearnerActor | None = None
         self.advantage: AdvantageActor | None = None
@@ -128,6 +127,8 @@ class TrainingRun:
             yield run
             with timeline.waiting("shutting down the sampler and the learner"):
                 await system.shutdown()
+        if run.interrupted:  # stopped at a step boundary, checkpointed: report as Ctrl-C
+            raise KeyboardInterrupt
 
     async def spawn(self, actor_cls: Callable[..., A], *args: Any, **options: Any) -> A:
         """Starts an actor of your own in this run's system (stopped with the run)."""
@@ -203,7 +204,7 @@ class TrainingRun:
             PipelineConfig(steps=cfg.steps, groups_per_batch=cfg.groups_per_batch,
                            max_steps_off_policy=cfg.max_steps_off_policy,
                            start_step=self.start_step, eval_every=cfg.eval_every,
-                           save_every=cfg.save_every),
+                           save_every=cfg.save_every, seed=cfg.seed),
             dataset, self.samplers, self.learner,
             compute_advantages or self.advantage.build, stages=stages, evaluate=evaluate,
             on_checkpoint=self._record_checkpoint, timeline=self.timeline)
@@ -214,15 +215,27 @@ class TrainingRun:
             pipeline.on_step = functools.partial(_log_step, logger, display, pipeline,
                                                  time.perf_counter())
             display.status("training")
-            await pipeline.run()
+            finished = False
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_stop_on_signals, pipeline, display, tg.cancel_scope)
+                await pipeline.run()
+                finished = True
+                tg.cancel_scope.cancel()
         logger.close()
+        if not finished:  # a second Ctrl-C: stopped at once, the last checkpoint stands
+            self.interrupted = True
+            return pipeline.state
+        if pipeline.state.stopped_early:
+            self.interrupted = True
+            console.print(f"stopped after step {pipeline.state.step}; checkpoint written. "
+                          "Run the same command to resume.")
+            return pipeline.state
         self.timeline.save(self.log_dir / "startup.json")
         _summarize(self.log_dir, title)
         return pipeline.state
 
-    def _record_checkpoint(self, step: int, path: str) -> None:
-        with (self.log_dir / "checkpoints.jsonl").open("a") as f:
-            f.write(json.dumps({"step": step, "state_path": path}) + "\n")
+    def _record_checkpoint(self, step: int, path: str, pending_batches: list[int]) -> None:
+        self.checkpoints.record(step, path, step, pending_batches)
 
 
 def _log_step(logger: MetricsLogger, display: RunDisplay, pipeline: RLPipeline, start: float,
@@ -230,6 +243,21 @@ def _log_step(logger: MetricsLogger, display: RunDisplay, pipeline: RLPipeline, 
     metrics["time/elapsed"] = time.perf_counter() - start
     logger.log(metrics)
     display.update(metrics, pipeline.state)
+
+
+async def _stop_on_signals(pipeline: RLPipeline, display: RunDisplay,
+                           training: anyio.CancelScope) -> None:
+    """The first Ctrl-C (or SIGTERM) ends the run after the step in progress, with a
+    checkpoint; a second one cancels `training` at once (engines still shut down in order)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach only the main thread; elsewhere the caller cancels instead
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if pipeline.stop_requested:
+                training.cancel()
+                return
+            pipeline.request_stop()
+            display.status("stopping after this step (checkpoint); Ctrl-C again to stop now")
 
 
 async def _record_failure(log_dir: Path, report: FailureReport) -> None:

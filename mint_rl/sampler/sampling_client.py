@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ from typing import Any
 from mint_rl.errors import InvalidInputError
 from mint_rl.sampler.config import EngineConfig
 from mint_rl.sampler.engine import SamplerEngine, get_engine
-from mint_rl.types import ModelInput, SampledSequence, SampleResponse, SamplingParams
+from mint_rl.stability import RECORDED
+from mint_rl.types import (
+    ModelInput,
+    SampledSequence,
+    SampleResponse,
+    SamplingParams,
+    new_sequence_id,
+)
 
 
 class SamplingClient:
@@ -24,12 +32,14 @@ class SamplingClient:
 
     `policy_version` labels the tokens this client produces (`SampledSequence.policy_versions`);
     None reuses the version the folder was loaded or added under, or numbers it (negative =
-    untracked).
+    untracked). `record_stability_info`: every sample records its stability info (the
+    stable_reinforce loss reads it; mint_rl/stability.py), unless a `sample` call says otherwise.
     """
 
     def __init__(
         self, base_model: str | None = None, model_path: str | Path | None = None,
         policy_version: int | None = None, *, engine_config: EngineConfig | None = None,
+        record_stability_info: bool = False,
     ) -> None:
         if base_model is None:
             if model_path is None:
@@ -39,10 +49,13 @@ class SamplingClient:
         self._model_path = str(model_path) if model_path is not None else None
         self._engine: SamplerEngine = get_engine(base_model, engine_config)
         self.policy_version: int = self._engine.add(model_path, policy_version)
+        self.record_stability_info = bool(record_stability_info)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Another process gets its own engine and serves the same folder under the same version.
-        return (SamplingClient, (self._base_model, self._model_path, self.policy_version))
+        # Another process gets its own engine and serves the same folder under the same version
+        # (and records there: stability info stays in the process that sampled).
+        return (_restore, (self._base_model, self._model_path, self.policy_version,
+                           self.record_stability_info))
 
     def __repr__(self) -> str:
         return (f"SamplingClient(base_model={self._base_model!r}, model_path={self._model_path!r}, "
@@ -52,20 +65,31 @@ class SamplingClient:
 
     def sample(
         self, prompt: ModelInput, num_samples: int, sampling_params: SamplingParams,
-        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0,
+        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0, *,
+        record_stability_info: bool | None = None, sequence_ids: Sequence[str] | None = None,
     ) -> Future[SampleResponse]:
-        """Starts sampling and returns at once; `.result()` gives the SampleResponse."""
+        """Starts sampling and returns at once; `.result()` gives the SampleResponse.
+
+        Every sequence gets a fresh `sequence_id`; `sequence_ids` fixes them instead (one per
+        sample, non-empty, distinct: the server answers with the ids before sampling starts).
+        `record_stability_info` None: the client's setting.
+        """
+        ids = _sequence_ids(sequence_ids, num_samples)
+        record = (self.record_stability_info if record_stability_info is None
+                  else bool(record_stability_info))
         coro = self._sample(prompt, num_samples, sampling_params, include_prompt_logprobs,
-                            topk_prompt_logprobs)
+                            topk_prompt_logprobs, ids, record)
         return self._engine.submit(coro)
 
     async def sample_async(
         self, prompt: ModelInput, num_samples: int, sampling_params: SamplingParams,
-        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0,
+        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0, *,
+        record_stability_info: bool | None = None, sequence_ids: Sequence[str] | None = None,
     ) -> SampleResponse:
         """Same as `sample`, awaited once, from any asyncio loop."""
         return await asyncio.wrap_future(self.sample(
-            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs))
+            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs,
+            record_stability_info=record_stability_info, sequence_ids=sequence_ids))
 
     def compute_logprobs(self, prompt: ModelInput) -> Future[list[float | None]]:
         """Logprob of each prompt token given the ones before it; the first entry is None."""
@@ -86,6 +110,7 @@ class SamplingClient:
     async def _sample(
         self, prompt: ModelInput, num_samples: int, params: SamplingParams,
         include_prompt_logprobs: bool, topk_prompt_logprobs: int,
+        sequence_ids: list[str] | None, record: bool,
     ) -> SampleResponse:
         tokens = _prompt_tokens(prompt)
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
@@ -112,12 +137,16 @@ class SamplingClient:
             for i in range(num_samples)
         ]
         gens = await asyncio.gather(*jobs)  # one vLLM request each: the engine batches them
+        ids = sequence_ids or [new_sequence_id() for _ in gens]
         response = SampleResponse(sequences=[
             SampledSequence(tokens=g.tokens, logprobs=g.logprobs,
                             stop_reason="length" if g.finish_reason == "length" else "stop",
-                            policy_versions=g.policy_versions)
-            for g in gens
+                            policy_versions=g.policy_versions, sequence_id=sequence_id)
+            for g, sequence_id in zip(gens, ids, strict=True)
         ])
+        if record:
+            for seq in response.sequences:
+                RECORDED.record(seq.sequence_id, tokens, seq.tokens, seq.logprobs)
         if want_prompt:
             steps = gens[0].scored_prompt()
             response.prompt_logprobs = [None, *(
@@ -131,6 +160,23 @@ class SamplingClient:
                     for d in steps
                 )]
         return response
+
+
+def _restore(base_model: str, model_path: str | None, policy_version: int,
+             record_stability_info: bool) -> SamplingClient:
+    return SamplingClient(base_model, model_path, policy_version,
+                          record_stability_info=record_stability_info)
+
+
+def _sequence_ids(given: Sequence[str] | None, num_samples: int) -> list[str] | None:
+    if given is None:
+        return None
+    ids = list(given)
+    if len(ids) != num_samples:
+        raise InvalidInputError("sequence_ids", f"has {len(ids)} ids for {num_samples} samples")
+    if not all(isinstance(i, str) and i for i in ids) or len(set(ids)) != len(ids):
+        raise InvalidInputError("sequence_ids", "must be distinct non-empty strings")
+    return ids
 
 
 def _prompt_tokens(prompt: ModelInput) -> list[int]:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from mint_rl.learner.engine import LearnerSettings
-from mint_rl.server import routes_runs, routes_sampling, routes_session, routes_training
+from mint_rl.server import openai, routes_runs, routes_sampling, routes_session, routes_training
 from mint_rl.server.config import ServerConfig
 from mint_rl.server.errors import install_handlers
 from mint_rl.server.middleware import GuardMiddleware
@@ -35,6 +35,7 @@ def create_app(config: ServerConfig | None = None, *,
     install_handlers(app)
     for module in (routes_session, routes_training, routes_sampling, routes_runs):
         app.include_router(module.router(state), prefix=PREFIX)
+    app.include_router(openai.router(state), prefix=openai.PREFIX)  # OpenAI clients
     app.add_middleware(GuardMiddleware, api_key=config.api_key,
                        max_body_bytes=config.max_request_bytes)
     return app

@@ -6,6 +6,8 @@
 - A request refused on arrival gets an HTTP status with a JSON `detail`: 400 bad body, 401 bad
   API key, 404 unknown id, 413 too large. Never 409 or 5xx for a client's mistake: the SDK
   retries those for minutes.
+- The OpenAI-compatible routes (/v1, openai.py) answer errors as OpenAI does:
+  `{"error": {"message", "type", "param", "code"}}`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def failure(exc: BaseException) -> dict[str, Any]:
     log.error("request failed", exc_info=exc)  # the traceback stays in the server's log
     return {"error": f"internal error ({type(exc).__name__}): {message(exc)}",
             "category": "server"}
+
+
+def openai_error_body(message: str, *, param: str | None = None, code: str | None = None,
+                      type_: str = "invalid_request_error") -> dict[str, Any]:
+    """The error body OpenAI clients read (the /v1 routes answer in this shape)."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def status_of(exc: BaseException) -> int:

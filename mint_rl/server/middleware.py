@@ -1,6 +1,8 @@
 """Checks every request passes before any handler sees it: the API key and the body size.
 
-Plain ASGI middleware, so a refused request is answered without its body being read.
+Plain ASGI middleware, so a refused request is answered without its body being read. The
+OpenAI-compatible routes (/v1/...) also take the key as `Authorization: Bearer <key>`, which is
+how OpenAI clients send it, and get their refusals in OpenAI's error shape.
 """
 
 from __future__ import annotations
@@ -11,11 +13,23 @@ import json
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mint_rl.server.errors import openai_error_body
+
 OPEN_PATHS = ("/api/v1/healthz",)  # liveness probes need no key
+OPENAI_PATHS = "/v1/"  # mint_rl/server/openai.py
 
 
-async def _answer(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+def _given_key(headers: dict[bytes, bytes], openai: bool) -> bytes:
+    if b"x-api-key" in headers or not openai:
+        return headers.get(b"x-api-key", b"")
+    scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" else b""
+
+
+async def _answer(send: Send, status: int, detail: str, openai: bool) -> None:
+    code = "invalid_api_key" if status == 401 else None
+    payload = openai_error_body(detail, code=code) if openai else {"detail": detail}
+    body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
@@ -23,7 +37,7 @@ async def _answer(send: Send, status: int, detail: str) -> None:
 
 
 class GuardMiddleware:
-    """401 without the right X-API-Key (when a key is set); 413 for a body over the limit."""
+    """401 without the right key (when one is set); 413 for a body over the limit."""
 
     def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
         self.app = app
@@ -35,15 +49,17 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        openai = scope["path"].startswith(OPENAI_PATHS)
         if self.api_key is not None and scope["path"] not in OPEN_PATHS:
-            given = headers.get(b"x-api-key", b"")
+            given = _given_key(headers, openai)
             if not hmac.compare_digest(given, self.api_key):  # constant time
-                await _answer(send, 401, "missing or wrong X-API-Key")
+                what = "X-API-Key or Authorization: Bearer" if openai else "X-API-Key"
+                await _answer(send, 401, f"missing or wrong {what}", openai)
                 return
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit()
                                      or int(declared) > self.max_body_bytes):
-            await _answer(send, 413, f"request body over {self.max_body_bytes} bytes")
+            await _answer(send, 413, f"request body over {self.max_body_bytes} bytes", openai)
             return
         await self._bounded(scope, receive, send)
 

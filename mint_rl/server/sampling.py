@@ -74,12 +74,15 @@ def asample(state: ServerState, body: schemas.Sample) -> dict[str, Any]:
         raise InvalidInputError("num_samples", f"must be in [1, {MAX_SAMPLES}], "
                                                f"got {body.num_samples}")
     request_id, future = state.futures.create()
-    state.pool.submit(_run, sampler, body, future)
-    return {"request_id": request_id,
-            "sample_sequence_ids": [f"{request_id}:{i}" for i in range(body.num_samples)]}
+    # The SDK stamps these on the sequences (the result does not repeat them). The request id is
+    # a uuid, so they are unique server-wide; the sampler records stability info under them.
+    sequence_ids = [f"{request_id}:{i}" for i in range(body.num_samples)]
+    state.pool.submit(_run, sampler, body, sequence_ids, future)
+    return {"request_id": request_id, "sample_sequence_ids": sequence_ids}
 
 
-def _run(sampler: Sampler, body: schemas.Sample, future: ReplyFuture) -> None:
+def _run(sampler: Sampler, body: schemas.Sample, sequence_ids: list[str],
+         future: ReplyFuture) -> None:
     """Starts the sampling (the engine batches it with everyone else's) and returns."""
     try:
         prompt = _prompt(body)
@@ -87,7 +90,8 @@ def _run(sampler: Sampler, body: schemas.Sample, future: ReplyFuture) -> None:
         _check_supported(body, len(prompt.to_ints()))
         inner = sampler.sampling_client().sample(
             prompt, body.num_samples, params, include_prompt_logprobs=bool(body.prompt_logprobs),
-            topk_prompt_logprobs=body.topk_prompt_logprobs)
+            topk_prompt_logprobs=body.topk_prompt_logprobs,
+            record_stability_info=bool(body.record_stability_info), sequence_ids=sequence_ids)
     except BaseException as e:  # noqa: BLE001 — the request's failure
         future.set_exception(e)
         return

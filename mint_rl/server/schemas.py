@@ -133,6 +133,7 @@ class Sample(Body):
     target_prompt_logprobs: dict[str, Any] | None = None
     prompt_alt_tokens_k: int = 0
     prompt_logprobs_last_n: int | None = None
+    record_stability_info: bool | None = None  # record what stable_reinforce reads
 
 
 class RetrieveFuture(Body):

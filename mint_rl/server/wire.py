@@ -20,6 +20,9 @@ from mint_rl.types import (
     EncodedTextChunk,
     ForwardBackwardOutput,
     ModelInput,
+    PromptProvenanceSpan,
+    ProvenanceSpan,
+    SampledProvenanceSpan,
     SampleResponse,
 )
 
@@ -48,8 +51,38 @@ def decode_data(msg: pb.ForwardBackwardRequest) -> list[Datum]:
 def decode_datum(field: str, msg: pb.Datum) -> Datum:
     inputs = {key: decode_tensor(f"{field}.loss_fn_inputs[{key!r}]", tensor)
               for key, tensor in msg.loss_fn_inputs.items()}
-    return Datum(model_input=decode_model_input(f"{field}.model_input", msg.model_input),
-                 loss_fn_inputs=inputs)  # type: ignore[arg-type]
+    # proto3 cannot tell an empty repeated field from an absent one: no spans means no
+    # provenance (the SDK sends none for a datum without it). Datum checks pairing and tiling.
+    has_spans = bool(msg.model_input_spans) or bool(msg.loss_fn_input_spans)
+    try:
+        return Datum(
+            model_input=decode_model_input(f"{field}.model_input", msg.model_input),
+            loss_fn_inputs=inputs,  # type: ignore[arg-type]
+            model_input_spans=decode_spans(f"{field}.model_input_spans", msg.model_input_spans)
+            if has_spans else None,
+            loss_fn_input_spans=decode_spans(f"{field}.loss_fn_input_spans",
+                                             msg.loss_fn_input_spans) if has_spans else None,
+        )
+    except InvalidInputError as e:
+        if e.field.startswith(field):
+            raise
+        raise InvalidInputError(f"{field}.{e.field}", e.problem) from None
+
+
+def decode_spans(field: str, spans: Sequence[pb.ProvenanceSpan]) -> list[ProvenanceSpan]:
+    out: list[ProvenanceSpan] = []
+    for j, span in enumerate(spans):
+        kind = span.WhichOneof("span")
+        if kind is None:
+            raise InvalidInputError(f"{field}[{j}]", "is empty (prompt_tokens or sampled_tokens)")
+        arm = getattr(span, kind)
+        cls = PromptProvenanceSpan if kind == "prompt_tokens" else SampledProvenanceSpan
+        try:
+            out.append(cls(sequence_id=arm.sequence_id, offset=arm.offset, length=arm.length))
+        except InvalidInputError as e:
+            raise InvalidInputError(f"{field}[{j}].{e.field.split('.')[-1]}",
+                                    e.problem) from None
+    return out
 
 
 def decode_model_input(field: str, chunks: Sequence[pb.Chunk]) -> ModelInput:
