@@ -35,7 +35,7 @@ def third_party_output_to(log_file: Path) -> Iterator[Path]:
     terminal = os.fdopen(os.dup(1), "w", buffering=1)
     # Rich reads `console.file` as "the file set, else sys.stdout now": restore what was *set*
     # (usually None), not the sys.stdout of this moment, or the console would stay pinned to it.
-    previous = console._file  # noqa: SLF001
+    previous = getattr(console, "_file", None)
     console.file = terminal
     # Progress bars make no sense in a file; the engines' processes inherit these too.
     quiet_env = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",

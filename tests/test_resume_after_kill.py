@@ -1,10 +1,11 @@
 """kill -9 anywhere, run the same command again: the run carries on as if uninterrupted.
 
-`mint-rl run arithmetic` (K = 0, fixed seed, a checkpoint every step) is SIGKILLed several times
-(right after a step ends, which is when its checkpoint is being written, and at random moments)
-and restarted with the same command until it finishes. Compared with an uninterrupted run of the
-same command: every step appears once in metrics.jsonl, each step trained exactly its own batch,
-and the final adapters are equal (seeded sampling and fp32 on CPU make the runs replay).
+`mint-rl run arithmetic --reproducible` (K = 0, fixed seed, a checkpoint every step) is
+SIGKILLed twice (right after a step ends, which is when its checkpoint is being written, or a
+moment later) and restarted with the same command until it finishes. Compared with an
+uninterrupted run of the same command: every step appears once in metrics.jsonl, each step
+trained exactly its own batch, and the final adapters are equal (seeded sampling and fp32 on CPU
+make the runs replay).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
 COMMAND = ["--steps", str(STEPS), "--groups-per-batch", "2", "--group-size", "4",
            "--max-tokens", "4", "--eval-every", "0", "--save-every", "1", "--seed", "7",
-           "--cpus", "shared"]
+           "--cpus", "shared", "--reproducible"]
 
 
 def _start(log_dir: Path) -> subprocess.Popen[bytes]:

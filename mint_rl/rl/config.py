@@ -63,6 +63,10 @@ class RLConfig:
         "auto", "CPU cores of sampler and learner: shared, split in halves, or auto "
                 "(split when K > 0, so overlapping phases do not compete)")
     seed: int = option(0, "seed of data order, LoRA init and sampling")
+    reproducible: bool = option(
+        False, "seed every sample from (seed, batch, group, sample), so a K = 0 run replays "
+               "exactly, also after a resume (turns vLLM's chunked prefill off: on CPU it "
+               "cannot replay seeded requests)")
 
     def __post_init__(self) -> None:
         at_least = {"steps": 1, "group_size": 1, "groups_per_batch": 1, "max_tokens": 1,

@@ -149,7 +149,8 @@ class TrainingRun:
         if self.resume_from:
             console.print(f"resuming from {self.resume_from} at step {self.start_step}")
         cpus = plan_cpus(cfg.max_steps_off_policy, cfg.cpus)
-        engine = EngineConfig(cpu_cores=cpus.sampler_cores())
+        engine = EngineConfig(cpu_cores=cpus.sampler_cores(),
+                              chunked_prefill=not cfg.reproducible)
         settings = LearnerSettings(dtype=cfg.learner_dtype, num_threads=cfg.learner_threads,
                                    cpu_cores=cpus.learner_cores())
         learner = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
@@ -204,7 +205,8 @@ class TrainingRun:
             PipelineConfig(steps=cfg.steps, groups_per_batch=cfg.groups_per_batch,
                            max_steps_off_policy=cfg.max_steps_off_policy,
                            start_step=self.start_step, eval_every=cfg.eval_every,
-                           save_every=cfg.save_every, seed=cfg.seed),
+                           save_every=cfg.save_every,
+                           seed=cfg.seed if cfg.reproducible else None),
             dataset, self.samplers, self.learner,
             compute_advantages or self.advantage.build, stages=stages, evaluate=evaluate,
             on_checkpoint=self._record_checkpoint, timeline=self.timeline)

@@ -30,6 +30,10 @@ class EngineConfig:
     keep_versions: int = 16  # adapter copies kept on disk for clients of older versions
     max_logprobs: int = 20
     enable_prefix_caching: bool = True
+    chunked_prefill: bool = True
+    """Off: a prompt is always prefilled in one engine step. Needed for seeded requests on CPU,
+    where vLLM cannot rewind a seeded generator after a partial prefill (the engine dies with
+    "CPU Generator does not use offset")."""
     probe_tolerance: float = 1e-3  # nats; weight-arrival check after each load
     seed: int = 0
     # CPU: the cores vLLM's model threads are bound to. "all" = every core this process may use

@@ -170,6 +170,7 @@ class VllmEngine:
             logprobs_mode="processed_logprobs",  # logprobs of the distribution sampled from
             max_logprobs=c.max_logprobs,
             enable_prefix_caching=c.enable_prefix_caching,
+            enable_chunked_prefill=c.chunked_prefill,
             enforce_eager=c.enforce_eager,
             worker_extension_cls="mint_rl.sampler.worker_ext.MintWorkerExtension",
             disable_log_stats=True,
