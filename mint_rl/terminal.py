@@ -57,7 +57,8 @@ def third_party_output_to(log_file: Path) -> Iterator[Path]:
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
-            console.file = previous
+            # Rich stores None as "sys.stdout at each write"; its setter is typed IO[str] only.
+            console.file = previous  # pyright: ignore[reportAttributeAccessIssue]
             terminal.close()
             for k, v in saved_env.items():
                 if v is None:
