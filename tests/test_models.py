@@ -25,6 +25,7 @@ def test_folder_without_config_is_rejected(tmp_path):
         resolve_model(str(tmp_path))
 
 
+@pytest.mark.slow  # needs the bundled default model (dequantized by set-up)
 def test_default_model_is_a_plain_hf_folder(default_model):
     config = json.loads((default_model / "config.json").read_text())
     assert config["model_type"] == "llama" and "quantization_config" not in config
