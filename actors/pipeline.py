@@ -118,6 +118,8 @@ class RLPipeline:
     stages: Sequence[GroupStage] = ()
     evaluate: Evaluate | None = None
     on_step: Callable[[dict[str, Any]], None] = _ignore
+    on_groups: Callable[[int, list[TrajectoryGroup]], None] = _ignore
+    """(step, the groups it trains): what the run shows of the model's samples."""
     on_checkpoint: Callable[[int, str, list[int]], None] = _ignore
     """(steps completed, learner state path, batches sampled but not trained)."""
     state: PipelineState = field(default_factory=PipelineState)
@@ -182,6 +184,7 @@ class RLPipeline:
                     metrics.update(await self.evaluate_policy(step))
             with timed(metrics, "time/sample_wait"):
                 groups = await self.collect_fresh_groups()
+            self.on_groups(step, groups)
             metrics.update(self._pipeline_metrics(groups))
             batch = await self.compute_advantages(groups)
             with timed(metrics, "time/train"):

@@ -3,6 +3,8 @@
     mint-rl run RECIPE|FILE.py [--log-dir DIR] [recipe options...]
     mint-rl prepare-model [ID_OR_FOLDER] [--check]
     mint-rl list
+    mint-rl show RUN_FOLDER
+    mint-rl serve [--host 127.0.0.1] [--port 8000] [--storage DIR] [--api-key KEY]
 
 A recipe is a module with a `Config` dataclass and `main(config, log_dir)`; its command-line
 options are derived from `Config` (mint_rl/rl/config.py). Recipes live in the repository's
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--check", action="store_true",
                          help="also load it with transformers and ask it a question")
     sub.add_parser("list", help="list recipes")
+    show = sub.add_parser("show", help="a run's latest samples and a summary of its metrics")
+    show.add_argument("log_dir", type=Path, help="the run folder")
     serve = sub.add_parser("serve", help="serve the Tinker HTTP protocol: the tinker SDK "
                                          "trains and samples here (docs/server.md)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "prepare-model":
         return _prepare_model(args.model, args.check)
+    if args.command == "show":
+        return _show(args.log_dir, show)
     if args.command == "list":
         print("\n".join(_recipe_names()))
         return 0
@@ -114,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(module.Config, extra, f"mint-rl run {recipe}")
     log_dir = args.log_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return _run_recipe(module, config, log_dir)
+
+
+def _show(log_dir: Path, parser: argparse.ArgumentParser) -> int:
+    from mint_rl.rl.samples import show_run
+
+    if not (log_dir / "metrics.jsonl").is_file():
+        parser.error(f"{log_dir} holds no run (no metrics.jsonl)")
+    show_run(log_dir)
+    return 0
 
 
 def _find_recipe(recipe: str, parser: argparse.ArgumentParser) -> ModuleType:

@@ -92,3 +92,23 @@ def test_bad_recipe_files_are_refused(capsys, tmp_path: Path, content, message) 
         main(["run", str(recipe)])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_show_prints_the_latest_samples_and_a_metrics_summary(capfd, tmp_path: Path) -> None:
+    rows = [{"step": s, "reward/mean": r, "time/step": 2.0} for s, r in enumerate([0.25, 0.75])]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = [{"step": 1, "batch": 1, "tag": "t", "prompt": "What is 2 + 2?",
+                "completion": "The answer is four", "reward": 1.0, "group_rewards": [1.0, 0.5],
+                "policy_version": 1}]
+    (tmp_path / "samples.jsonl").write_text(json.dumps(samples[0]) + "\n")
+    assert main(["show", str(tmp_path)]) == 0
+    out = capfd.readouterr().out
+    assert "The answer is four" in out and "samples of step 1" in out
+    assert "reward/mean" in out and "0.25" in out and "0.75" in out
+
+
+def test_show_refuses_a_folder_without_a_run(capsys, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["show", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "holds no run" in capsys.readouterr().err

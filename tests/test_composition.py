@@ -42,6 +42,16 @@ def test_composed_recipe_runs_every_extension_point(sampler_engine, tmp_path: Pa
         # The judge's bonus is on top of the 0/1 task reward: means can exceed 1 only with it.
         assert 0.0 <= r["reward/mean"] <= 1.5
     assert not sampler_engine.closed  # the two sampler actors shared the session's engine
+    # samples.jsonl: the trained groups of each step, as text, with the rewards the step used.
+    samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    for r in rows:
+        trained = [s for s in samples if s["step"] == r["step"]]
+        assert len(trained) == r["datums"] // 4  # every trained group (3 or fewer per step)
+        assert all(s["policy_version"] == r["step"] and "+" in s["prompt"] for s in trained)
+        rewards = [x for s in trained for x in s["group_rewards"]]
+        if rewards:
+            assert sum(rewards) / len(rewards) == pytest.approx(r["reward/mean"])
+            assert all(s["reward"] == s["group_rewards"][0] for s in trained)
 
 
 _OUTSIDE_RECIPE = textwrap.dedent('''

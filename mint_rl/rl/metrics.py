@@ -22,7 +22,7 @@ class MetricsLogger:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / "metrics.jsonl"
         if self.path.exists():
-            _keep_rows_before(self.path, start_step)
+            keep_rows_before(self.path, start_step)
         self._file = self.path.open("a")
         self._tb = None
         if tensorboard:
@@ -85,8 +85,8 @@ def plot_metrics(path: Path, out: Path, keys: list[str], *, title: str = "") -> 
     return out
 
 
-def _keep_rows_before(path: Path, step: int) -> None:
-    """Rewrites a metrics file (atomically) without its rows for steps >= `step`."""
+def keep_rows_before(path: Path, step: int) -> None:
+    """Rewrites a JSONL file of step rows (atomically) without its rows for steps >= `step`."""
     kept = []
     for line in path.read_text().splitlines():
         try:

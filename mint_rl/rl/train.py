@@ -11,7 +11,8 @@ For more than the defaults, open the run and compose (docs/composition.md):
         judge = await run.spawn(RewardModel, name="reward-model")  # an actor of your own
         await run.train(dataset, stages=[judge.score])  # runs between sampler and advantages
 
-A run folder holds `config.json`, `metrics.jsonl`, `tensorboard/`, `curves.png`,
+A run folder holds `config.json`, `metrics.jsonl`, `samples.jsonl` (prompts, completions,
+rewards and policy versions per step; `mint-rl show DIR`), `tensorboard/`, `curves.png`,
 `checkpoints/step-*.json` (whole-run checkpoint manifests, mint_rl/rl/checkpoints.py),
 `startup.json` and `failures.jsonl` (one line per actor crash). Running again with the same
 folder resumes from the newest intact checkpoint; the first Ctrl-C (or SIGTERM) ends the run
@@ -50,6 +51,7 @@ from mint_rl.rl.checkpoints import RunCheckpoints
 from mint_rl.rl.config import RLConfig
 from mint_rl.rl.display import RunDisplay
 from mint_rl.rl.metrics import MetricsLogger, plot_metrics
+from mint_rl.rl.samples import SampleLogger
 from mint_rl.rl.types import RLDataset
 from mint_rl.runtime import Actor, ActorSystem, FailureReport, RestartPolicy, open_system
 from mint_rl.terminal import StartupTimeline, console, startup_timeline
@@ -211,6 +213,8 @@ class TrainingRun:
             compute_advantages or self.advantage.build, stages=stages, evaluate=evaluate,
             on_checkpoint=self._record_checkpoint, timeline=self.timeline)
         logger = MetricsLogger(self.log_dir, start_step=self.start_step)
+        pipeline.on_groups = SampleLogger(self.log_dir, self.tokenizer,
+                                          start_step=self.start_step).log
         title = (f"{self.log_dir.name} · {cfg.base_model} · loss={cfg.loss} · "
                  f"K={cfg.max_steps_off_policy}")
         with RunDisplay(title, cfg.steps, self.start_step) as display:
