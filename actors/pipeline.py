@@ -129,12 +129,15 @@ class RLPipeline:
         if not self.samplers:
             raise ValueError("samplers: at least one sampler actor is needed")
         k = self.config.max_steps_off_policy
-        self._groups: tuple[ChannelSender[Any], ChannelReceiver[Any]] = channel(
+        self._group_send: ChannelSender[Any]
+        self._group_receive: ChannelReceiver[Any]
+        self._group_send, self._group_receive = channel(
             self.config.groups_per_batch * (k + 1), "rollouts")
         # One version waits while one loads: the learner is at most two versions ahead of the
         # samplers, and pacing plus the staleness check keep every trained group within K.
-        self._saved: tuple[ChannelSender[SavedPolicy], ChannelReceiver[SavedPolicy]] = channel(
-            1, "saved weights")
+        self._saved_send: ChannelSender[SavedPolicy]
+        self._saved_receive: ChannelReceiver[SavedPolicy]
+        self._saved_send, self._saved_receive = channel(1, "saved weights")
         self._in_flight = [0] * len(self.samplers)  # groups in flight per sampler
         self._load_times: dict[str, float] = {}
         self._probe: list[int] = []
@@ -209,8 +212,8 @@ class RLPipeline:
         groups: list[TrajectoryGroup] = []
         received = 0
         while received < self.config.groups_per_batch:
-            builder, group_index, group = await self._groups[1].receive()
-            state.queue_depth = self._groups[1].statistics().depth
+            builder, group_index, group = await self._group_receive.receive()
+            state.queue_depth = self._group_receive.statistics().depth
             if group is None:
                 received += 1
                 continue
@@ -236,7 +239,7 @@ class RLPipeline:
         """Saves the new weights for the samplers and queues them (load_weights loads them)."""
         saved = await self.learner.save_weights_for_sampler(self._probe)
         self.state.learner_policy_version = saved.policy_version
-        await self._saved[0].send(saved)
+        await self._saved_send.send(saved)
 
     async def save_checkpoint(self, steps_done: int) -> None:
         """The learner's state after `steps_done` steps, and the batches to sample again."""
@@ -329,13 +332,13 @@ class RLPipeline:
                 group = await stage(group)
             if group is None:
                 self.state.groups_filtered += 1
-            await self._groups[0].send((builder, group_index, group))
+            await self._group_send.send((builder, group_index, group))
         finally:
             self._in_flight[i] -= 1
             self.state.groups_in_flight -= 1
 
     async def load_weights(self) -> None:
-        async for saved in self._saved[1]:
+        async for saved in self._saved_receive:
             await self._load_everywhere(saved)
 
     async def _load_everywhere(self, saved: SavedPolicy) -> None:

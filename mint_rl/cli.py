@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import importlib
 import importlib.util
-import json
 import pkgutil
 import signal
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mint_rl.errors import BadRequestError
-from mint_rl.rl.config import config_parser, parse_config
+from mint_rl.rl.config import config_parser, parse_config, write_config
 from mint_rl.terminal import console, tail, third_party_output_to
 
 # Where `mint-rl run` sends vLLM's, transformers' and torch's own output, inside the run folder.
@@ -215,9 +214,7 @@ def _ask(model_dir: Path, question: str, max_new_tokens: int = 16) -> str:
 
 def _run_recipe(module: ModuleType, config: object, log_dir: Path) -> int:
     """Runs a recipe with third-party output in the run's log file and ours on the terminal."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / "config.json").write_text(
-        json.dumps(dataclasses.asdict(config), indent=2) + "\n")  # type: ignore[call-overload]
+    write_config(log_dir, config)
     log_file = log_dir / THIRD_PARTY_LOG
     # `kill` (SIGTERM) stops a run the way Ctrl-C does: engines shut down, nothing orphaned.
     previous = signal.signal(signal.SIGTERM,

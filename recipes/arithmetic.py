@@ -24,7 +24,7 @@ import anyio
 
 from mint_rl import types
 from mint_rl.rl.config import RLConfig, option
-from mint_rl.rl.train import load_tokenizer, train
+from mint_rl.rl.train import load_tokenizer, sampling_params, train
 from mint_rl.rl.types import StepResult
 from mint_rl.sampler.sampling_client import SamplingClient
 
@@ -111,8 +111,7 @@ class AdditionDataset:
 
 def make_evaluator(problems: list[Problem], tokenizer: Any, cfg: Config) -> Any:
     """Held-out accuracy: the fraction of `eval_samples` answers per problem that are right."""
-    params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                  stop_token_ids=[tokenizer.eos_token_id])
+    params = sampling_params(cfg, tokenizer)
 
     async def evaluate(client: SamplingClient, step: int) -> dict[str, float]:
         scores: list[float] = []

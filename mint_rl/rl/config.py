@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from mint_rl.models import DEFAULT_MODEL
@@ -135,3 +137,9 @@ def _or_none(kind: type) -> Any:
 
     convert.__name__ = kind.__name__
     return convert
+
+
+def write_config(log_dir: Path, config: Any) -> None:
+    """`config.json` in the run folder: the options a run was started with."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")

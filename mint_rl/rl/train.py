@@ -48,9 +48,9 @@ from mint_rl.actors.pipeline import (
 from mint_rl.actors.reference import ReferenceActor
 from mint_rl.actors.sampler import SamplerActor
 from mint_rl.rl.checkpoints import RunCheckpoints
-from mint_rl.rl.config import RLConfig
+from mint_rl.rl.config import RLConfig, write_config
 from mint_rl.rl.display import RunDisplay
-from mint_rl.rl.metrics import MetricsLogger, plot_metrics
+from mint_rl.rl.metrics import MetricsLogger, plot_metrics, read_metrics
 from mint_rl.rl.samples import SampleLogger
 from mint_rl.rl.types import RLDataset
 from mint_rl.runtime import Actor, ActorSystem, FailureReport, RestartPolicy, open_system
@@ -95,6 +95,12 @@ def load_tokenizer(base_model: str) -> Any:
     return _TOKENIZERS[base_model]
 
 
+def sampling_params(config: RLConfig, tokenizer: Any) -> types.SamplingParams:
+    """How a run samples (and how its evaluation should, to measure the same policy)."""
+    return types.SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature,
+                                stop_token_ids=[tokenizer.eos_token_id])
+
+
 class TrainingRun:
     """An open run: its folder, its actor system and actors, and the step it starts from."""
 
@@ -115,8 +121,7 @@ class TrainingRun:
     @asynccontextmanager
     async def open(cls, config: RLConfig, log_dir: Path) -> AsyncIterator[TrainingRun]:
         """Starts the run's actors (unless every step is done); stops them when the block ends."""
-        log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+        write_config(log_dir, config)  # also for runs started from Python, not `mint-rl run`
         timeline = startup_timeline()
         tokenizer = await anyio.to_thread.run_sync(load_tokenizer, config.base_model)
         # Shutting an engine down cleanly takes a few seconds (its processes exit in order).
@@ -137,9 +142,7 @@ class TrainingRun:
         return await self.system.spawn(actor_cls, *args, **options)
 
     def sampling_params(self) -> types.SamplingParams:
-        return types.SamplingParams(max_tokens=self.config.max_tokens,
-                                    temperature=self.config.temperature,
-                                    stop_token_ids=[self.tokenizer.eos_token_id])
+        return sampling_params(self.config, self.tokenizer)
 
     async def _start_actors(self) -> None:
         """The vLLM sampler, the learner (and the reference model) load at the same time."""
@@ -277,7 +280,7 @@ def _summarize(log_dir: Path, title: str) -> None:
     """The curves as a PNG, and eval accuracy by step on the terminal."""
     metrics = log_dir / "metrics.jsonl"
     plot = plot_metrics(metrics, log_dir / "curves.png", PLOTTED, title=title)
-    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    rows = read_metrics(metrics)
     evals = [(r["step"], r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
     if evals:
         console.print("eval accuracy by step: "
