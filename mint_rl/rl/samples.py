@@ -62,7 +62,8 @@ def show_run(log_dir: Path, samples: int = 4) -> None:
     for key in ("reward/mean", "eval/accuracy", "kl/sampler_learner", "staleness/max"):
         values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
         if values:
-            best = min(values) if key.startswith(("kl/", "staleness/")) else max(values)
+            # Best KL and staleness are the closest to 0 (a KL estimate can dip below it).
+            best = min(values, key=abs) if key.startswith(("kl/", "staleness/")) else max(values)
             table.add_row(key, f"{values[0]:.3g}", f"{values[-1]:.3g}", f"{best:.3g}")
     if steps:
         median = statistics.median(r["time/step"] for r in steps)
