@@ -9,6 +9,7 @@ Tinker cookbook does.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -178,6 +179,8 @@ class TrainingClient:
     def optim_step(self, adam_params: AdamParams) -> APIFuture[OptimStepResponse]:
         if not isinstance(adam_params, AdamParams):
             raise InvalidInputError("adam_params", "must be a types.AdamParams")
+        # Rebuilt so its checks run again: an unpickled or altered AdamParams skipped them.
+        adam_params = dataclasses.replace(adam_params)
         return self._submit(lambda: OptimStepResponse(self.engine.optim_step(adam_params)))
 
     # ----------------------------------------------------------------------------------------
@@ -252,20 +255,19 @@ class TrainingClient:
         """A SamplingClient frozen on the current weights; the policy version is the step.
         `record_stability_info`: its samples record what stable_reinforce reads.
 
-        The weights are loaded into this process's sampler engine and checked there: the engine's
+        The weights are added to this process's sampler engine and checked there: the engine's
         logprobs of a probe sequence must match the learner's, or WeightSyncError is raised.
+        Other clients' requests in flight on the engine keep sampling their own weights.
         """
-        from mint_rl.sampler import SamplerWeights, SamplingClient
+        from mint_rl.sampler import SamplingClient
 
         # The step after every operation already queued (an optim_step may still be pending).
         version = self._submit(lambda: self.engine.step).result()
         saved = self.save_weights_for_sampler(name or f"step-{version:06d}").result()
-        folder = ckpt.resolve_path(saved.path)
-        weights = SamplerWeights(self.base_model)
-        probe = weights.probe_tokens()
-        weights.load(folder, version, self.probe_logprobs(probe).result())
-        return SamplingClient(self.base_model, folder, version,
-                              record_stability_info=record_stability_info)
+        client = SamplingClient(self.base_model, ckpt.resolve_path(saved.path), version,
+                                record_stability_info=record_stability_info)
+        client.check_weights(self.probe_logprobs(client.probe_tokens()).result())
+        return client
 
     def probe_logprobs(self, tokens: list[int]) -> APIFuture[list[float]]:
         """log p(tokens[i+1] | tokens[:i+1]) under the current weights (after queued ops)."""

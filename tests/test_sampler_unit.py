@@ -129,6 +129,12 @@ def test_version_store_numbers_copies_and_evicts(tiny_adapter: Path, tmp_path: P
         assert sorted(store.reset(in_use=served)) == [-1, 0, 2, 3]
         assert served.exists()  # the weights being served came from it
         assert store.add(folders[1], None) == -2  # numbers were forgotten
+        # Another learner at the same step shares the engine: its folder gets a private number.
+        assert store.add(folders[2], 5) == 5
+        assert store.add(folders[3], 5, exclusive=False) == -3
+        assert store.add(folders[3], 5, exclusive=False) == -3  # and keeps it
+        assert store.add(folders[4], 0) == 0  # a learner's step 0 ...
+        assert store.add(None, None) == -4  # ... so the base weights get another number
     finally:
         store.close()
     assert not served.exists()

@@ -7,6 +7,7 @@ nothing and lose nothing. Sampling tests share the session's vLLM engine (marked
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -29,6 +30,7 @@ from mint_rl.server import ServerConfig, create_app, paths, wire
 from mint_rl.server import tinker_wire_pb2 as pb
 from mint_rl.server.sequencer import Sequencer
 from mint_rl.server.tensors import decode_tensor
+from mint_rl.server.turns import Turns
 
 tinker = pytest.importorskip("tinker")
 from tinker import types as tt  # noqa: E402  (after the skip: tinker is a dev dependency)
@@ -603,6 +605,33 @@ def test_sequencer_runs_in_seq_order_and_skips_a_lost_seq_id() -> None:
     assert ran == [1, 2, 3, 0, 5, 6]
 
 
+def test_models_with_queued_work_take_turns() -> None:
+    """Two models submit three operations each at once: they run one at a time, alternating,
+    not all of the first model's before the second's."""
+    turns, order, lock = Turns(), [], threading.Lock()
+    running, most_at_once = [], []
+
+    def op(name: str) -> None:
+        with turns.turn():
+            with lock:
+                running.append(name)
+                most_at_once.append(len(running))
+            time.sleep(0.05)
+            with lock:
+                running.remove(name)
+                order.append(name)
+
+    a, b = Sequencer("a"), Sequencer("b")
+    for seq in (1, 2, 3):
+        a.submit(seq, lambda: op("a"))
+        b.submit(seq, lambda: op("b"))
+    a.close(wait=True)
+    b.close(wait=True)
+    assert sorted(order) == ["a"] * 3 + ["b"] * 3
+    assert max(most_at_once) == 1, "two operations ran at once"
+    assert all(x != y for x, y in itertools.pairwise(order)), order
+
+
 def test_tinker_paths_stay_in_storage() -> None:
     root = ckpt.runs_dir().resolve()
     assert paths.folder("run:train:0", "weights", "a") == root / "run:train:0" / "weights" / "a"
@@ -666,6 +695,40 @@ def test_compute_logprobs_match_the_learner(service, trained) -> None:
     assert all(row[0][1] >= lp - 1e-4 for row, lp in zip(topk[1:], logprobs[1:], strict=True))
 
 
+def _learner_logprobs(client, prompt: list[int], completion: list[int]) -> np.ndarray:
+    full = prompt + completion
+    datum = tt.Datum(model_input=tt.ModelInput.from_ints(full[:-1]),
+                     loss_fn_inputs={"target_tokens": full[1:], "weights": [0.0] * (len(full) - 1)})
+    out = client.forward([datum], "cross_entropy").result().loss_fn_outputs[0]["logprobs"]
+    return out.to_numpy()[len(prompt) - 1:]
+
+
+@pytest.mark.slow
+def test_two_learners_share_the_engine_without_mixing(service, trained) -> None:
+    """Two training clients of one base model at the same step: each sampling client samples
+    its own learner's weights, also when the other's weights arrive while it samples."""
+    a, ids, _ = trained
+    b = service.create_lora_training_client(DEFAULT_MODEL, rank=RANK, seed=SEED + 1).result()
+    text = b.get_tokenizer().encode("Bananas are yellow, long and curved.")
+    _step(b, [tt.Datum(model_input=tt.ModelInput.from_ints(text[:-1]),
+                       loss_fn_inputs={"target_tokens": text[1:],
+                                       "weights": [1.0] * (len(text) - 1)})], lr=2e-2)
+    prompt = ids[:4]
+    params = tt.SamplingParams(max_tokens=24, temperature=1.0, seed=5)
+    sampler_a = a.save_weights_and_get_sampling_client().result()
+    in_flight = sampler_a.sample(tt.ModelInput.from_ints(prompt), 4, params)
+    sampler_b = b.save_weights_and_get_sampling_client().result()  # same step as a's
+    from_b = sampler_b.sample(tt.ModelInput.from_ints(prompt), 4, params)
+    differ = 0.0
+    for own, other, result in ((a, b, in_flight.result()), (b, a, from_b.result())):
+        for seq in result.sequences:
+            np.testing.assert_allclose(seq.logprobs, _learner_logprobs(own, prompt, seq.tokens),
+                                       atol=2e-3)
+            theirs = _learner_logprobs(other, prompt, seq.tokens)
+            differ = max(differ, float(np.abs(np.asarray(seq.logprobs) - theirs).max()))
+    assert differ > 0.05, "the two learners' policies should differ"
+
+
 @pytest.mark.slow
 def test_bad_sampling_request_is_refused_by_name(service, trained) -> None:
     client, ids, _ = trained
@@ -686,9 +749,6 @@ def test_stable_reinforce_on_recorded_samples(service, sampler_engine) -> None:
     local = mint.ServiceClient().create_lora_training_client(DEFAULT_MODEL, rank=RANK,
                                                              seed=SEED)
     try:
-        # From a named checkpoint: save_weights_and_get_sampling_client would serve this fresh
-        # model as policy version 0 (its step), which the base-model sampler already holds in
-        # the session's shared engine.
         path = remote.save_weights_for_sampler("recorded").result().path
         sampler = service.create_sampling_client(model_path=path,
                                                  record_stability_info=True).result()

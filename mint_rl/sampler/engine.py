@@ -86,14 +86,17 @@ class SamplerEngine:
 
     # ---------------------------------------------------------------- policy versions
 
-    def add(self, adapter_dir: str | Path | None, policy_version: int | None) -> int:
+    def add(self, adapter_dir: str | Path | None, policy_version: int | None, *,
+            exclusive: bool = True) -> int:
         """Makes a policy servable under `policy_version` (None: look the folder up, or number
-        it); returns the version. Does not switch what the engine serves (that is `load`)."""
-        return self.run(self._add(adapter_dir, policy_version))
+        it); returns the number it is served under (see `VersionStore.add`). Does not switch
+        what the engine serves (that is `load`)."""
+        return self.run(self._add(adapter_dir, policy_version, exclusive))
 
-    async def _add(self, adapter_dir: str | Path | None, policy_version: int | None) -> int:
+    async def _add(self, adapter_dir: str | Path | None, policy_version: int | None,
+                   exclusive: bool = True) -> int:
         # On the engine loop, as all engine state: evicting tells the strategy to forget.
-        policy_version = self.store.add(adapter_dir, policy_version)
+        policy_version = self.store.add(adapter_dir, policy_version, exclusive=exclusive)
         for evicted in self.store.evict(in_use=self.sync.serving_folder):
             self.sync.forget(evicted)
         return policy_version
@@ -107,7 +110,7 @@ class SamplerEngine:
         await self._add(adapter_dir, policy_version)
         await self.sync.load(policy_version)
         if expected_probe_logprobs is not None:
-            await self._check_arrival(policy_version, expected_probe_logprobs)
+            await self.check_arrival(policy_version, expected_probe_logprobs)
         return time.perf_counter() - start
 
     def reset(self) -> None:
@@ -136,8 +139,9 @@ class SamplerEngine:
         """The fixed token sequence used to check weight arrival (BOS + PROBE_TEXT)."""
         return probe_tokens(self.tokenizer)
 
-    async def _check_arrival(self, policy_version: int, expected: Sequence[float]) -> None:
-        """Raises WeightSyncError unless the sampler's probe logprobs match the learner's."""
+    async def check_arrival(self, policy_version: int, expected: Sequence[float]) -> None:
+        """Raises WeightSyncError unless the sampler's probe logprobs of `policy_version` match
+        the learner's. Served like any request: it switches nothing under other requests."""
         tokens = self.probe_tokens()
         check_expected_count(tokens, expected)
         logprobs = await self.prompt_logprobs(tokens, policy_version)

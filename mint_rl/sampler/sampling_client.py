@@ -8,6 +8,8 @@ how each strategy honours this).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -32,7 +34,10 @@ class SamplingClient:
 
     `policy_version` labels the tokens this client produces (`SampledSequence.policy_versions`);
     None reuses the version the folder was loaded or added under, or numbers it (negative =
-    untracked). `record_stability_info`: every sample records its stability info (the
+    untracked). The engine is shared by every client of `base_model` in the process: when
+    another folder already holds that number (another learner at the same step), the engine
+    serves this one under a private number and its tokens still carry `policy_version`.
+    `record_stability_info`: every sample records its stability info (the
     stable_reinforce loss reads it; mint_rl/stability.py), unless a `sample` call says otherwise.
     """
 
@@ -48,8 +53,22 @@ class SamplingClient:
         self._base_model = base_model
         self._model_path = str(model_path) if model_path is not None else None
         self._engine: SamplerEngine = get_engine(base_model, engine_config)
-        self.policy_version: int = self._engine.add(model_path, policy_version)
+        self._served_as = self._engine.add(model_path, policy_version, exclusive=False)
+        self.policy_version: int = (self._served_as if policy_version is None
+                                    else policy_version)
         self.record_stability_info = bool(record_stability_info)
+
+    def probe_tokens(self) -> list[int]:
+        """The fixed tokens `check_weights` scores (BOS + a probe text)."""
+        return self._engine.probe_tokens()
+
+    def check_weights(self, expected_probe_logprobs: Sequence[float],
+                      timeout: float | None = 120.0) -> None:
+        """Raises WeightSyncError unless this client's weights give the learner's logprobs of
+        the probe sequence (`SamplerEngine.probe_tokens`). Waits its turn like any request, so
+        other clients' requests in flight keep their weights."""
+        self._engine.run(self._engine.check_arrival(self._served_as, expected_probe_logprobs),
+                         timeout)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Another process gets its own engine and serves the same folder under the same version
@@ -93,8 +112,8 @@ class SamplingClient:
 
     def compute_logprobs(self, prompt: ModelInput) -> Future[list[float | None]]:
         """Logprob of each prompt token given the ones before it; the first entry is None."""
-        tokens = _prompt_tokens(prompt)
-        return self._engine.submit(self._engine.prompt_logprobs(tokens, self.policy_version))
+        tokens = _prompt_tokens(prompt, self._engine)
+        return self._engine.submit(self._engine.prompt_logprobs(tokens, self._served_as))
 
     async def compute_logprobs_async(self, prompt: ModelInput) -> list[float | None]:
         return await asyncio.wrap_future(self.compute_logprobs(prompt))
@@ -112,11 +131,12 @@ class SamplingClient:
         include_prompt_logprobs: bool, topk_prompt_logprobs: int,
         sequence_ids: list[str] | None, record: bool,
     ) -> SampleResponse:
-        tokens = _prompt_tokens(prompt)
+        tokens = _prompt_tokens(prompt, self._engine)
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
             raise InvalidInputError("num_samples", f"must be a positive int, got {num_samples!r}")
         if not isinstance(params, SamplingParams):
             raise InvalidInputError("sampling_params", "must be a mint_rl.types.SamplingParams")
+        params = dataclasses.replace(params)  # its checks again: it may have been altered
         if not isinstance(topk_prompt_logprobs, int) or topk_prompt_logprobs < 0:
             raise InvalidInputError("topk_prompt_logprobs", "must be an int >= 0")
         if topk_prompt_logprobs > self._engine.config.max_logprobs:
@@ -133,7 +153,7 @@ class SamplingClient:
         jobs = [
             self._engine.generate(tokens, _vllm_params(
                 params, i, room, topk_prompt_logprobs if want_prompt and i == 0 else None,
-            ), self.policy_version)
+            ), self._served_as)
             for i in range(num_samples)
         ]
         gens = await asyncio.gather(*jobs)  # one vLLM request each: the engine batches them
@@ -141,7 +161,8 @@ class SamplingClient:
         response = SampleResponse(sequences=[
             SampledSequence(tokens=g.tokens, logprobs=g.logprobs,
                             stop_reason="length" if g.finish_reason == "length" else "stop",
-                            policy_versions=g.policy_versions, sequence_id=sequence_id)
+                            policy_versions=self._labels(g.policy_versions),
+                            sequence_id=sequence_id)
             for g, sequence_id in zip(gens, ids, strict=True)
         ])
         if record:
@@ -161,6 +182,9 @@ class SamplingClient:
                 )]
         return response
 
+    def _labels(self, served_as: list[int]) -> list[int]:
+        return [self.policy_version if v == self._served_as else v for v in served_as]
+
 
 def _restore(base_model: str, model_path: str | None, policy_version: int,
              record_stability_info: bool) -> SamplingClient:
@@ -179,13 +203,24 @@ def _sequence_ids(given: Sequence[str] | None, num_samples: int) -> list[str] | 
     return ids
 
 
-def _prompt_tokens(prompt: ModelInput) -> list[int]:
+def _prompt_tokens(prompt: ModelInput, engine: SamplerEngine) -> list[int]:
     if not isinstance(prompt, ModelInput):
         raise InvalidInputError("prompt", f"must be a ModelInput, got {type(prompt).__name__}")
     tokens = prompt.to_ints()
     if not tokens:
         raise InvalidInputError("prompt", "is empty")
+    # vLLM's own bound (else it raises its own error from inside the engine).
+    vocab = max(len(engine.tokenizer), _model_vocab_size(engine.vllm.model_dir))
+    for j, t in enumerate(tokens):
+        if t >= vocab:
+            raise InvalidInputError("prompt", f"token id {t} at position {j} is outside the "
+                                              f"vocabulary [0, {vocab})")
     return tokens
+
+
+@functools.cache
+def _model_vocab_size(model_dir: Path) -> int:
+    return int(json.loads((Path(model_dir) / "config.json").read_text()).get("vocab_size", 0))
 
 
 def _vllm_params(

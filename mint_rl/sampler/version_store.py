@@ -36,11 +36,15 @@ class VersionStore:
         self._copy_ids = itertools.count()
         self._root = Path(tempfile.mkdtemp(prefix="mint-sampler-"))
 
-    def add(self, adapter_dir: str | Path | None, policy_version: int | None) -> int:
-        """Makes `adapter_dir` (None: the base weights) servable as `policy_version`; returns it.
+    def add(self, adapter_dir: str | Path | None, policy_version: int | None, *,
+            exclusive: bool = True) -> int:
+        """Makes `adapter_dir` (None: the base weights) servable as `policy_version`; returns the
+        number it is served under.
 
         `policy_version` None: the version the folder was added under before, or else a new
-        negative (untracked) one; 0 for the base weights. Does not evict (see `evict`).
+        negative (untracked) one; 0 for the base weights. A number another folder holds is an
+        error, unless `exclusive` is False: then the folder gets an untracked number (several
+        learners share one engine, and each numbers its own steps). Does not evict (see `evict`).
         """
         source = check_adapter_dir(adapter_dir, "model_path") if adapter_dir is not None else None
         if policy_version is not None and (
@@ -48,15 +52,15 @@ class VersionStore:
         ):
             raise InvalidInputError("policy_version", f"must be an int, got {policy_version!r}")
         if policy_version is None:
-            known = [v for v, s in self._sources.items() if s == source] if source else []
-            if source is None:
-                policy_version = 0
-            elif known:
+            known = [v for v, s in self._sources.items() if s == source]
+            if known:
                 return known[-1]
-            else:
-                policy_version = next(self._unnumbered)
+            free_zero = source is None and 0 not in self._sources
+            policy_version = 0 if free_zero else next(self._unnumbered)
         if policy_version in self._copies:
             if self._sources.get(policy_version) != source:
+                if not exclusive:
+                    return self.add(adapter_dir, None)
                 raise InvalidInputError(
                     "policy_version",
                     f"{policy_version} is already taken by {self._sources[policy_version]}",

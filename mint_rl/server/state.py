@@ -2,7 +2,8 @@
 
 Request handlers run on the event loop and never compute: they check the request, start its work
 on a thread and answer with a request_id at once (see futures.py). A model's operations go to
-its Sequencer, in seq_id order; other work (creating a model, sampling) to a shared pool.
+its Sequencer, in seq_id order, and take turns with other models' (turns.py); other work
+(creating a model, sampling) to a shared pool.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from mint_rl.learner.engine import LearnerSettings
 from mint_rl.server.config import ServerConfig
 from mint_rl.server.futures import FutureStore, Reply, settle
 from mint_rl.server.registry import Model, Registry
+from mint_rl.server.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class ServerState:
         self.futures = FutureStore()
         # model id -> request_id of its create_model / load_weights, so a retried one is no-op.
         self.creations: dict[str, str] = {}
+        self.learner_turns = Turns()  # learner work of all models, in arrival order
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="mint-server-work")
 
@@ -55,7 +58,12 @@ class ServerState:
             if len(model.requests) > 2 * _REMEMBERED_REQUESTS:
                 for old in sorted(model.requests)[:_REMEMBERED_REQUESTS]:
                     del model.requests[old]
-        model.sequencer.submit(seq, lambda: settle(future, produce))
+
+        def take_turn() -> None:
+            with self.learner_turns.turn():
+                settle(future, produce)
+
+        model.sequencer.submit(seq, take_turn)
         return {"request_id": request_id, "model_id": model.id}
 
     def release(self, models: list[Model]) -> None:
