@@ -632,6 +632,28 @@ def test_models_with_queued_work_take_turns() -> None:
     assert all(x != y for x, y in itertools.pairwise(order)), order
 
 
+def test_a_session_without_heartbeats_is_finished() -> None:
+    """A client that went away: its session ends and its models are freed; a session that keeps
+    heartbeating stays."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(ServerConfig(session_timeout_s=2.0))
+    sessions = app.state.server.registry.sessions
+    with TestClient(app) as http:
+        gone, alive = (http.post("/api/v1/create_session", json={}).json()["session_id"]
+                       for _ in range(2))
+        deadline = time.monotonic() + 60
+        while not sessions[gone].finished:
+            assert time.monotonic() < deadline, "the silent session was never finished"
+            assert http.post("/api/v1/session_heartbeat",
+                             json={"session_id": alive}).status_code == 200
+            time.sleep(0.2)
+        assert http.post("/api/v1/session_heartbeat",
+                         json={"session_id": gone}).status_code == 410  # the SDK stops there
+        assert http.post("/api/v1/session_heartbeat",
+                         json={"session_id": alive}).status_code == 200
+
+
 def test_tinker_paths_stay_in_storage() -> None:
     root = ckpt.runs_dir().resolve()
     assert paths.folder("run:train:0", "weights", "a") == root / "run:train:0" / "weights" / "a"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from mint_rl.learner.engine import LearnerSettings
@@ -17,6 +18,14 @@ from mint_rl.server.state import ServerState
 PREFIX = "/api/v1"
 
 
+async def expire_sessions(state: ServerState) -> None:
+    """Frees the models of clients that went away without finishing their session."""
+    timeout = state.config.session_timeout_s
+    while True:
+        await anyio.sleep(min(30.0, timeout / 4))
+        state.release(state.registry.expire(timeout))
+
+
 def create_app(config: ServerConfig | None = None, *,
                learner_settings: LearnerSettings | None = None) -> FastAPI:
     """A Tinker-protocol server over mint_rl; `app.state.server` is its ServerState."""
@@ -25,7 +34,10 @@ def create_app(config: ServerConfig | None = None, *,
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(expire_sessions, state)
+            yield
+            tg.cancel_scope.cancel()
         state.close()  # models finish what they run; nothing new starts
 
     # No /docs or /openapi.json: the protocol is the SDK's, and docs/server.md describes it.

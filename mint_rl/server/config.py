@@ -31,6 +31,9 @@ class ServerConfig:
     # Datums per forward_backward request the SDK sends (None: its default, 1024). A batch
     # over this goes as several requests at once, which the server applies in seq_id order.
     forward_backward_chunk_len: int | None = None
+    # A session with no heartbeat and no request for this long is finished and its models are
+    # freed (the SDK heartbeats every 10 s and warns after 2 minutes without one).
+    session_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.startswith(API_KEY_PREFIX):
@@ -40,6 +43,9 @@ class ServerConfig:
             raise InvalidInputError(
                 "host", f"{self.host!r} is reachable from other machines; set an API key "
                 f"(--api-key or ${API_KEY_ENV}) to serve on it, or bind 127.0.0.1")
+        if not self.session_timeout_s > 0:
+            raise InvalidInputError("session_timeout_s", f"must be > 0, got "
+                                                         f"{self.session_timeout_s}")
         if self.max_request_bytes < 1024:
             raise InvalidInputError("max_request_bytes", f"must be >= 1024, got "
                                                          f"{self.max_request_bytes}")

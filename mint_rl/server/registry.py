@@ -121,6 +121,18 @@ class Registry:
         with self._lock:
             self.samplers[sampler.id] = sampler
 
+    def expire(self, timeout_s: float) -> list[Model]:
+        """Finishes the sessions that showed no sign of life (heartbeat, or a request to one of
+        their models) for `timeout_s`; returns their models, as `finish` does."""
+        now = time.time()
+        with self._lock:
+            alive = {s.id: s.last_heartbeat for s in self.sessions.values() if not s.finished}
+            for m in self.models.values():
+                if m.session_id in alive:
+                    alive[m.session_id] = max(alive[m.session_id], m.last_request_time)
+        return [m for sid, seen in alive.items() if now - seen > timeout_s
+                for m in self.finish(sid)]
+
     def finish(self, session_id: str) -> list[Model]:
         """Marks the session finished and forgets its models and samplers; returns the models
         (their checkpoints stay on disk) so the caller can release them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -40,7 +41,8 @@ def router(state: ServerState) -> APIRouter:
 
     @api.post("/session_heartbeat")
     async def heartbeat(body: schemas.SessionRef) -> dict[str, Any]:
-        state.registry.session(body.session_id)  # 404 unknown, 410 finished: the SDK stops
+        session = state.registry.session(body.session_id)  # 404 unknown, 410 finished
+        session.last_heartbeat = time.time()
         return {"type": "session_heartbeat"}
 
     @api.post("/sessions/{session_id}/finish")
