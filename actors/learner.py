@@ -56,7 +56,9 @@ class LearnerActor(Actor):
         """The number of optimizer steps taken: the version of the weights it holds."""
         return self.client.engine.step
 
-    @endpoint(raises=(ValueError, KeyError))
+    # Any error reaches the caller and the learner lives on: its weights are still those of the
+    # last completed step, which the pipeline checkpoints before it stops the run.
+    @endpoint(raises=(Exception,))
     async def train(self, datums: list[types.Datum]) -> dict[str, float]:
         """One optimizer step on `datums`; returns the step's metrics.
 

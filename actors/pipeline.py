@@ -16,6 +16,11 @@ version and their own behaviour logprobs, so the importance ratio stays exact.
 
 Extension points (docs/composition.md): `stages` run on every sampled group, `compute_advantages`
 replaces the advantage step, and several samplers share the prompt stream.
+
+Faults: a sampler that crashes (its engine died, its env raised or hung) is restarted by the
+runtime; its groups in flight are sampled again, once, after the current weights are loaded into
+it. A learner that fails during a step leaves its weights at the last completed step: the run
+checkpoints them and stops with LearnerFailedError.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from anyio.abc import TaskGroup
 from mint_rl.actors.advantage import TrainingBatch
 from mint_rl.actors.learner import LearnerActor
 from mint_rl.actors.sampler import SamplerActor
+from mint_rl.errors import LearnerFailedError
 from mint_rl.rl.types import EnvGroupBuilder, RLDataset, SavedPolicy, TrajectoryGroup
-from mint_rl.runtime import ChannelReceiver, ChannelSender, channel
+from mint_rl.runtime import ActorCrashedError, ChannelReceiver, ChannelSender, channel
 from mint_rl.sampler.sampling_client import SamplingClient
 from mint_rl.terminal import StartupTimeline
 
@@ -76,6 +82,7 @@ class PipelineState:
     stopped_early: bool = False  # a stop was requested (Ctrl-C): the run ends at a step boundary
     groups_dropped_stale: int = 0
     groups_filtered: int = 0
+    groups_resampled: int = 0  # sampled again after their sampler crashed
     groups_in_flight: int = 0
     queue_depth: int = 0
     last_metrics: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +148,7 @@ class RLPipeline:
         self._in_flight = [0] * len(self.samplers)  # groups in flight per sampler
         self._load_times: dict[str, float] = {}
         self._probe: list[int] = []
+        self._latest_saved: SavedPolicy | None = None  # the newest version sent to samplers
         self._tg: TaskGroup | None = None
         self._next_batch = self.config.start_step  # the first batch not yet sent to sampling
         self._stop_requested = False
@@ -193,7 +201,7 @@ class RLPipeline:
             with timed(metrics, "time/train"):
                 # Always a step, even with no datums (every group constant): versions then
                 # count steps, which the pacing relies on; the weights simply stay the same.
-                metrics.update(await self.learner.train(batch.datums))
+                metrics.update(await self.train_or_checkpoint(step, batch))
             with timed(metrics, "time/save_weights"):
                 await self.save_weights()
             metrics.update(batch.metrics)
@@ -204,6 +212,18 @@ class RLPipeline:
         if step == self.config.start_step:
             self._mark(f"step {step} done")
         self.on_step(metrics)
+
+    async def train_or_checkpoint(self, step: int, batch: TrainingBatch) -> dict[str, float]:
+        """One learner step. If it fails, the learner still holds the weights of the steps
+        before: they are checkpointed, and the run stops with a message saying so."""
+        try:
+            return await self.learner.train(batch.datums)
+        except Exception as e:
+            await self.save_checkpoint(step)
+            raise LearnerFailedError(
+                f"the learner failed at step {step} ({type(e).__name__}: {e}); the run was "
+                f"checkpointed after {step} steps: run the same command again to resume "
+                "there") from e
 
     async def collect_fresh_groups(self) -> list[TrajectoryGroup]:
         """A batch of groups, none sampled by a policy more than K versions old. A group a stage
@@ -282,6 +302,7 @@ class RLPipeline:
             "staleness/mean": sum(staleness) / len(staleness),
             "groups/dropped_stale": state.groups_dropped_stale,
             "groups/filtered": state.groups_filtered,
+            "groups/resampled": state.groups_resampled,
             "queue/rollouts": state.queue_depth,
             "queue/in_flight": state.groups_in_flight,
         }
@@ -318,24 +339,45 @@ class RLPipeline:
     async def rollout(self, builder: EnvGroupBuilder, batch_index: int, group_index: int,
                       min_policy_version: int) -> None:
         """One group: sampled by the least busy sampler, passed through the stages, queued."""
-        i = min(range(len(self.samplers)), key=self._in_flight.__getitem__)
-        self._in_flight[i] += 1
-        self.state.groups_in_flight += 1
-        try:
-            group: TrajectoryGroup | None = await self.samplers[i].rollout(
-                builder, batch_index, min_policy_version,
-                self._sampling_seed(batch_index, group_index))
-            self._mark("first group sampled")
-            for stage in self.stages:
-                if group is None:
-                    break
-                group = await stage(group)
+        group: TrajectoryGroup | None = await self._sample_group(
+            builder, batch_index, min_policy_version, self._sampling_seed(batch_index, group_index))
+        self._mark("first group sampled")
+        for stage in self.stages:
             if group is None:
-                self.state.groups_filtered += 1
-            await self._group_send.send((builder, group_index, group))
-        finally:
-            self._in_flight[i] -= 1
-            self.state.groups_in_flight -= 1
+                break
+            group = await stage(group)
+        if group is None:
+            self.state.groups_filtered += 1
+        await self._group_send.send((builder, group_index, group))
+
+    async def _sample_group(self, builder: EnvGroupBuilder, batch_index: int,
+                            min_policy_version: int, seed: int | None) -> TrajectoryGroup:
+        """Samples on the least busy sampler. If the sampler crashes meanwhile, the runtime
+        restarts it: the current weights are loaded into it and the group is sampled again
+        (with the same seed). The runtime gives up, stopping the run, after a few crashes."""
+        while True:
+            i = min(range(len(self.samplers)), key=self._in_flight.__getitem__)
+            self._in_flight[i] += 1
+            self.state.groups_in_flight += 1
+            try:
+                return await self.samplers[i].rollout(builder, batch_index, min_policy_version,
+                                                      seed)
+            except ActorCrashedError:
+                self.state.groups_resampled += 1
+                await self._load_into(self.samplers[i])
+            finally:
+                self._in_flight[i] -= 1
+                self.state.groups_in_flight -= 1
+
+    async def _load_into(self, sampler: SamplerActor) -> float:
+        """Loads the newest saved version into `sampler` (a no-op where it is served already),
+        again after a crash of the sampler."""
+        while True:
+            assert self._latest_saved is not None
+            try:
+                return await sampler.load_weights(self._latest_saved)
+            except ActorCrashedError:
+                continue  # restarted meanwhile: load into the new one
 
     async def load_weights(self) -> None:
         async for saved in self._saved_receive:
@@ -346,8 +388,9 @@ class RLPipeline:
         engine_seconds: list[float] = []
 
         async def load(sampler: SamplerActor) -> None:
-            engine_seconds.append(await sampler.load_weights(saved))
+            engine_seconds.append(await self._load_into(sampler))
 
+        self._latest_saved = saved
         with timed(self._load_times, "total"):
             async with anyio.create_task_group() as tg:
                 for sampler in self.samplers:

@@ -3,11 +3,17 @@
 `rollout` is concurrent (many groups in flight; the engine batches them). `load_weights` is an
 ordered control message: it loads the saved version into the engine, checks it arrived (probe
 logprobs against the learner's), and only then lets rollouts that wait for that version start.
+
+A rollout that fails (the engine process died, the env raised or timed out) crashes the actor;
+the runtime's supervision starts a new one, which takes the process's engine over (a new one if
+it died) without forgetting the run's policy versions, and serves nothing until the pipeline
+loads the current weights into it again (RLPipeline.rollout re-queues the group).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -20,29 +26,36 @@ if TYPE_CHECKING:  # vLLM-heavy: imported when the sampler starts, not with this
     from mint_rl.sampler import EngineConfig, SamplerWeights, SamplingClient
 
 
+T = TypeVar("T")
+
+
 class SamplerActor(Actor):
     def __init__(self, base_model: str, params: types.SamplingParams,
-                 engine_config: EngineConfig | None = None) -> None:
+                 engine_config: EngineConfig | None = None,
+                 env_timeout_s: float | None = None) -> None:
         self.base_model = base_model
         self.params = params
         self.engine_config = engine_config
+        self.env_timeout_s = env_timeout_s  # an env.step (the reward) taking longer fails
         self.policy_version = -1  # nothing loaded yet
         self._loaded = anyio.Event()  # set (and replaced) whenever a version is loaded
         self._client: SamplingClient | None = None
+        self._crashed = False
 
     async def setup(self) -> None:
         from mint_rl.sampler import SamplerWeights, running_engine
 
         # A run numbers policy versions from 0. An engine already running in this process (a
         # second run in a notebook, a test session, another sampler actor) is reset and reused
-        # instead of restarted; one this actor starts, it also shuts down.
+        # instead of restarted; one this actor starts, it also shuts down. A restarted actor
+        # keeps the run's versions: it resets nothing.
         self._owns_engine = running_engine(self.base_model) is None
         # Starting vLLM takes a while and blocks: keep the event loop free meanwhile.
         self._weights: SamplerWeights = await self.ctx.run_blocking(
             SamplerWeights, self.base_model, self.engine_config)
         # Held here: `SamplerWeights.engine` would start a fresh engine once this one is closed.
         self._engine = self._weights.engine
-        if not self._owns_engine:
+        if not self._owns_engine and self.ctx.restarts == 0:
             await self.ctx.run_blocking(self._engine.reset)
         self._probe = await self.ctx.run_blocking(self._weights.probe_tokens)
 
@@ -53,11 +66,14 @@ class SamplerActor(Actor):
 
     @endpoint
     async def load_weights(self, saved: SavedPolicy) -> float:
-        """Serves `saved` from now on; returns the seconds the engine took to load it."""
+        """Serves `saved` from now on; returns the seconds the engine took to load it. A version
+        older than the one served is ignored: the served version never goes back."""
         from mint_rl.sampler import SamplingClient
 
-        seconds = await self.ctx.run_blocking(self._weights.load, saved.adapter_dir,
-                                              saved.policy_version, saved.probe_logprobs)
+        if saved.policy_version <= self.policy_version:
+            return 0.0
+        seconds = await self._failing(self.ctx.run_blocking(
+            self._weights.load, saved.adapter_dir, saved.policy_version, saved.probe_logprobs))
         self._client = await self.ctx.run_blocking(
             lambda: SamplingClient(self.base_model, saved.adapter_dir, saved.policy_version,
                                    engine_config=self.engine_config))
@@ -73,7 +89,16 @@ class SamplerActor(Actor):
         `seed` makes its samples reproducible."""
         while self._client is None or self.policy_version < min_policy_version:
             await self._loaded.wait()
-        return await rollout_group(builder, self._client, self.params, batch_index, seed)
+        return await self._failing(rollout_group(builder, self._client, self.params,
+                                                 batch_index, seed, self.env_timeout_s))
+
+    async def _failing(self, work: Awaitable[T]) -> T:
+        """Awaits `work`; if it fails, this instance is about to crash (see teardown)."""
+        try:
+            return await work
+        except Exception:
+            self._crashed = True
+            raise
 
     @endpoint(concurrent=True)
     async def sampling_client(self) -> SamplingClient:
@@ -83,6 +108,8 @@ class SamplerActor(Actor):
         return self._client
 
     async def teardown(self) -> None:
+        if self._crashed:  # the restarted actor takes the engine over (get_engine replaces it
+            return         # if it died): stopping or resetting it would lose the run's versions
         if self._owns_engine:
             await self.ctx.run_blocking(self._engine.close)
         elif not self._engine.closed:  # another sampler actor may have closed the one it owns

@@ -1,9 +1,12 @@
 """The `mint-rl` command.
 
-    mint-rl run RECIPE|FILE.py [--log-dir DIR] [recipe options...]
+    mint-rl run RECIPE|FILE.py [--log-dir DIR] [--wandb PROJECT] [recipe options...]
     mint-rl prepare-model [ID_OR_FOLDER] [--check]
     mint-rl list
     mint-rl show RUN_FOLDER
+    mint-rl plot RUN_FOLDER [RUN_FOLDER ...] [--out comparison.png]
+    mint-rl eval RUN_FOLDER|CHECKPOINT [--step N] [--recipe NAME]
+    mint-rl export RUN_FOLDER|CHECKPOINT OUT [--step N] [--merged] [--force]
     mint-rl serve [--host 127.0.0.1] [--port 8000] [--storage DIR] [--api-key KEY]
 
 A recipe is a module with a `Config` dataclass and `main(config, log_dir)`; its command-line
@@ -11,6 +14,10 @@ options are derived from `Config` (mint_rl/rl/config.py). Recipes live in the re
 `recipes/` folder, installed as `mint_rl.recipes` (and `actors/` as `mint_rl.actors`, so no
 generic top-level package lands in site-packages), or anywhere: `mint-rl run path/to/file.py`.
 The library never imports recipes otherwise (imports point recipes -> actors -> mint_rl).
+`mint-rl run` records the recipe in the run folder (`run.json`), so `mint-rl eval` runs that
+recipe's `evaluate_checkpoint` (mint_rl/rl/eval_checkpoint.py) on the run's checkpoints.
+`mint-rl export` writes a checkpoint as a PEFT adapter or merged model folder
+(mint_rl/rl/export.py); `mint-rl plot` compares runs in one PNG (mint_rl/rl/plot.py).
 
 `mint-rl run` keeps the terminal for mint_rl's own progress lines, live view and errors; what
 vLLM, transformers and torch print (their processes included) goes to `third_party.log` in the
@@ -30,9 +37,11 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from mint_rl.errors import BadRequestError
+from mint_rl.errors import BadRequestError, InvalidInputError, LearnerFailedError, MintError
 from mint_rl.rl.config import config_parser, parse_config, write_config
+from mint_rl.rl.wandb_sink import check_sinks
 from mint_rl.terminal import console, tail, third_party_output_to
 
 # Where `mint-rl run` sends vLLM's, transformers' and torch's own output, inside the run folder.
@@ -61,11 +70,36 @@ def _recipe_names() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser, commands = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":  # a recipe's options reach `run` as `extra`
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    command, subparser = args.command, commands[args.command]
+    if command == "run":
+        return _run(args, extra, subparser)
+    if command == "prepare-model":
+        return _prepare_model(args.model, args.check)
+    if command == "list":
+        print("\n".join(_recipe_names()))
+        return 0
+    if command == "show":
+        return _show(args.log_dir, subparser)
+    if command == "serve":
+        return _serve(args)
+    tools = {"plot": _plot, "eval": _eval, "export": _export}
+    try:
+        return tools[command](args, subparser)
+    except MintError as e:  # a missing or damaged checkpoint, a recipe that cannot evaluate
+        console.print(f"[bold red]mint-rl {command}: {e}[/]")
+        return 2
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command line; also returns each command's own parser (for its error messages)."""
     # __doc__ is None under `python -OO`, which strips docstrings.
     description = __doc__.splitlines()[0] if __doc__ else None
     parser = argparse.ArgumentParser(prog="mint-rl", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
-
     # Help is ours to give: `mint-rl run RECIPE --help` shows the recipe's own options too.
     run = sub.add_parser("run", help="run a recipe end to end", add_help=False)
     run.add_argument("-h", "--help", action="store_true", help="show this help (and the recipe's)")
@@ -74,14 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--log-dir", type=Path, default=None,
                      help="run folder: config, metrics, plots, checkpoints (the same folder "
                           "resumes a run)")
-
     prepare = sub.add_parser("prepare-model", help="resolve a model once into the local cache")
     prepare.add_argument("model", nargs="?", default=None)
     prepare.add_argument("--check", action="store_true",
                          help="also load it with transformers and ask it a question")
-    sub.add_parser("list", help="list recipes")
+    commands = {"run": run, "prepare-model": prepare,
+                "list": sub.add_parser("list", help="list recipes")}
     show = sub.add_parser("show", help="a run's latest samples and a summary of its metrics")
     show.add_argument("log_dir", type=Path, help="the run folder")
+    commands["show"] = show
+    commands.update(_run_tool_parsers(sub))
     serve = sub.add_parser("serve", help="serve the Tinker HTTP protocol: the tinker SDK "
                                          "trains and samples here (docs/server.md)")
     serve.add_argument("--host", default="127.0.0.1",
@@ -91,34 +127,59 @@ def main(argv: list[str] | None = None) -> int:
                        help="checkpoint folder (default: $MINT_RL_RUNS or ~/.mint_rl/runs)")
     serve.add_argument("--api-key", default=None,
                        help="require this X-API-Key (starts with tml-; default $MINT_RL_API_KEY)")
+    commands["serve"] = serve
+    return parser, commands
 
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "prepare-model":
-        return _prepare_model(args.model, args.check)
-    if args.command == "show":
-        return _show(args.log_dir, show)
-    if args.command == "list":
-        print("\n".join(_recipe_names()))
-        return 0
-    if extra and args.command != "run":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "serve":
-        return _serve(args)
+
+def _run_tool_parsers(sub: Any) -> dict[str, argparse.ArgumentParser]:
+    """plot, eval and export: what to do with run folders and checkpoints after a run."""
+    plot = sub.add_parser("plot", help="one PNG comparing runs: reward, eval metrics, KL "
+                                       "sampler/learner, staleness, step time")
+    plot.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="run folders")
+    plot.add_argument("--out", type=Path, default=Path("comparison.png"),
+                      help="the PNG to write")
+    target = ("a run folder (its newest intact checkpoint), a checkpoint manifest "
+              "(<run>/checkpoints/step-*.json) or an adapter folder")
+    evaluate = sub.add_parser("eval", help="a recipe's held-out evaluation of a checkpoint")
+    evaluate.add_argument("checkpoint", help=target)
+    evaluate.add_argument("--recipe", default=None,
+                          help="recipe name or file (default: the one that made the run)")
+    export = sub.add_parser("export", help="a checkpoint as a PEFT adapter folder, or a merged "
+                                           "HF model folder (--merged)")
+    export.add_argument("checkpoint", help=target)
+    export.add_argument("out", type=Path, help="the folder to write")
+    export.add_argument("--merged", action="store_true",
+                        help="write the adapter merged into the base model's weights")
+    export.add_argument("--force", action="store_true",
+                        help="replace an earlier export at OUT")
+    for command in (evaluate, export):
+        command.add_argument("--step", type=int, default=None,
+                             help="the checkpoint of this step (a run folder's)")
+    return {"plot": plot, "eval": evaluate, "export": export}
+
+
+def _run(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentParser) -> int:
     recipe: str | None = args.recipe
-    module = _find_recipe(recipe, run) if recipe is not None else None
+    module = _find_recipe(recipe, parser) if recipe is not None else None
     if args.help:
-        run.print_help()
+        parser.print_help()
         if module is not None:
             print(f"\noptions of the {recipe} recipe:")
             config_parser(module.Config, f"mint-rl run {recipe}").print_help()
         return 0
     if recipe is None or module is None:  # module is None exactly when no recipe is given
-        run.error("a recipe name or file is required (see `mint-rl list`)")
+        parser.error("a recipe name or file is required (see `mint-rl list`)")
     name = Path(recipe).stem
     # Options are checked before anything starts (argparse errors go to the terminal).
     config = parse_config(module.Config, extra, f"mint-rl run {recipe}")
+    try:
+        check_sinks(config)
+    except InvalidInputError as e:
+        parser.error(str(e))
     log_dir = args.log_dir or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return _run_recipe(module, config, log_dir)
+    # A recipe file is recorded by its absolute path, so `mint-rl eval` finds it from anywhere.
+    recorded = str(Path(recipe).resolve()) if recipe.endswith(".py") else recipe
+    return _run_recipe(module, config, log_dir, recorded)
 
 
 def _show(log_dir: Path, parser: argparse.ArgumentParser) -> int:
@@ -127,6 +188,78 @@ def _show(log_dir: Path, parser: argparse.ArgumentParser) -> int:
     if not (log_dir / "metrics.jsonl").is_file():
         parser.error(f"{log_dir} holds no run (no metrics.jsonl)")
     show_run(log_dir)
+    return 0
+
+
+def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from mint_rl.rl.metrics import read_metrics
+    from mint_rl.rl.plot import compare_runs, run_labels
+
+    for run_dir in args.runs:
+        if not (run_dir / "metrics.jsonl").is_file():
+            parser.error(f"{run_dir} holds no run (no metrics.jsonl)")
+    runs = {label: read_metrics(run_dir / "metrics.jsonl")
+            for label, run_dir in zip(run_labels(args.runs), args.runs, strict=True)}
+    plot = compare_runs(runs, args.out)
+    console.print(f"wrote {plot.path.resolve()}: {', '.join(plot.labels)}; "
+                  f"panels: {', '.join(plot.panels) or 'none (no metrics to compare)'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The recipe's held-out evaluation of a checkpoint; prints and writes the metrics."""
+    from mint_rl.rl.eval_checkpoint import evaluate
+    from mint_rl.rl.run_folder import find_checkpoint, recorded_recipe
+
+    checkpoint = find_checkpoint(args.checkpoint, args.step)
+    recipe = args.recipe or recorded_recipe(checkpoint.run_dir)
+    if recipe is None:
+        raise InvalidInputError("recipe", f"{args.checkpoint} does not record the recipe that "
+                                "made it; pass --recipe NAME")
+    module = _find_recipe(recipe, parser)
+    step = "" if checkpoint.step is None else f" (step {checkpoint.step})"
+    console.print(f"evaluating {checkpoint.adapter_dir}{step} with the {recipe} recipe")
+    log_file = (checkpoint.run_dir or checkpoint.adapter_dir.parent) / THIRD_PARTY_LOG
+    console.print(f"[dim]vLLM, transformers and torch output: {log_file}[/]")
+    running = _running_engine(checkpoint.base_model)  # one this process had: leave it running
+    with third_party_output_to(log_file):
+        try:
+            result = evaluate(module, recipe, checkpoint)
+        finally:
+            started = _running_engine(checkpoint.base_model)
+            if started is not None and started is not running:
+                # In order, while its output still goes to the log: at interpreter exit it
+                # would be killed, noisily, on the terminal.
+                started.close()
+    for key, value in result.metrics.items():
+        console.print(f"{key}: {value:.4f}")
+    console.print(f"written to {result.path}")
+    return 0
+
+
+def _running_engine(base_model: str) -> Any:
+    """The vLLM engine for `base_model` running in this process, if any (imports no vLLM)."""
+    engines = sys.modules.get("mint_rl.sampler.engine")  # never imported: no engine runs
+    try:
+        return engines.running_engine(base_model) if engines is not None else None
+    except MintError:  # a model that cannot be resolved has no engine
+        return None
+
+
+def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from mint_rl.rl.export import export
+    from mint_rl.rl.run_folder import find_checkpoint
+
+    hf_logging.disable_progress_bar()  # the status line below says what is going on
+    checkpoint = find_checkpoint(args.checkpoint, args.step)
+    kind = "merged model" if args.merged else "adapter"
+    step = "" if checkpoint.step is None else f" of step {checkpoint.step}"
+    with console.status(f"exporting the {kind}{step}"):
+        out = export(checkpoint, args.out, merged=args.merged, force=args.force)
+    console.print(f"wrote the {kind}{step} ({checkpoint.adapter_dir}, base "
+                  f"{checkpoint.base_model}) to {out}")
     return 0
 
 
@@ -212,9 +345,12 @@ def _ask(model_dir: Path, question: str, max_new_tokens: int = 16) -> str:
     return tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def _run_recipe(module: ModuleType, config: object, log_dir: Path) -> int:
+def _run_recipe(module: ModuleType, config: object, log_dir: Path, recipe: str) -> int:
     """Runs a recipe with third-party output in the run's log file and ours on the terminal."""
+    from mint_rl.rl.run_folder import write_run_info  # reads checkpoints: imports torch
+
     write_config(log_dir, config)
+    write_run_info(log_dir, recipe)
     log_file = log_dir / THIRD_PARTY_LOG
     # `kill` (SIGTERM) stops a run the way Ctrl-C does: engines shut down, nothing orphaned.
     previous = signal.signal(signal.SIGTERM,
@@ -230,12 +366,28 @@ def _run_recipe(module: ModuleType, config: object, log_dir: Path) -> int:
         raise
     except BaseException as e:
         console.print(traceback.format_exc(), markup=False, highlight=False, end="")
+        failed = _learner_failure(e)
+        if failed is not None:  # the run checkpointed its last step: say what to do, last
+            console.print(f"[bold red]error:[/] {failed}", highlight=False)
+            return 1
         if not isinstance(e, BadRequestError):  # a bad option needs no engine log
             console.print(f"[bold]last lines of {log_file}[/]:")
             console.print(tail(log_file), markup=False, highlight=False)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _learner_failure(error: BaseException) -> LearnerFailedError | None:
+    """The LearnerFailedError in `error` (task groups wrap errors in ExceptionGroups)."""
+    if isinstance(error, LearnerFailedError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _learner_failure(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

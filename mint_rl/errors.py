@@ -59,3 +59,12 @@ class ModelNotAvailableError(MintError):
 
 class WeightSyncError(MintError):
     """A sampler did not end up serving the weights it was asked to load."""
+
+
+class EnvTimeoutError(MintError, TimeoutError):
+    """An environment's `step` (its reward function) ran past the run's `env_timeout_s`."""
+
+
+class LearnerFailedError(MintError):
+    """The learner failed during a training step; the run stopped after checkpointing the last
+    completed step (running the same command again resumes there)."""

@@ -3,7 +3,7 @@
 The prompt: "What is 3 + 4? Reply with just the number." Reward 1 when the first number in the
 reply is the sum, else 0. Each problem is sampled `group_size` times; advantages are rewards
 centered per group (GRPO without std normalisation). Held-out problems (never trained on) are
-evaluated before, during and after training.
+evaluated before, during and after training, and by `mint-rl eval` on any checkpoint.
 
     mint-rl run arithmetic [--steps 30] [--max-steps-off-policy 1] [--loss ppo] [--log-dir DIR]
 
@@ -128,6 +128,14 @@ def make_evaluator(problems: list[Problem], tokenizer: Any, cfg: Config) -> Any:
         return {"eval/accuracy": sum(scores) / len(scores)}
 
     return evaluate
+
+
+def evaluate_checkpoint(config: Config, adapter_dir: Path) -> dict[str, float]:
+    """Held-out accuracy of base model + the adapter in `adapter_dir` (`mint-rl eval`)."""
+    tokenizer = load_tokenizer(config.base_model)
+    _, eval_set = split_problems(config.max_operand, config.seed)
+    client = SamplingClient(config.base_model, adapter_dir)
+    return anyio.run(make_evaluator(eval_set, tokenizer, config), client, 0)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -91,13 +91,14 @@ class RunCheckpoints:
     def latest(self) -> RunCheckpoint | None:
         """The newest checkpoint that is whole and unchanged; None for a new run."""
         for manifest in self.manifests():
-            problem, checkpoint = self._verify(manifest)
+            problem, checkpoint = self.verify(manifest)
             if checkpoint is not None:
                 return checkpoint
             console.print(f"[yellow]skipping checkpoint {manifest.name}: {problem}[/]")
         return None
 
-    def _verify(self, manifest: Path) -> tuple[str, RunCheckpoint | None]:
+    def verify(self, manifest: Path) -> tuple[str, RunCheckpoint | None]:
+        """("", the checkpoint) when whole and unchanged, else (what is wrong, None)."""
         try:
             checkpoint = RunCheckpoint(**json.loads(manifest.read_text()))
         except (ValueError, TypeError) as e:

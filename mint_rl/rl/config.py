@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from mint_rl.errors import InvalidInputError
 from mint_rl.models import DEFAULT_MODEL
 
 C = TypeVar("C")
@@ -56,6 +59,9 @@ class RLConfig:
     save_every: int = option(10, "checkpoint every N steps (a run resumes from the last one)")
     keep_checkpoints: int = option(3, "checkpoints kept (the newest); older ones are deleted")
     samplers: int = option(1, "sampler actors sharing the prompt stream")
+    env_timeout_s: float = option(
+        120.0, "seconds one env.step (the reward) may take; a longer one fails the rollout, "
+               "which restarts the sampler and samples the group again")
     kl_coef: float = option(0.0, "per-token KL penalty against the base model (0 = off)")
     learner_dtype: Literal["float32", "bfloat16"] = option(
         "float32", "bfloat16 autocasts the learner (faster on AMX/GPU; the probe stays fp32)")
@@ -69,18 +75,61 @@ class RLConfig:
         False, "seed every sample from (seed, batch, group, sample), so a K = 0 run replays "
                "exactly, also after a resume (turns vLLM's chunked prefill off: on CPU it "
                "cannot replay seeded requests)")
+    wandb: str | None = option(
+        None, "also log every step's metrics to this Weights & Biases project "
+              "(needs `pip install wandb`)")
 
     def __post_init__(self) -> None:
+        # Built from Python, nothing else checks the types (argparse does for the CLI).
+        for f in dataclasses.fields(RLConfig):
+            hint = _field_types(RLConfig)[f.name]
+            if not _has_type(getattr(self, f.name), hint):
+                raise InvalidInputError(f.name, f"must be {_describe(hint)}, got "
+                                                f"{getattr(self, f.name)!r}")
         at_least = {"steps": 1, "group_size": 1, "groups_per_batch": 1, "max_tokens": 1,
                     "rank": 1, "samplers": 1, "keep_checkpoints": 1, "max_steps_off_policy": 0,
                     "eval_every": 0, "save_every": 0}
+        if self.learner_threads is not None:
+            at_least["learner_threads"] = 1
         for name, low in at_least.items():
             if getattr(self, name) < low:
-                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
-        if self.kl_coef < 0:
-            raise ValueError(f"kl_coef: must be >= 0, got {self.kl_coef}")
+                raise InvalidInputError(name, f"must be >= {low}, got {getattr(self, name)}")
+        if not 0 < self.env_timeout_s < math.inf:
+            raise InvalidInputError("env_timeout_s", f"must be finite and > 0, got "
+                                                     f"{self.env_timeout_s}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidInputError("lr", f"must be finite and > 0, got {self.lr}")
+        for name in ("temperature", "kl_coef"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise InvalidInputError(name, f"must be finite and >= 0, got "
+                                              f"{getattr(self, name)}")
+
+
+@functools.cache
+def _field_types(config_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(config_cls)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """`value` is of the field type `hint` (bool is not an int; an int is a float)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return isinstance(value, str) and value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        return not isinstance(value, bool) and isinstance(value, int if hint is int else
+                                                          (int, float))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 def config_parser(config_cls: type, prog: str) -> argparse.ArgumentParser:

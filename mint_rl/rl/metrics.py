@@ -1,12 +1,17 @@
-"""Run metrics: one JSON object per step in metrics.jsonl, TensorBoard scalars, PNG plots."""
+"""Run metrics: one JSON object per step in metrics.jsonl, TensorBoard scalars, and any other
+sink (wandb: mint_rl/rl/wandb_sink.py) given each row as written, and the run's PNG plot."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+# Receives every metrics row as written to metrics.jsonl (plain JSON values); may have close().
+MetricSink = Callable[[dict[str, Any]], None]
 
 
 class MetricsLogger:
@@ -14,16 +19,18 @@ class MetricsLogger:
 
     A run that starts at `start_step` (resumed from a checkpoint; 0 = from scratch) first drops
     the rows of steps >= start_step that an earlier attempt wrote past its last checkpoint, so
-    every step appears once.
+    every step appears once. Each of `sinks` gets every row too (and is closed with the logger).
     """
 
-    def __init__(self, log_dir: Path, *, start_step: int = 0, tensorboard: bool = True) -> None:
+    def __init__(self, log_dir: Path, *, start_step: int = 0, tensorboard: bool = True,
+                 sinks: Sequence[MetricSink] = ()) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / "metrics.jsonl"
         if self.path.exists():
             keep_rows_before(self.path, start_step)
         self._file = self.path.open("a")
+        self.sinks = list(sinks)
         self._tb = None
         if tensorboard:
             try:
@@ -42,11 +49,17 @@ class MetricsLogger:
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(key, value, clean["step"])
             self._tb.flush()
+        for sink in self.sinks:
+            sink(clean)
 
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if callable(close):
+                close()
 
 
 def _plain(value: Any) -> Any:
@@ -60,29 +73,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_metrics(path: Path, out: Path, keys: list[str], *, title: str = "") -> Path:
-    """One panel per key against step (and wall time on a second axis label)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One run's curves (curves.png): a panel per key it logged, against step."""
+    from mint_rl.rl.plot import draw, expand_keys
 
     rows = read_metrics(path)
-    keys = [k for k in keys if any(k in r for r in rows)]
-    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.6 * len(keys)), squeeze=False)
-    for ax, key in zip(axes[:, 0], keys, strict=True):
-        points = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", markersize=3)
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("step")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return draw({"": rows}, expand_keys(keys, [rows]), out, title=title).path
 
 
 def keep_rows_before(path: Path, step: int) -> None:

@@ -53,6 +53,7 @@ from mint_rl.rl.display import RunDisplay
 from mint_rl.rl.metrics import MetricsLogger, plot_metrics, read_metrics
 from mint_rl.rl.samples import SampleLogger
 from mint_rl.rl.types import RLDataset
+from mint_rl.rl.wandb_sink import check_sinks, metric_sinks
 from mint_rl.runtime import Actor, ActorSystem, FailureReport, RestartPolicy, open_system
 from mint_rl.terminal import StartupTimeline, console, startup_timeline
 
@@ -62,6 +63,9 @@ A = TypeVar("A", bound=Actor)
 # what it completed: metrics, checkpoints, and the crash in failures.jsonl. Running the same
 # command again resumes from the last checkpoint.
 SUPERVISION = RestartPolicy.never()
+# Samplers are the exception: a sampler whose engine died or whose env failed is replaced and
+# the group sampled again (RLPipeline.rollout); a fourth crash within 10 minutes stops the run.
+SAMPLER_SUPERVISION = RestartPolicy(max_restarts=3, window_s=600.0, backoff_s=1.0)
 
 PLOTTED = ["eval/accuracy", "reward/mean", "kl/sampler_learner", "staleness/max", "time/step"]
 
@@ -122,6 +126,7 @@ class TrainingRun:
     async def open(cls, config: RLConfig, log_dir: Path) -> AsyncIterator[TrainingRun]:
         """Starts the run's actors (unless every step is done); stops them when the block ends."""
         write_config(log_dir, config)  # also for runs started from Python, not `mint-rl run`
+        check_sinks(config)  # a missing wandb stops the run here, not after the engines start
         timeline = startup_timeline()
         tokenizer = await anyio.to_thread.run_sync(load_tokenizer, config.base_model)
         # Shutting an engine down cleanly takes a few seconds (its processes exit in order).
@@ -161,7 +166,8 @@ class TrainingRun:
         learner = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=self.resume_from,
                                 settings=settings)
-        sampler = functools.partial(SamplerActor, cfg.base_model, self.sampling_params(), engine)
+        sampler = functools.partial(SamplerActor, cfg.base_model, self.sampling_params(), engine,
+                                    cfg.env_timeout_s)
         reference: ReferenceActor | None = None
 
         async def start_reference() -> None:
@@ -184,15 +190,17 @@ class TrainingRun:
         for i in range(self.config.samplers):
             name = "sampler" if i == 0 else f"sampler-{i}"
             self.samplers.append(await self._spawn(name, sampler, "sampler",
-                                                   f"vLLM {name} ready"))
+                                                   f"vLLM {name} ready",
+                                                   restart=SAMPLER_SUPERVISION))
 
     async def _start_learner(self, learner: LearnerConfig) -> None:
         self.learner = await self._spawn(
             "learner", functools.partial(LearnerActor, learner), "learner",
             f"learner ready (LoRA r{learner.rank}, {self.config.learner_dtype})")
 
-    async def _spawn(self, name: str, factory: Callable[[], A], device: str, done: str) -> A:
-        actor = await self.system.spawn(factory, name=name, device=device)
+    async def _spawn(self, name: str, factory: Callable[[], A], device: str, done: str,
+                     restart: RestartPolicy | None = None) -> A:
+        actor = await self.system.spawn(factory, name=name, device=device, restart=restart)
         self.timeline.mark(done)
         return actor
 
@@ -215,7 +223,8 @@ class TrainingRun:
             dataset, self.samplers, self.learner,
             compute_advantages or self.advantage.build, stages=stages, evaluate=evaluate,
             on_checkpoint=self._record_checkpoint, timeline=self.timeline)
-        logger = MetricsLogger(self.log_dir, start_step=self.start_step)
+        logger = MetricsLogger(self.log_dir, start_step=self.start_step,
+                               sinks=metric_sinks(cfg, self.log_dir))
         pipeline.on_groups = SampleLogger(self.log_dir, self.tokenizer,
                                           start_step=self.start_step).log
         title = (f"{self.log_dir.name} · {cfg.base_model} · loss={cfg.loss} · "

@@ -115,12 +115,15 @@ def endpoints_of(cls: type) -> dict[str, EndpointSpec]:
 
 
 class ActorContext:
-    """What the runtime gives a running actor: its name, its device and that device's limiter."""
+    """What the runtime gives a running actor: its name, its device and that device's limiter,
+    and `restarts`: how many instances crashed before this one (0 for the first)."""
 
-    def __init__(self, name: str, device: str, limiter: CapacityLimiter) -> None:
+    def __init__(self, name: str, device: str, limiter: CapacityLimiter,
+                 restarts: int = 0) -> None:
         self.name = name
         self.device = device
         self.limiter = limiter
+        self.restarts = restarts
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking `fn(*args)` in a thread, limited by this actor's device limiter."""

@@ -161,7 +161,8 @@ class ActorCell:
             if task_status is not None:
                 raise ActorSetupError(self.name, exc) from exc
             return _Crash("__init__", exc)
-        instance._ctx = ActorContext(self.name, self._config.device, self._limiter)
+        instance._ctx = ActorContext(self.name, self._config.device, self._limiter,
+                                     len(self._restart_times))
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg

@@ -84,6 +84,11 @@ class SamplerEngine:
     def closed(self) -> bool:
         return self.vllm.closed
 
+    @property
+    def dead(self) -> bool:
+        """Its vLLM engine process died; `get_engine` replaces it with a new engine."""
+        return self.vllm.dead
+
     # ---------------------------------------------------------------- policy versions
 
     def add(self, adapter_dir: str | Path | None, policy_version: int | None, *,
@@ -193,6 +198,9 @@ def get_engine(base_model: str, config: EngineConfig | None = None) -> SamplerEn
     key = resolve_model(base_model)
     with _LOCK:
         engine = _ENGINES.get(key)
+        if engine is not None and engine.dead:
+            log.warning("the sampler engine for %s died; starting a new one", base_model)
+            engine.close()
         if engine is not None and not engine.closed:
             if config is not None and config.resolve() != engine.config:
                 raise InvalidInputError(
@@ -208,7 +216,7 @@ def get_engine(base_model: str, config: EngineConfig | None = None) -> SamplerEn
 def running_engine(base_model: str) -> SamplerEngine | None:
     """The engine for `base_model` if one runs in this process (never starts one)."""
     engine = _ENGINES.get(resolve_model(base_model))
-    return engine if engine is not None and not engine.closed else None
+    return engine if engine is not None and not (engine.closed or engine.dead) else None
 
 
 def close_all() -> None:

@@ -225,6 +225,11 @@ class VllmEngine:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def dead(self) -> bool:
+        """The engine process died (killed, out of memory): every request fails from now on."""
+        return self._llm is not None and bool(self._llm.errored)
+
     # ---------------------------------------------------------------- requests
 
     def new_request_id(self) -> str:

@@ -1,0 +1,205 @@
+"""Faults inside a run, on the real stack (vLLM sampler, peft learner, default model):
+an env that raises or hangs restarts its sampler and its group is sampled again; the sampler's
+engine process killed mid-run is replaced; a learner failure checkpoints and stops the run
+with a message saying how to resume. Each run must still train every batch, each step once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from mint_rl.cli import main
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["--groups-per-batch", "2", "--group-size", "4", "--max-tokens", "4",
+         "--eval-every", "0", "--save-every", "0"]
+
+_FAULTY_RECIPE = textwrap.dedent('''
+    """One-word replies; its env fails on purpose: `--fault raise` raises once, `--fault hang`
+    hangs once (until the run's env timeout), `--fault learner` hands the learner a batch it
+    cannot train on at step 1."""
+    import random
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import anyio
+
+    from mint_rl import types
+    from mint_rl.rl.config import RLConfig, option
+    from mint_rl.rl.train import TrainingRun, load_tokenizer
+    from mint_rl.rl.types import StepResult
+
+
+    @dataclass(frozen=True)
+    class Config(RLConfig):
+        fault: str = option("raise", "raise | hang | learner")
+
+
+    class OneWordEnv:
+        def __init__(self, tokenizer, prompt, fault, marker):
+            self.tokenizer, self.prompt, self.fault, self.marker = tokenizer, prompt, fault, marker
+
+        async def initial_observation(self):
+            return self.prompt
+
+        async def step(self, action):
+            if self.fault in ("raise", "hang") and not self.marker.exists():
+                self.marker.touch()  # once per run, also across sampler restarts
+                if self.fault == "raise":
+                    raise RuntimeError("the reward function broke")
+                await anyio.sleep(3600)
+            reply = self.tokenizer.decode(action, skip_special_tokens=True).split()
+            return StepResult(reward=1.0 if len(reply) == 1 else 0.0, episode_done=True)
+
+
+    @dataclass(frozen=True)
+    class Group:
+        tokenizer: object
+        word: str
+        config: Config
+        marker: Path
+
+        async def make_envs(self):
+            messages = [{"role": "user", "content": f"Say a word that rhymes with {self.word}."}]
+            prompt = list(self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+            return [OneWordEnv(self.tokenizer, prompt, self.config.fault, self.marker)
+                    for _ in range(self.config.group_size)]
+
+        def logging_tag(self):
+            return "one-word"
+
+
+    class Dataset:
+        def __init__(self, tokenizer, config, marker):
+            self.tokenizer, self.config, self.marker = tokenizer, config, marker
+
+        def get_batch(self, index):
+            rng = random.Random(index)
+            return [Group(self.tokenizer, rng.choice(["cat", "blue", "tree"]), self.config,
+                          self.marker) for _ in range(self.config.groups_per_batch)]
+
+        def __len__(self):
+            return self.config.steps
+
+
+    def main(config, log_dir):
+        dataset = Dataset(load_tokenizer(config.base_model), config, log_dir / "fault.marker")
+
+        async def run_all():
+            async with TrainingRun.open(config, log_dir) as run:
+                steps = []
+
+                async def advantages(groups):
+                    batch = await run.advantage.build(groups)
+                    steps.append(len(steps))
+                    if config.fault == "learner" and steps[-1] == 1:  # no advantages
+                        tokens = types.ModelInput.from_ints([1, 2, 3])
+                        batch.datums[:] = [types.Datum(model_input=tokens, loss_fn_inputs={
+                            "target_tokens": [2, 3, 4], "logprobs": [-1.0] * 3})]
+                    return batch
+
+                await run.train(dataset, compute_advantages=advantages)
+
+        anyio.run(run_all)
+''')
+
+
+def _rows(log_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (log_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _failures(log_dir: Path) -> list[dict]:
+    path = log_dir / "failures.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _assert_every_batch_trained_once(rows: list[dict], steps: int, groups: int) -> None:
+    assert [r["step"] for r in rows if "groups/trained" in r] == list(range(steps))
+    for r in rows:
+        if "groups/trained" in r:  # K = 0: step s trains exactly batch s, all of it
+            assert r["groups/trained"] == groups
+            assert r["groups/oldest_batch"] == r["groups/newest_batch"] == r["step"]
+            assert r["staleness/max"] == 0
+
+
+@pytest.mark.parametrize("fault", ["raise", "hang"])
+def test_a_failing_env_restarts_its_sampler_and_its_group_is_sampled_again(
+        sampler_engine, tmp_path: Path, fault: str) -> None:
+    recipe = tmp_path / "faulty.py"
+    recipe.write_text(_FAULTY_RECIPE)
+    run_dir = tmp_path / "run"
+    code = main(["run", str(recipe), "--log-dir", str(run_dir), "--steps", "2", *SMALL,
+                 "--fault", fault, "--env-timeout-s", "5"])
+    assert code == 0
+    assert (run_dir / "fault.marker").exists()  # the fault did happen
+    rows = _rows(run_dir)
+    _assert_every_batch_trained_once(rows, steps=2, groups=2)
+    # The groups in flight on the sampler when it crashed: the failing one, maybe the other.
+    assert 1 <= rows[-1]["groups/resampled"] <= 2
+    (failure,) = _failures(run_dir)
+    assert failure["actor"] == "sampler" and failure["action"] == "restart"
+    assert failure["error_type"] == ("RuntimeError" if fault == "raise" else "EnvTimeoutError")
+    assert not sampler_engine.closed and not sampler_engine.dead  # taken over, not restarted
+
+
+def test_a_learner_failure_checkpoints_and_says_how_to_resume(
+        sampler_engine, tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "faulty.py"
+    recipe.write_text(_FAULTY_RECIPE)
+    run_dir = tmp_path / "run"
+    code = main(["run", str(recipe), "--log-dir", str(run_dir), "--steps", "3", *SMALL,
+                 "--fault", "learner"])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "the learner failed at step 1" in " ".join(out.split())
+    assert [r["step"] for r in _rows(run_dir)] == [0]
+    # The step that completed is checkpointed, with batch 1 to be sampled again on resume.
+    manifest = json.loads((run_dir / "checkpoints" / "step-000001.json").read_text())
+    assert manifest["step"] == 1 and 1 in manifest["pending_batches"]
+
+
+def _engine_process(run: subprocess.Popen) -> psutil.Process | None:
+    for child in psutil.Process(run.pid).children(recursive=True):
+        if "EngineCore" in child.name():
+            return child
+    return None
+
+
+def test_the_sampler_engine_killed_mid_run_is_replaced(tmp_path: Path) -> None:
+    """`mint-rl run arithmetic` in its own process (its own engine); the vLLM engine process is
+    killed with SIGKILL during step 1. The run must replace it and finish every step."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mint_rl.cli", "run", "arithmetic", "--log-dir", str(run_dir),
+           "--steps", "3", *SMALL]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().strip()):  # step 0 done
+            assert run.poll() is None, "the run ended before its first step"
+            time.sleep(0.2)
+        engine = _engine_process(run)
+        assert engine is not None
+        engine.send_signal(signal.SIGKILL)
+        assert run.wait(timeout=600) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    rows = _rows(run_dir)
+    _assert_every_batch_trained_once(rows, steps=3, groups=2)
+    failures = _failures(run_dir)
+    assert failures and all(f["actor"] == "sampler" and f["action"] == "restart"
+                            for f in failures)
+    assert any(f["error_type"] == "EngineDeadError" for f in failures), [
+        (f["endpoint"], f["error_type"], f["message"][:200]) for f in failures]
