@@ -68,3 +68,7 @@ class EnvTimeoutError(MintError, TimeoutError):
 class LearnerFailedError(MintError):
     """The learner failed during a training step; the run stopped after checkpointing the last
     completed step (running the same command again resumes there)."""
+
+
+class SamplerEngineDeadError(MintError, RuntimeError):
+    """The vLLM engine process of a sampler died (killed, out of memory); a new one is needed."""

@@ -9,18 +9,21 @@ weight-sync strategy asks of it, see weight_sync.py) is passed through to vLLM a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mint_rl.errors import SamplerEngineDeadError
 from mint_rl.sampler.config import EngineConfig
 
 T = TypeVar("T")
@@ -185,8 +188,23 @@ class VllmEngine:
         return kwargs
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Runs `coro` on the engine loop and waits (not from the engine loop itself)."""
-        return self.submit(coro).result(timeout)
+        """Runs `coro` on the engine loop and waits (not from the engine loop itself).
+
+        Raises SamplerEngineDeadError if the engine process dies meanwhile: vLLM fails the
+        requests in flight, but a call into its workers (a weight switch) would wait forever."""
+        future = self.submit(coro)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            try:
+                return future.result(wait)
+            except concurrent.futures.TimeoutError:
+                if self.dead:
+                    future.cancel()
+                    raise SamplerEngineDeadError(
+                        f"the vLLM engine process of {self.name!r} died") from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         """Schedules `coro` on the engine loop."""
