@@ -11,8 +11,10 @@ from mint_rl.cli import _recipe_names, main
 
 
 def test_listed_recipes_are_the_runnable_ones() -> None:
-    # Each of them runs from the command line in a test (composed: tests/test_composition.py).
-    assert _recipe_names() == ["arithmetic", "composed", "rl_loop"]
+    # Each of them runs from the command line in a test (composed: tests/test_composition.py,
+    # the others in tests/test_<name>*.py); helper modules of recipes/ are not listed.
+    assert _recipe_names() == ["arithmetic", "composed", "guess_number", "math", "preference",
+                               "rl_loop", "sft"]
 
 
 @pytest.mark.slow
