@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,19 @@ class SampleLogger:
         }
 
 
+def _closest_to_zero(values: list[float]) -> float:
+    return min(values, key=abs)
+
+
+# The metrics `mint-rl show` summarises, with what "best" means for each: the largest, the
+# smallest (a loss), or the closest to 0 (a KL estimate can dip below it; staleness).
+SUMMARY: list[tuple[str, Callable[[list[float]], float]]] = [
+    ("reward/mean", max), ("eval/accuracy", max), ("eval/exact_match", max),
+    ("eval/margin", max), ("eval/loss", min), ("train/loss", min),
+    ("kl/sampler_learner", _closest_to_zero), ("staleness/max", _closest_to_zero),
+]
+
+
 def show_run(log_dir: Path, samples: int = 4) -> None:
     """The latest step's samples and a summary of the metrics, on the terminal."""
     rows = read_metrics(log_dir / "metrics.jsonl")
@@ -59,11 +73,10 @@ def show_run(log_dir: Path, samples: int = 4) -> None:
     table = Table(title=f"{log_dir} · {len(steps)} steps", show_header=True)
     for column in ("metric", "first", "last", "best"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for key in ("reward/mean", "eval/accuracy", "kl/sampler_learner", "staleness/max"):
+    for key, best_of in SUMMARY:
         values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
         if values:
-            # Best KL and staleness are the closest to 0 (a KL estimate can dip below it).
-            best = min(values, key=abs) if key.startswith(("kl/", "staleness/")) else max(values)
+            best = best_of(values)
             table.add_row(key, f"{values[0]:.3g}", f"{values[-1]:.3g}", f"{best:.3g}")
     if steps:
         median = statistics.median(r["time/step"] for r in steps)
