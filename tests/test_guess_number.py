@@ -213,7 +213,7 @@ def test_guess_number_runs_from_the_command_line_and_evaluates_its_checkpoint(
     assert [r["step"] for r in evals] == [0, 2]
     for r in evals:
         assert 0.0 <= r["eval/accuracy"] <= 1.0 and 1.0 <= r["eval/mean_turns"] <= 3.0
-        assert -0.3 <= r["eval/reward"] <= 1.0
+        assert -0.3 - 1e-9 <= r["eval/reward"] <= 1.0  # a float sum of penalties
     samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert samples
     for s in samples:  # the logged reward follows the rule, turn by turn
