@@ -66,7 +66,10 @@ _FAULTY_RECIPE = textwrap.dedent('''
         async def step(self, action):
             if once(self.config, self.log_dir, "raise"):
                 raise RuntimeError("the reward function broke")
-            if once(self.config, self.log_dir, "hang"):
+            # After step 0 (its metrics row is written): not in the group the raise cancels.
+            trained = Path(self.log_dir) / "metrics.jsonl"
+            if trained.exists() and trained.stat().st_size and once(self.config, self.log_dir,
+                                                                    "hang"):
                 await anyio.sleep(3600)
             reply = self.tokenizer.decode(action, skip_special_tokens=True).split()
             return StepResult(reward=1.0 if len(reply) == 1 else 0.0, episode_done=True)
