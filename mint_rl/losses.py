@@ -41,7 +41,7 @@ clamp(d, a, b), and beta = inf is exactly the hard clip clamp(r, lo, hi) of Tink
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,9 @@ class Loss:
 
     def config(self, user: dict[str, Any] | None) -> Config:
         """Validated config: defaults overridden by the user's keys. Unknown keys are errors."""
+        if user is not None and not isinstance(user, Mapping):
+            raise InvalidInputError("loss_fn_config", f"must be a dict of name -> number, got "
+                                                      f"{type(user).__name__}")
         user = dict(user or {})
         if self.parse_config is not None:
             return self.parse_config(user)

@@ -7,6 +7,7 @@ input fails at the call site instead of deep inside a training step.
 from __future__ import annotations
 
 import math
+import operator
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 
-from mint_rl.errors import InvalidInputError
+from mint_rl.errors import BadRequestError, InvalidInputError
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +53,11 @@ class TensorData:
     def __post_init__(self) -> None:
         if self.dtype not in ("int64", "float32"):
             raise InvalidInputError("dtype", f"must be 'int64' or 'float32', got {self.dtype!r}")
+        if self.shape is not None and not (
+                isinstance(self.shape, (list, tuple))
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                        for n in self.shape)):
+            raise InvalidInputError("shape", f"must be a list of sizes >= 0, got {self.shape!r}")
         if self.shape is not None and math.prod(self.shape) != len(self.data):
             raise InvalidInputError(
                 "shape", f"{self.shape} does not hold {len(self.data)} elements"
@@ -72,21 +78,31 @@ class TensorData:
 
     @classmethod
     def from_torch(cls, tensor: Any) -> TensorData:
-        return cls.from_numpy(tensor.detach().cpu().numpy())
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():  # numpy has no bfloat16; float32 is what is kept anyway
+            tensor = tensor.float()
+        return cls.from_numpy(tensor.numpy())
 
     @classmethod
     def from_list(cls, values: Sequence[Any], dtype: TensorDtype,
                   field: str = "data") -> TensorData:
         np_dtype = np.int64 if dtype == "int64" else np.float32
+        # numpy would read "7" as 7 and True as 1 (and 7.5 as 7 for int64) without a word.
+        odd = [v for v in _leaves(values) if isinstance(v, (str, bytes))
+               or (dtype == "int64" and isinstance(v, (bool, np.bool_)))]
+        if odd:
+            kind = "integers" if dtype == "int64" else "numbers"
+            raise InvalidInputError(field, f"must be {kind}, got {odd[0]!r}")
         try:
-            if dtype == "int64":  # 7.5 must not become 7 silently
+            if dtype == "int64":
                 raw = np.asarray(values)
                 if raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
                     j = int(np.flatnonzero(raw.reshape(-1) != np.round(raw.reshape(-1)))[0])
                     raise InvalidInputError(field, f"must be integers, got {raw.reshape(-1)[j]} "
                                                    f"at position {j}")
-            array = np.asarray(values, dtype=np_dtype)
-        except (TypeError, ValueError) as e:
+            with np.errstate(over="ignore"):  # 1e39 -> inf, refused where it is used
+                array = np.asarray(values, dtype=np_dtype)
+        except (TypeError, ValueError, OverflowError) as e:
             if isinstance(e, InvalidInputError):
                 raise
             raise InvalidInputError(field, f"cannot be read as {dtype}: {e}") from None
@@ -109,6 +125,13 @@ class TensorData:
         return self.shape[0] if self.shape else len(self.data)
 
 
+def _leaves(values: Any) -> list[Any]:
+    """The elements of a (nested) list."""
+    if isinstance(values, (list, tuple)):
+        return [leaf for v in values for leaf in _leaves(v)]
+    return [values]
+
+
 # What a Datum's `loss_fn_inputs` accepts per key: TensorData, an array, or numbers in a list
 # (nested for more dimensions), tuple or alone; the last three only under a key of _KEY_DTYPES,
 # which gives their dtype.
@@ -121,21 +144,27 @@ def _as_tensor_data(key: str, value: LossFnInput) -> TensorData:
     """Converts what users pass in `loss_fn_inputs` (list, numpy, torch, TensorData)."""
     if isinstance(value, TensorData):
         return value
-    if isinstance(value, np.ndarray):
-        return TensorData.from_numpy(value)
-    if type(value).__module__.startswith("torch"):
-        return TensorData.from_torch(value)
+    field = f"loss_fn_inputs[{key!r}]"
+    if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
+        if _KEY_DTYPES.get(key) == "int64" and "bool" in str(getattr(value, "dtype", "")):
+            raise InvalidInputError(field, "must be integers, got a bool array")
+        try:
+            if isinstance(value, np.ndarray):
+                return TensorData.from_numpy(value)
+            return TensorData.from_torch(value)
+        except InvalidInputError as e:  # name the key, not TensorData's own field
+            raise InvalidInputError(field, e.problem) from None
     if isinstance(value, (list, tuple)):
         if key not in _KEY_DTYPES:
             # Tinker raises KeyError here too: a plain list under an unknown key has no dtype.
             raise UnknownInputKeyError(key)
-        return TensorData.from_list(value, _KEY_DTYPES[key], f"loss_fn_inputs[{key!r}]")
+        return TensorData.from_list(value, _KEY_DTYPES[key], field)
     if isinstance(value, (int, float)) and key in _KEY_DTYPES:
-        return TensorData.from_list([value], _KEY_DTYPES[key], f"loss_fn_inputs[{key!r}]")
-    raise InvalidInputError(f"loss_fn_inputs[{key!r}]", f"unsupported type {type(value).__name__}")
+        return TensorData.from_list([value], _KEY_DTYPES[key], field)
+    raise InvalidInputError(field, f"unsupported type {type(value).__name__}")
 
 
-class UnknownInputKeyError(KeyError):
+class UnknownInputKeyError(BadRequestError, KeyError):
     def __init__(self, key: str) -> None:
         known = ", ".join(sorted(_KEY_DTYPES))
         super().__init__(
@@ -143,6 +172,9 @@ class UnknownInputKeyError(KeyError):
             "pass a numpy array or torch tensor to send other keys"
             + (" — the sampler's logprobs go under 'logprobs'" if key == "target_logprobs" else "")
         )
+
+    def __str__(self) -> str:  # KeyError would otherwise print the message in quotes
+        return str(self.args[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,6 +187,9 @@ class EncodedTextChunk:
     type: Literal["encoded_text"] = "encoded_text"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tokens, (list, tuple)):
+            raise InvalidInputError("tokens", f"must be a list of ints, got "
+                                              f"{type(self.tokens).__name__}")
         for i, t in enumerate(self.tokens):
             if not isinstance(t, (int, np.integer)) or isinstance(t, bool):
                 raise InvalidInputError(f"tokens[{i}]", f"must be an int, got {t!r}")
@@ -169,15 +204,38 @@ class EncodedTextChunk:
 ModelInputChunk = EncodedTextChunk
 
 
+def _as_int(value: Any) -> Any:
+    """`value` as an int if it is an integer (numpy, torch, ...); otherwise unchanged."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
+
+
 @dataclass(frozen=True)
 class ModelInput:
     """A token sequence, stored as chunks (only text chunks are supported locally)."""
 
     chunks: list[ModelInputChunk] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunks, (list, tuple)):
+            raise InvalidInputError("chunks", f"must be a list, got {type(self.chunks).__name__}")
+        for i, chunk in enumerate(self.chunks):
+            if not isinstance(chunk, EncodedTextChunk):
+                raise InvalidInputError(f"chunks[{i}]", "must be an EncodedTextChunk, got "
+                                                        f"{type(chunk).__name__}")
+
     @classmethod
     def from_ints(cls, tokens: Sequence[int]) -> ModelInput:
-        return cls(chunks=[EncodedTextChunk(tokens=[int(t) for t in tokens])])
+        """Integers of any kind (numpy, torch) become ints; anything else (5.7, True, "5") is
+        refused by the chunk, never truncated or parsed."""
+        if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__iter__"):
+            raise InvalidInputError("tokens", f"must be a list of ints, got "
+                                              f"{type(tokens).__name__}")
+        return cls(chunks=[EncodedTextChunk(tokens=[_as_int(t) for t in tokens])])
 
     @classmethod
     def empty(cls) -> ModelInput:
@@ -323,6 +381,12 @@ class Datum:
 # Optimizer and sampling settings
 
 
+def _is_int(value: Any, lo: int, hi: int | None = None) -> bool:
+    """An int (not a bool) in [lo, hi]."""
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= lo
+            and (hi is None or value <= hi))
+
+
 def _check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
                  hi_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -366,18 +430,34 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None
 
     def __post_init__(self) -> None:
-        if self.max_tokens is not None and (
-            not isinstance(self.max_tokens, int) or self.max_tokens < 1
-        ):
-            raise InvalidInputError("max_tokens", f"must be a positive int, got {self.max_tokens}")
+        if self.max_tokens is not None and not _is_int(self.max_tokens, 1):
+            raise InvalidInputError("max_tokens", f"must be a positive int, got "
+                                                  f"{self.max_tokens!r}")
+        # vLLM reads seed -1 as "unseeded", and sample i uses seed + i.
+        if self.seed is not None and not _is_int(self.seed, 0, 2**63 - 1):
+            raise InvalidInputError("seed", f"must be an int in [0, 2^63), got {self.seed!r}")
         _check_range("temperature", self.temperature, 0.0, math.inf)
         _check_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)
-        if not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k not in (-1, 0)):
-            raise InvalidInputError("top_k", f"must be -1 (no limit) or >= 1, got {self.top_k}")
-        if isinstance(self.stop, list) and self.stop:
-            kinds = {isinstance(s, str) for s in self.stop}
-            if len(kinds) > 1:
+        if not _is_int(self.top_k, -1) or (self.top_k < 1 and self.top_k not in (-1, 0)):
+            raise InvalidInputError("top_k", f"must be -1 (no limit) or >= 1, got {self.top_k!r}")
+        self._check_stops()
+
+    def _check_stops(self) -> None:
+        stop = self.stop
+        if isinstance(stop, list):
+            if len({isinstance(s, str) for s in stop}) > 1:
                 raise InvalidInputError("stop", "mixes strings and token ids")
+            for i, s in enumerate(stop):
+                if not (isinstance(s, str) and s) and not _is_int(s, 0):
+                    raise InvalidInputError(f"stop[{i}]", "must be a non-empty string or a "
+                                                          f"token id >= 0, got {s!r}")
+        elif stop is not None and not (isinstance(stop, str) and stop):
+            raise InvalidInputError("stop", "must be a non-empty string or a list of strings or "
+                                            f"token ids, got {stop!r}")
+        ids = self.stop_token_ids
+        if ids is not None and not (isinstance(ids, list) and all(_is_int(t, 0) for t in ids)):
+            raise InvalidInputError("stop_token_ids", f"must be a list of token ids >= 0, got "
+                                                      f"{ids!r}")
 
     def stop_strings(self) -> list[str]:
         if isinstance(self.stop, str):
@@ -398,7 +478,7 @@ class LoraConfig:
     train_attn: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rank, int) or self.rank < 1:
+        if not _is_int(self.rank, 1):
             raise InvalidInputError("rank", f"must be a positive int, got {self.rank!r}")
         if not (self.train_mlp or self.train_attn or self.train_unembed):
             raise InvalidInputError("train_attn", "at least one of attn/mlp/unembed must train")

@@ -1,19 +1,29 @@
 """Math RL: SmolLM2-135M-Instruct learns to solve short word problems, graded exactly.
 
 The prompt is a word problem (recipes/math_problems.py: generated from the seed at three
-levels; or GSM8K with `--dataset gsm8k`) and asks for the answer as `\\boxed{N}`. The grader
+levels; or GSM8K with `--dataset gsm8k`) that asks for the answer as `\\boxed{N}`, after two
+solved examples shown as earlier chat turns ("3 + 2 = 5. \\boxed{5}"). The grader
 (recipes/math_grader.py) takes the last `\\boxed{}`, else the last "#### N", else the last number
 of the reply, normalises it and compares it exactly: reward 1 when right, 0 when wrong, plus
-`format_bonus` when the answer was boxed as asked (right or wrong). The bonus is small: it only
-breaks ties between wrong answers, in favour of the format that makes an answer unambiguous,
-and never outweighs being right. Held-out problems (never trained on) are evaluated before,
-during and after training: `eval/accuracy`, and per level `eval/accuracy/level1`, ....
+`format_bonus` (0.1) when the answer was boxed as asked, right or wrong. The bonus only breaks
+ties between wrong answers, in favour of the format that makes an answer unambiguous, and never
+outweighs being right. Held-out problems (a separate stream of the generator; training skips
+any problem equal to one of them) are evaluated before, during and after training:
+`eval/accuracy` (right answers, no bonus), and per level `eval/accuracy/level1`, ....
 
-    mint-rl run math [--levels 1,2,3] [--steps 30] [--dataset gsm8k [--gsm8k-path DIR]]
+    mint-rl run math [--levels 1,2,3] [--steps 20] [--log-dir DIR]
+    mint-rl run math --dataset gsm8k [--gsm8k-path DIR] --max-tokens 256
 
-Defaults: level 1 (one addition or subtraction), 8 problems x 8 samples per step, at most 10
-new tokens, 30 steps, PPO, lr 1e-3, LoRA r16, K = 0; 64 held-out problems x 2 samples.
-Measured here: see the table at the end of this docstring.
+Defaults: level 1 (one addition or subtraction, counts up to 20), 8 problems x 8 samples per
+step, at most 16 new tokens, 20 steps, PPO, lr 1e-3, LoRA r16, K = 0, fp32; 48 held-out
+problems x 2 samples at T = 1, evaluated every 10 steps.
+
+Measured here (2026-12-02, 2 cores shared with other jobs: load 8-12 for most of the run,
+below 1 for the last steps; `--learner-threads 1`, which keeps the learner's threads from
+spinning against the other jobs, otherwise defaults): held-out accuracy 0.23 (step 0) -> 0.77
+(step 10) -> 0.82 (step 20); reward/mean 0.33 -> 1.08 (with the bonus). The model takes up the
+"a + b = c. \\boxed{c}" form within 3 steps; what remains wrong is the sum itself. Step time:
+median 67 s under that load (12-22 s once the machine was idle); the whole command took 24 min.
 """
 
 from __future__ import annotations
@@ -67,8 +77,9 @@ class Config(RLConfig):
 
 
 # Two solved problems shown as earlier turns of the chat: they show the answer format, and a
-# one-line solution, to a model too small to follow the instruction alone (held-out accuracy of
-# the default model at level 1: 0.01 without them, 0.13 with them).
+# one-line solution, to a model too small to follow the instruction alone. Level 1, default
+# model, 32 problems x 4 samples at T = 1: with the instruction alone (as a user or a system
+# message) 6-7% right and almost nothing boxed; with these turns 13% right and 56% boxed.
 EXAMPLES = [
     ("Ann has 3 pens. She buys 2 more. How many pens does Ann have now?",
      "3 + 2 = 5. \\boxed{5}"),

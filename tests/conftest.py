@@ -23,8 +23,17 @@ from mint_rl.models import DEFAULT_MODEL, mint_home, resolve_model
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
+# A test that asks for one of these loads the default model: it belongs to the slow lane.
+SLOW_FIXTURES = {"default_model", "sampler_engine"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `own_engine` replace the shared engine with another kind: run them last."""
+    """Tests marked `own_engine` replace the shared engine with another kind: run them last.
+    A test that needs the default model is marked slow even where its author forgot."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("own_engine") is not None)
 
 

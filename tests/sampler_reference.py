@@ -58,6 +58,21 @@ class HFReference:
         lp = torch.log_softmax(logits, dim=-1)
         return lp.gather(1, ids[0, 1:, None])[:, 0].tolist()
 
+    @torch.no_grad()
+    def logprobs_after_switch(
+        self, tokens: Sequence[int], cut: int, before: str | Path | None,
+        after: str | Path | None,
+    ) -> list[float]:
+        """What an engine whose weights changed from `before` to `after` computes: the keys and
+        values of positions [0, cut) come from `before` (cached), the rest from `after`.
+        out[i] = log p(tokens[cut + 1 + i] | tokens[:cut + 1 + i])."""
+        ids = torch.tensor([list(tokens)])
+        cache = self._with_adapter(before)(input_ids=ids[:, :cut], use_cache=True).past_key_values
+        logits = self._with_adapter(after)(input_ids=ids[:, cut:-1], past_key_values=cache,
+                                           use_cache=True).logits[0].float()
+        lp = torch.log_softmax(logits, dim=-1)
+        return lp.gather(1, ids[0, cut + 1:, None])[:, 0].tolist()
+
     def _with_adapter(self, adapter_dir: str | Path | None) -> torch.nn.Module:
         if adapter_dir is None:
             return self.model

@@ -29,6 +29,12 @@ def _soft_clip(r, lo, hi, beta):
     return torch.exp(s)
 
 
+def _bounds(config: dict) -> tuple[float, float]:
+    """The seed's clip_ratio eps gives [1 - eps, 1 + eps]; Tinker's thresholds are the bounds."""
+    eps = config.get("clip_ratio", 0.2)
+    return (config.get("clip_low_threshold", 1 - eps), config.get("clip_high_threshold", 1 + eps))
+
+
 def formula(loss_fn: str, config: dict, lp, item, q):
     """The documented per-datum loss, written out directly."""
     w = torch.tensor(item["weights"])
@@ -37,15 +43,15 @@ def formula(loss_fn: str, config: dict, lp, item, q):
     a = torch.tensor(item["advantages"])
     q = torch.tensor(q)
     r = torch.exp(lp - q)
+    lo, hi = _bounds(config)
     if loss_fn == "importance_sampling":
-        return -(r * a).sum()
+        return -(w * r * a).sum()
     if loss_fn == "ppo":
-        eps = config.get("clip_ratio", 0.2)
-        return -torch.minimum(r * a, _hard_clip(r, 1 - eps, 1 + eps) * a).sum()
+        return -(w * torch.minimum(r * a, _hard_clip(r, lo, hi) * a)).sum()
     if loss_fn == "cispo":
         beta = config.get("beta", 1.0)
-        coef = _hard_clip(r, 0.8, 1.2) if math.isinf(beta) else _soft_clip(r, 0.8, 1.2, beta)
-        return -(coef.detach() * lp * a).sum()
+        coef = _hard_clip(r, lo, hi) if math.isinf(beta) else _soft_clip(r, lo, hi, beta)
+        return -(w * coef.detach() * lp * a).sum()
     if loss_fn == "dro":
         beta = config.get("beta", 0.05)
         return -(w * (lp * a - 0.5 * beta * (lp - q) ** 2)).sum()
@@ -101,9 +107,23 @@ CASES = [
     ("stable_reinforce", {}),
     ("stable_reinforce", {"kl_coeff": 0.5, "clip_high_threshold": 1.2,
                           "mask_low_threshold": 0.7, "mask_high_threshold": 1.4}),
+    # Fractional weights and per-token advantages of both signs ("weights": "varied"): a loss
+    # that dropped w, or read one advantage per datum, would still pass with 0/1 weights.
+    ("importance_sampling", {"weights": "varied"}),
+    ("ppo", {"weights": "varied"}),
+    ("cispo", {"weights": "varied"}),
+    ("dro", {"beta": 0.3, "weights": "varied"}),
+    # Tinker's form of the clip config: absolute, asymmetric ratio bounds.
+    ("ppo", {"clip_low_threshold": 0.7, "clip_high_threshold": 1.1, "weights": "varied"}),
+    ("cispo", {"clip_low_threshold": 0.9, "clip_high_threshold": 1.3, "beta": 2.0,
+               "weights": "varied"}),
+    # One-sided and hard, like Tinker's CISPO default (0, 4); 1.1 so that the bound acts here.
+    ("cispo", {"clip_low_threshold": 0.0, "clip_high_threshold": 1.1, "beta": math.inf}),
 ]
-# Both sides of the clip (and of the stable_reinforce trust band) must occur in these cases.
-CLIP_BOTH_SIDES = {("ppo", 0), ("cispo", 0), ("gspo", 1), ("stable_reinforce", 1)}
+# Both sides of the clip (and of the stable_reinforce trust band) must occur in these cases;
+# (loss, n) is the loss's n-th case above.
+CLIP_BOTH_SIDES = {("ppo", 0), ("cispo", 0), ("gspo", 1), ("stable_reinforce", 1), ("ppo", 2),
+                   ("ppo", 3), ("cispo", 2), ("cispo", 3), ("cispo", 4)}
 
 
 def _ratio_masks(items: list[dict], how: str | None) -> list[list[float]]:
@@ -120,12 +140,25 @@ def _ratio_masks(items: list[dict], how: str | None) -> list[list[float]]:
     return masks
 
 
+def _vary_weights(items: list[dict], seed: int) -> None:
+    """Weights in [0.25, 2] and advantages ~ N(0, 1) on each completion token (prompt: 0)."""
+    g = torch.Generator().manual_seed(seed)
+    for it in items:
+        trained = torch.tensor(it["weights"]) != 0
+        w = torch.empty(len(trained)).uniform_(0.25, 2.0, generator=g)
+        a = torch.randn(len(trained), generator=g)
+        it["weights"] = torch.where(trained, w, 0.0).tolist()
+        it["advantages"] = torch.where(trained, a, 0.0).tolist()
+
+
 def _check_against_reference(client: mint.TrainingClient, loss_fn: str, config: dict, seed: int):
     model = client.engine.model
     vocab = client.engine.vocab_size
     config = dict(config)
     how = config.pop("ratio_mask", None)
     items = rl_batch(vocab, seed=seed)
+    if config.pop("weights", None) == "varied":
+        _vary_weights(items, seed)
     for it, m in zip(items, _ratio_masks(items, how), strict=True):
         it["ratio_mask"] = m
     with torch.no_grad():

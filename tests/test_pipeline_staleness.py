@@ -1,6 +1,11 @@
 """Property: with randomised sampler and learner timings, no group older than K versions ever
 reaches the learner, for K in {0, 1, 2}; and K = 0 is exactly on-policy.
 
+The pipeline drops a stale group before training (defence in depth), so the trained batches
+alone cannot show that pacing works: the test also checks what was sampled (every group within
+K of its batch when it started), that each dropped group was really stale, and that sampled =
+trained + dropped.
+
 The pipeline wiring and the advantage actor are the real ones; the sampler and learner are
 timing stand-ins (random sleeps, version counters) so thousands of interleavings run in seconds.
 The same wiring runs on vLLM + peft in tests/test_pipeline_e2e.py.
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +33,9 @@ class Clock:
     sampler_version: int = -1
     worst_staleness: int = 0
     trained_groups: int = 0
+    sampled: list[TrajectoryGroup] = field(default_factory=list)
+    # (learner version when trained, group)
+    trained: list[tuple[int, TrajectoryGroup]] = field(default_factory=list)
 
 
 class TimedSampler(Actor):
@@ -64,7 +72,9 @@ class TimedSampler(Actor):
                                    reward=float(self.rng.random() < 0.5))])
             for _ in range(4)
         ]
-        return TrajectoryGroup(trajectories, batch_index)
+        group = TrajectoryGroup(trajectories, batch_index, tag=f"group-{len(self.clock.sampled)}")
+        self.clock.sampled.append(group)
+        return group
 
 
 class CheckingAdvantage(AdvantageActor):
@@ -80,6 +90,7 @@ class CheckingAdvantage(AdvantageActor):
             self.clock.worst_staleness = max(self.clock.worst_staleness,
                                              self.clock.learner_version - g.oldest_policy_version)
         self.clock.trained_groups += len(groups)
+        self.clock.trained += [(self.clock.learner_version, g) for g in groups]
         return await AdvantageActor.build(self, groups)
 
 
@@ -151,6 +162,36 @@ def test_staleness_never_exceeds_k(k, seed, sampler_delay, learner_delay, steps,
     assert all(m["staleness/max"] <= k for m in logged)
     if k == 0:
         assert all(m["staleness/max"] == 0 for m in logged)  # synchronous = on-policy
+    _check_sampled_trained_and_dropped(clock, logged, k, groups)
+
+
+def _check_sampled_trained_and_dropped(clock: Clock, logged: list[dict], k: int,
+                                       groups: int) -> None:
+    # Every trained token was sampled by a policy at most K versions behind the learner, and
+    # none by a policy the learner had not reached.
+    for version, group in clock.trained:
+        for trajectory in group.trajectories:
+            for t in trajectory.transitions:
+                assert all(version - k <= v <= version for v in t.policy_versions)
+    # Pacing: every group sampled, trained or not, started within K of its batch.
+    for group in clock.sampled:
+        assert group.oldest_policy_version >= group.batch_index - k, group.tag
+    # Nothing lost: each sampled group was trained once or dropped as stale (and re-sampled).
+    trained_tags = [g.tag for _, g in clock.trained]
+    assert len(set(trained_tags)) == len(trained_tags)
+    untrained = [g for g in clock.sampled if g.tag not in set(trained_tags)]
+    dropped = [m["groups/dropped_stale"] for m in logged]
+    assert len(untrained) == dropped[-1]
+    assert len(clock.sampled) == len(trained_tags) + dropped[-1]
+    if k == 0:
+        assert dropped[-1] == 0  # pacing alone keeps K = 0 on-policy: nothing to drop
+    # Only stale groups are dropped: those a step drops are older than K versions then (the
+    # learner is at version `step` while it collects).
+    for step, (before, after) in enumerate(zip([0, *dropped], dropped, strict=False)):
+        stale_then = [g for g in untrained if step - g.oldest_policy_version > k]
+        assert after - before <= len(stale_then), (step, after - before)
+    for m in logged:
+        assert m["groups/trained"] == groups and m["groups/filtered"] == 0
 
 
 def test_async_mode_actually_runs_ahead():

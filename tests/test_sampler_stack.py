@@ -107,22 +107,51 @@ def test_merged_load_serves_adapter_and_old_client_keeps_old(
             assert _max_diff(ref, prompt, seq.tokens, seq.logprobs, adapter) < TOL
 
 
+def _tokens_made(weights: SamplerWeights) -> dict[str, int]:
+    """Tokens made so far by each request the engine runs or recently finished."""
+    engine = weights.engine
+    return engine.run(engine.vllm.call_workers("mint_token_counts"))[0]
+
+
 def test_merged_load_mid_flight_stamps_each_token(
-    merged: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
+    merged: SamplerWeights, ref: HFReference, adapters: dict[int, Path],
 ) -> None:
     _load(merged, ref, adapters[1], 1)
     client = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
-    future = client.sample(prompt, 1, SamplingParams(max_tokens=150, stop_token_ids=[]))
-    time.sleep(1.5)
+    story = chat_prompt(client.get_tokenizer(),
+                        [{"role": "user", "content": "Tell me a long story about a ship."}])
+    before = set(_tokens_made(merged))
+    future = client.sample(story, 4, SamplingParams(max_tokens=100, seed=5, stop_token_ids=[]))
+    # Switch while the requests run, once they have made a few tokens (not by the clock: on a
+    # busy machine the first step alone can take seconds).
+    while not future.done():
+        made = [n for key, n in _tokens_made(merged).items() if key not in before]
+        if made and max(made) >= 6:
+            break
+        time.sleep(0.1)
     merged.load(adapters[2], 2)
-    seq = future.result().sequences[0]
-    versions = seq.policy_versions
-    assert versions == sorted(versions) and versions[0] == 1
-    if len(seq.tokens) == 150:  # (it may stop early on EOS before the load)
-        assert set(versions) == {1, 2}
-    n1 = versions.count(1)
-    # The tokens stamped 1 were sampled by version 1: their logprobs match HF+peft(v1).
-    assert _max_diff(ref, prompt, seq.tokens[:n1], seq.logprobs[:n1], adapters[1]) < TOL
+    p = story.to_ints()
+    switched = 0
+    for seq in future.result().sequences:
+        versions = seq.policy_versions
+        assert versions is not None and versions == sorted(versions) and set(versions) <= {1, 2}
+        n1 = versions.count(1)
+        # The tokens stamped 1 were sampled by version 1: their logprobs match HF+peft(v1).
+        if n1:
+            assert _max_diff(ref, story, seq.tokens[:n1], seq.logprobs[:n1], adapters[1]) < TOL
+        if not 0 < n1 < len(seq.tokens):
+            continue  # ended before the switch
+        switched += 1
+        # The ones stamped 2 by version 2, on top of the keys and values version 1 cached for
+        # the positions before the switch; version 1 would have given other logprobs.
+        full = p + seq.tokens
+        cut = len(p) + n1 - 1  # the last token of version 1 is the input of version 2's first
+        want = ref.logprobs_after_switch(full, cut, adapters[1], adapters[2])
+        got = seq.logprobs[n1:]
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < TOL
+        v1 = ref.logprobs(full, adapters[1])[cut:]
+        assert max(abs(a - b) for a, b in zip(got, v1, strict=True)) > 10 * TOL
+    assert switched, "no request saw the weights change: the test checked nothing mid-flight"
 
 
 def test_load_with_wrong_expectation_raises(merged: SamplerWeights, ref: HFReference,

@@ -210,9 +210,7 @@ class LearnerEngine:
     ) -> ForwardBackwardOutput:
         """Any differentiable function of the per-datum logprobs, in one forward/backward pass."""
         lps = self._logprobs(batch, trained=None)
-        loss, user_metrics = fn(list(data), lps)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise InvalidInputError("loss_fn", "must return (scalar tensor, dict of metrics)")
+        loss, metrics = _custom_result(fn(list(data), lps))
         with self._gradients_kept_unless_finite():
             if not torch.isfinite(loss):
                 raise FloatingPointError("the custom loss is not finite")
@@ -221,8 +219,7 @@ class LearnerEngine:
             pairs = [(g, lp.detach()) for g, lp in zip(grads, lps, strict=True) if g is not None]
             surrogate = sum(float((g * lp).sum()) for g, lp in pairs)
             loss.backward()
-        metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()),
-                   **{k: float(v) for k, v in (user_metrics or {}).items()}}
+        metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()), **metrics}
         return _output([lp.detach() for lp in lps], metrics)
 
     def _microbatches(self, batch: list[PreparedDatum]) -> list[list[int]]:
@@ -330,6 +327,26 @@ class LearnerEngine:
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+
+
+def _custom_result(result: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """A custom loss function's (loss, metrics), checked before any gradient is computed."""
+    expected = "must return (scalar tensor, dict of metrics)"
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise InvalidInputError("loss_fn", f"{expected}, got {type(result).__name__}")
+    loss, metrics = result
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise InvalidInputError("loss_fn", expected)
+    if metrics is not None and not isinstance(metrics, dict):
+        raise InvalidInputError("loss_fn", f"{expected}; metrics is a {type(metrics).__name__}")
+    numbers: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        try:
+            numbers[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError("loss_fn", f"metric {key!r} is not a number: "
+                                               f"{value!r}") from None
+    return loss, numbers
 
 
 def _output(logprobs: list[torch.Tensor], metrics: dict[str, float]) -> ForwardBackwardOutput:

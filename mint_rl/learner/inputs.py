@@ -16,7 +16,7 @@ import torch
 from mint_rl.errors import InvalidInputError, MissingLossInputError
 from mint_rl.losses import Loss
 from mint_rl.stability import behaviour_logprobs
-from mint_rl.types import Datum, check_provenance
+from mint_rl.types import Datum, ModelInput, TensorData, check_provenance
 
 log = logging.getLogger(__name__)
 _warned_keys: set[tuple[str, str]] = set()
@@ -43,6 +43,11 @@ def _prepare(i: int, datum: Datum, loss: Loss | None, vocab_size: int) -> Prepar
         raise InvalidInputError(f"data[{i}]", f"must be a types.Datum, got {type(datum).__name__}")
     where = f"data[{i}]"
     inputs = datum.loss_fn_inputs
+    # A Datum's fields can be reassigned after it checked them when built.
+    if not isinstance(datum.model_input, ModelInput):
+        raise InvalidInputError(f"{where}.model_input", "must be a types.ModelInput")
+    if not isinstance(inputs, dict):
+        raise InvalidInputError(f"{where}.loss_fn_inputs", "must be a dict of key -> array")
     required = loss.required if loss is not None else ("target_tokens",)
     missing = [k for k in required if k not in inputs]
     if missing:
@@ -58,15 +63,12 @@ def _prepare(i: int, datum: Datum, loss: Loss | None, vocab_size: int) -> Prepar
         raise InvalidInputError(f"{where}.model_input", "is empty")
     _check_ids(f"{where}.model_input", np.asarray(tokens), vocab_size)
 
-    target_data = inputs["target_tokens"]
-    if target_data.shape is not None and len(target_data.shape) != 1:
-        raise InvalidInputError(
-            f"{where}.loss_fn_inputs['target_tokens']",
-            f"must be 1-D, got shape {target_data.shape}",
-        )
-    targets = target_data.to_numpy()
-    _check_length(f"{where}.loss_fn_inputs['target_tokens']", len(targets), n)
-    _check_ids(f"{where}.loss_fn_inputs['target_tokens']", targets, vocab_size)
+    field = f"{where}.loss_fn_inputs['target_tokens']"
+    targets = _to_numpy(field, inputs["target_tokens"])
+    if targets.ndim != 1:
+        raise InvalidInputError(field, f"must be 1-D, got shape {list(targets.shape)}")
+    _check_length(field, len(targets), n)
+    _check_ids(field, targets, vocab_size)
     # Checked when the Datum was built too; again here because its fields can be reassigned.
     check_provenance(f"{where}.", n, n, datum.model_input_spans, datum.loss_fn_input_spans)
 
@@ -129,8 +131,19 @@ def _ratio_mask(field: str, mask: np.ndarray | None, weights: np.ndarray,
     return mask
 
 
-def _float_array(field: str, tensor_data) -> np.ndarray:
-    array = tensor_data.to_numpy().astype(np.float32).reshape(-1)
+def _to_numpy(field: str, value: object) -> np.ndarray:
+    """The values of a loss input; TensorData built by hand may hold anything."""
+    if not isinstance(value, TensorData):
+        raise InvalidInputError(field, f"must be TensorData, got {type(value).__name__} "
+                                       "(set loss_fn_inputs through Datum(...))")
+    try:
+        return value.to_numpy()
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidInputError(field, f"cannot be read as {value.dtype}: {e}") from None
+
+
+def _float_array(field: str, tensor_data: TensorData) -> np.ndarray:
+    array = _to_numpy(field, tensor_data).astype(np.float32).reshape(-1)
     if tensor_data.shape is not None and len(tensor_data.shape) > 1:
         raise InvalidInputError(field, f"must be 1-D, got shape {tensor_data.shape}")
     bad = ~np.isfinite(array)
