@@ -4,8 +4,8 @@
     train, test = load_gsm8k("data/gsm8k")    # train.jsonl / test.jsonl (or .parquet) there
 
 Each row has a `question` and an `answer` whose worked solution ends in "#### N"; the problem's
-answer is N (normalised by the grader when compared). Needs the `datasets` package, which only
-this option uses: it is imported here, not when the recipe loads.
+answer is N (normalised by the grader when compared). Read through `hub_data.load_rows`, which
+imports the `datasets` package only when this option is used.
 """
 
 from __future__ import annotations
@@ -14,27 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from mint_rl.errors import InvalidInputError
+from mint_rl.recipes.hub_data import is_local_file, load_rows
 from mint_rl.recipes.math_problems import Problem
 
 HUB_ID = "openai/gsm8k"
 SPLITS = ("train", "test")
-FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 def load_gsm8k(source: str | Path | None = None) -> tuple[list[Problem], list[Problem]]:
     """(train, test) problems from the hub (`source` None) or a folder holding one file per
     split, named `train.*` and `test.*` (jsonl or parquet, GSM8K's columns)."""
-    try:
-        import datasets
-    except ImportError as e:
-        raise InvalidInputError("dataset", "gsm8k needs the `datasets` package "
-                                "(pip install datasets)") from e
     if source is None:
-        loaded = datasets.load_dataset(HUB_ID, "main")
+        rows = {s: load_rows(HUB_ID, s, name="main", field="dataset") for s in SPLITS}
     else:
-        builder, files = _local_files(Path(source))
-        loaded = datasets.load_dataset(builder, data_files=files)
-    return (_problems(loaded["train"], "train"), _problems(loaded["test"], "test"))
+        rows = {s: load_rows(str(_split_file(Path(source), s)), field="gsm8k_path")
+                for s in SPLITS}
+    return _problems(rows["train"], "train"), _problems(rows["test"], "test")
 
 
 def final_answer(solution: str) -> str:
@@ -45,26 +40,18 @@ def final_answer(solution: str) -> str:
     return tail.strip()
 
 
-def _local_files(folder: Path) -> tuple[str, dict[str, str]]:
-    """The `datasets` builder name and split -> file for a local copy of GSM8K."""
+def _split_file(folder: Path, split: str) -> Path:
+    """The local file of one split of a copy of GSM8K."""
     if not folder.is_dir():
         raise InvalidInputError("gsm8k_path", f"{folder} is not a folder")
-    files: dict[str, str] = {}
-    builders: set[str] = set()
-    for split in SPLITS:
-        found = [p for p in sorted(folder.glob(f"{split}.*")) if p.suffix in FORMATS]
-        if not found:
-            raise InvalidInputError("gsm8k_path", f"no {split}.jsonl or {split}.parquet in "
-                                                  f"{folder}")
-        files[split] = str(found[0])
-        builders.add(FORMATS[found[0].suffix])
-    if len(builders) != 1:
-        raise InvalidInputError("gsm8k_path", "train and test must have the same format")
-    return builders.pop(), files
+    found = [p for p in sorted(folder.glob(f"{split}.*")) if is_local_file(str(p))]
+    if not found:
+        raise InvalidInputError("gsm8k_path", f"no {split}.jsonl or {split}.parquet in {folder}")
+    return found[0]
 
 
-def _problems(rows: Any, split: str) -> list[Problem]:
-    missing = {"question", "answer"} - set(rows.column_names)
+def _problems(rows: list[dict[str, Any]], split: str) -> list[Problem]:
+    missing = {"question", "answer"} - set(rows[0] if rows else ())
     if missing:
         raise InvalidInputError(f"gsm8k {split}", f"missing columns {sorted(missing)}")
     return [Problem(row["question"], final_answer(row["answer"])) for row in rows]

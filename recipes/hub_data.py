@@ -21,19 +21,21 @@ def is_local_file(source: str) -> bool:
     return Path(source).suffix in _LOCAL_FORMATS
 
 
-def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
-    """All rows of a hub dataset's `split`, or of a local file (which has one split)."""
+def load_rows(source: str, split: str = "train", *, name: str | None = None,
+              field: str = "data") -> list[dict[str, Any]]:
+    """All rows of a hub dataset's `split` (of its config `name`), or of a local file (which has
+    one split). `field` is the option errors name."""
     try:
         import datasets
     except ImportError:
-        raise InvalidInputError("data", f"reading {source!r} needs the `datasets` package "
-                                        "(pip install datasets)") from None
+        raise InvalidInputError(field, f"reading {source!r} needs the `datasets` package "
+                                       "(pip install datasets)") from None
     if is_local_file(source):
         path = Path(source).expanduser()
         if not path.is_file():
-            raise InvalidInputError("data", f"no such file: {path}")
+            raise InvalidInputError(field, f"no such file: {path}")
         table = datasets.load_dataset(_LOCAL_FORMATS[path.suffix], data_files=str(path),
                                       split="train")
     else:
-        table = datasets.load_dataset(source, split=split)
+        table = datasets.load_dataset(source, name, split=split)
     return [dict(row) for row in table]

@@ -120,26 +120,28 @@ class LearnerEngine:
         return batch
 
     def _check_lengths(self, batch: list[PreparedDatum], backward: bool) -> None:
-        """Each datum within the model's context and within what memory can train on."""
+        """Each datum within the model's context and, when training (activations are kept for
+        the backward pass), within what memory can train on."""
         limit, why = self.context, f"the model's context ({self.context} tokens)"
-        if not backward:
-            pass  # no activations are kept without a backward pass
-        elif self.settings.max_tokens_per_datum is not None:
-            if self.settings.max_tokens_per_datum < limit:
-                limit = self.settings.max_tokens_per_datum
-                why = f"LearnerSettings.max_tokens_per_datum ({limit})"
-        else:
-            available = _available_memory(self.model)
-            fits = int(0.8 * available / self.bytes_per_token)
-            if fits < limit:
-                limit = fits
-                why = (f"what the {available / 2**30:.1f} GiB of free memory holds at "
-                       f"~{self.bytes_per_token / 2**20:.1f} MiB per token "
-                       "(LearnerSettings.max_tokens_per_datum overrides)")
+        if backward:
+            memory_limit, memory_why = self._trainable_tokens()
+            if memory_limit < limit:
+                limit, why = memory_limit, memory_why
         for i, datum in enumerate(batch):
             if len(datum.tokens) > limit:
                 raise InvalidInputError(f"data[{i}].model_input",
                                         f"{len(datum.tokens)} tokens is longer than {why}")
+
+    def _trainable_tokens(self) -> tuple[int, str]:
+        """The longest datum a backward pass can hold, and where that limit comes from."""
+        if self.settings.max_tokens_per_datum is not None:
+            limit = self.settings.max_tokens_per_datum
+            return limit, f"LearnerSettings.max_tokens_per_datum ({limit})"
+        available = _available_memory(self.model)
+        return int(0.8 * available / self.bytes_per_token), (
+            f"what the {available / 2**30:.1f} GiB of free memory holds at "
+            f"~{self.bytes_per_token / 2**20:.1f} MiB per token "
+            "(LearnerSettings.max_tokens_per_datum overrides)")
 
     def forward_backward(
         self, batch: list[PreparedDatum], loss: Loss, config: dict[str, float], *, backward: bool,
