@@ -43,6 +43,16 @@ RESULT = "BENCH_RESULT "  # prefix of the one JSON line a child prints
 # they overlap, K=1). `mint-rl run` picks by K ("auto").
 CPU_SETTINGS = ("shared", "split")
 
+# TRL settings: its defaults, and its fastest sensible ones for this model. Gradient checkpointing
+# (on by default) recomputes activations to save memory a 135M model does not need, so turning it
+# off is what a user tuning TRL for speed does first. TRL's bf16 is what mint_rl's bf16 rows
+# compare with (both autocast fp32 weights).
+TRL_SETTINGS = {
+    "defaults": {},
+    "fastest": {"gradient_checkpointing": False},
+    "fastest-bf16": {"gradient_checkpointing": False, "bf16": True},
+}
+
 
 # ------------------------------------------------------------------------------------------------
 # The task (shared by both systems)
@@ -270,7 +280,7 @@ def trl_child(args) -> dict:
             max_completion_length=NEW_TOKENS, temperature=1.0, learning_rate=LEARNING_RATE,
             max_steps=args.steps, logging_steps=1, save_strategy="no", report_to="none",
             use_cpu=True, bf16=False, fp16=False, use_vllm=False, seed=0,
-            dataloader_num_workers=0,
+            dataloader_num_workers=0, **TRL_SETTINGS[args.trl_setting],
         )
         trainer = GRPOTrainer(
             model=model, reward_funcs=addition_reward, args=config, train_dataset=data,
@@ -284,7 +294,8 @@ def trl_child(args) -> dict:
             "tokens_mean": statistics.mean(lengths[args.warmup:] or lengths or [float("nan")]),
             "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                          "torch": torch.__version__},
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(),
+            "gradient_checkpointing": config.gradient_checkpointing, "bf16": config.bf16}
 
 
 def summarize_trl(res: dict) -> dict:
@@ -313,20 +324,28 @@ def run_child(cmd: list[str], env: dict | None = None, timeout: float = 1800) ->
     raise RuntimeError(f"{cmd[1:]} exited {proc.returncode} without a result")
 
 
-def report(mint: dict[str, dict], trl_res: dict | None, args, elapsed: float) -> str:
+def trl_label(setting: str, res: dict) -> str:
+    dtype = "bf16" if res.get("bf16") else "fp32"
+    checkpointing = "on" if res.get("gradient_checkpointing") else "off"
+    return f"TRL {setting} ({dtype}, gradient checkpointing {checkpointing})"
+
+
+def report(mint: dict[str, dict], trl: dict[str, dict], args, elapsed: float) -> str:
     out = ["| system | setting | s/step (mean) | median | min–max | measured steps | "
            "tokens/sample | load avg (1 min) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    if trl_res is not None:
-        t = trl_res["summary"]
-        out.append(f"| TRL {trl_res['versions']['trl']} GRPOTrainer (HF generate, fp32) | "
-                   f"torch {trl_res['torch_threads']} threads | {t['step']:.2f} | "
-                   f"{t['step_median']:.2f} | {t['step_min']:.2f}–{t['step_max']:.2f} | {t['n']} | "
+    for setting, res in trl.items():
+        t = res["summary"]
+        out.append(f"| TRL {res['versions']['trl']} GRPOTrainer (HF generate) | "
+                   f"{trl_label(setting, res)}, torch {res['torch_threads']} threads | "
+                   f"{t['step']:.2f} | {t['step_median']:.2f} | "
+                   f"{t['step_min']:.2f}–{t['step_max']:.2f} | {t['n']} | "
                    f"{t['tokens_mean']:.1f} | {t['load1']:.1f} |")
     for setting, res in mint.items():
         for k, s in res["summary"].items():
             out.append(f"| mint_rl K={k} ({res['learner_dtype']}) | {setting} | {s['step']:.2f} | "
                        f"{s['step_median']:.2f} | {s['step_min']:.2f}–{s['step_max']:.2f} | "
                        f"{s['n']} | {s['tokens_mean']:.1f} | {s['load1']:.1f} |")
+    out += ["", *speedups(mint, trl)]
     out += ["", "mint_rl phases (means over the measured steps). The samplers load step n's "
             "weights in the background: at K=0 the next batch's sampling waits for the load, so "
             "it is part of K=0's sample_wait; at K=1 it overlaps the next training step.", "",
@@ -337,12 +356,11 @@ def report(mint: dict[str, dict], trl_res: dict | None, args, elapsed: float) ->
         for k, s in res["summary"].items():
             out.append(f"| {setting} | {k} | {s['sample_wait']:.2f} | {s['train']:.2f} | "
                        f"{s['save_weights']:.2f} | {s['load_weights']:.2f} | {s['datums']:.1f} |")
-    out += ["", "Targets. S = sampling alone (K=0 sample_wait minus the load it waited for), "
-            "T = training alone (K=0 train), E = save_weights (K=0), both measured in the same "
+    out += ["", "Overlap. S = sampling alone (K=0 sample_wait minus the load it waited for), "
+            "T = training alone (K=0 train), E = save_weights (K=0), all measured in the same "
             "process as the K=1 run, with the same cores:", "",
-            "| setting | K=0 vs TRL (median) | K=1 vs TRL (median) | S s | T s | max(S, T) s | "
-            "K=1 / max(S, T) | K=1 / max(S, T + E) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| setting | S s | T s | max(S, T) s | K=1 / max(S, T) | K=1 / max(S, T + E) |",
+            "|---|---:|---:|---:|---:|---:|"]
     for setting, res in mint.items():
         s = res["summary"]
         if "0" not in s or "1" not in s:
@@ -350,18 +368,36 @@ def report(mint: dict[str, dict], trl_res: dict | None, args, elapsed: float) ->
         alone_s = s["0"]["sample_wait"] - s["0"]["load_weights"]
         alone_t, alone_e = s["0"]["train"], s["0"]["save_weights"]
         limit, limit_e = max(alone_s, alone_t), max(alone_s, alone_t + alone_e)
-        trl_median = trl_res["summary"]["step_median"] if trl_res else None
-
-        def vs(x: float, trl_median=trl_median) -> str:
-            return f"{trl_median / x:.2f}x" if trl_median else "n/a"
-
-        out.append(f"| {setting} | {vs(s['0']['step_median'])} | {vs(s['1']['step_median'])} | "
-                   f"{alone_s:.2f} | {alone_t:.2f} | {limit:.2f} | "
+        out.append(f"| {setting} | {alone_s:.2f} | {alone_t:.2f} | {limit:.2f} | "
                    f"{s['1']['step_median'] / limit:.2f}x | "
                    f"{s['1']['step_median'] / limit_e:.2f}x |")
     out += ["", f"Whole benchmark: {elapsed / 60:.1f} min wall-clock; load average at the end "
             f"{load()}."]
     return "\n".join(out)
+
+
+def speedups(mint: dict[str, dict], trl: dict[str, dict]) -> list[str]:
+    """Each mint_rl row against TRL's fastest setting of the same dtype, and TRL's defaults.
+
+    K=0 is on-policy like TRL's step: that ratio compares like with like. K=1 trains on samples
+    one policy version old, so its ratio is what asynchrony adds on top, not a like-for-like
+    comparison."""
+    if not trl:
+        return ["(no TRL rows: no speed-ups)"]
+    out = ["Speed-up over TRL (ratio of medians). K=0 is on-policy, as TRL is: like with like. "
+           "K=1 samples the next batch while training (one step off-policy): what async adds.", "",
+           "| mint_rl | setting | vs TRL fastest, same dtype | vs TRL defaults (fp32) |",
+           "|---|---|---:|---:|"]
+    for setting, res in mint.items():
+        dtype = res["learner_dtype"]
+        fastest = trl.get("fastest-bf16" if dtype == "bfloat16" else "fastest")
+        defaults = trl.get("defaults")
+        for k, s in res["summary"].items():
+            def vs(peer: dict | None, x: float = s["step_median"]) -> str:
+                return f"{peer['summary']['step_median'] / x:.2f}x" if peer else "n/a"
+            kind = "on-policy" if k == "0" else "async"
+            out.append(f"| K={k} ({kind}), {dtype} | {setting} | {vs(fastest)} | {vs(defaults)} |")
+    return out
 
 
 def main() -> int:
@@ -374,7 +410,8 @@ def main() -> int:
                    help=f"mint_rl CPU placements to run, of {list(CPU_SETTINGS)}")
     p.add_argument("--learner-dtypes", default="float32,bfloat16",
                    help="learner dtypes to run (each with every placement)")
-    p.add_argument("--skip-trl", action="store_true")
+    p.add_argument("--trl-settings", default=",".join(TRL_SETTINGS),
+                   help=f"TRL settings to run, of {list(TRL_SETTINGS)} (empty: none)")
     p.add_argument("--markdown", type=Path, help="also write the tables here")
     p.add_argument("--raw", type=Path, help="write every measurement (JSON) here")
     p.add_argument("--reuse", type=Path, action="append", default=[],
@@ -385,6 +422,7 @@ def main() -> int:
     p.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--setting", default="default", help=argparse.SUPPRESS)
     p.add_argument("--learner-dtype", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--trl-setting", default="fastest", help=argparse.SUPPRESS)
     p.add_argument("--cpus", default="shared", help=argparse.SUPPRESS)
     p.add_argument("--ks", default="0,1",
                    help="mint_rl runs, in this order, on the same actors (noise hits the later "
@@ -392,6 +430,9 @@ def main() -> int:
     args = p.parse_args()
     if args.steps <= args.warmup:
         p.error("--steps must exceed --warmup")
+    unknown = set(filter(None, args.trl_settings.split(","))) - set(TRL_SETTINGS)
+    if unknown:
+        p.error(f"--trl-settings: unknown {sorted(unknown)}, choose from {list(TRL_SETTINGS)}")
 
     if args.trl_only:
         print(RESULT + json.dumps(trl_child(args)), flush=True)
@@ -409,11 +450,16 @@ def main() -> int:
     here = str(Path(__file__).resolve())
     common = ["--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     mint: dict[str, dict] = {}
-    trl_res = None
+    trl: dict[str, dict] = {}
+
+    def save() -> None:  # after each child: a run cut short keeps what it measured
+        if args.raw:
+            args.raw.write_text(json.dumps({"mint": mint, "trl": trl, "load": load()}))
+
     for path in args.reuse:
         old = json.loads(path.read_text())
         mint.update(old["mint"])
-        trl_res = old["trl"] or trl_res
+        trl.update(old["trl"])
     for setting in [s for s in args.settings.split(",") if s]:
         for dtype in args.learner_dtypes.split(","):
             key = f"{setting}, {dtype}" + ("" if args.ks == "0,1" else f", K order {args.ks}")
@@ -424,22 +470,22 @@ def main() -> int:
             res = run_child(cmd)
             res["summary"] = {k: summarize_mint(r) for k, r in res["runs"].items()}
             mint[key] = res
-            if args.raw:  # after each child: a run cut short keeps what it measured
-                args.raw.write_text(json.dumps({"mint": mint, "trl": trl_res, "load": load()}))
-    if trl_res is not None or args.skip_trl:
-        pass
-    elif Path(args.trl_python).exists():
+            save()
+    for setting in [s for s in args.trl_settings.split(",") if s and s not in trl]:
+        if not Path(args.trl_python).exists():
+            log(f"{args.trl_python} not found: no TRL rows (docs/rl_bench.md: how to set it up)")
+            break
         try:
-            trl_res = run_child([args.trl_python, here, "--trl-only", "--model", model_dir,
-                                 "--steps", str(args.steps), "--warmup", str(args.warmup)])
-            trl_res["summary"] = summarize_trl(trl_res)
+            res = run_child([args.trl_python, here, "--trl-only", "--trl-setting", setting,
+                             "--model", model_dir, "--steps", str(args.steps),
+                             "--warmup", str(args.warmup)])
         except (RuntimeError, subprocess.TimeoutExpired) as e:
-            log(f"TRL failed: {e}")
-    else:
-        log(f"{args.trl_python} not found: no TRL row (see docs/rl_bench.md for how to set it up)")
-    if args.raw:
-        args.raw.write_text(json.dumps({"mint": mint, "trl": trl_res, "load": load()}))
-    text = report(mint, trl_res, args, time.perf_counter() - start)
+            log(f"TRL {setting} failed: {e}")
+            continue
+        res["summary"] = summarize_trl(res)
+        trl[setting] = res
+        save()
+    text = report(mint, trl, args, time.perf_counter() - start)
     header = (f"Machine: {machine()}.\nModel {args.model}, LoRA r{RANK} all-linear, "
               f"{PROMPTS_PER_STEP} prompts x {SAMPLES} samples x <= {NEW_TOKENS} new tokens, "
               f"T=1; {args.steps} steps per system, the first {args.warmup} not measured.\n")

@@ -214,13 +214,13 @@ class TrainingClient:
 
     def _load(self, path: str, *, with_optimizer: bool) -> APIFuture[LoadWeightsResponse]:
         folder = ckpt.resolve_path(path)
-        adapter = ckpt.read_adapter(folder)
+        adapter = ckpt.read_adapter(folder, self.engine.device)
         mine = self.engine.lora_state()
         if set(adapter) != set(mine) or any(adapter[k].shape != mine[k].shape for k in mine):
             raise InvalidInputError("path", f"{path!r} holds a LoRA of another shape or targets "
                                     "than this client's (rank or train_* flags differ)")
         meta = ckpt.read_meta(folder) if with_optimizer else None
-        optimizer = ckpt.read_optimizer(folder) if with_optimizer else None
+        optimizer = ckpt.read_optimizer(folder, self.engine.device) if with_optimizer else None
 
         def load() -> LoadWeightsResponse:
             self.engine.load_lora_state(adapter)

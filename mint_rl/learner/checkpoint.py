@@ -7,6 +7,9 @@
         mint_state.json             base model, LoRA settings, optimizer step
     <run>/sampler_weights/<name>/   adapter only (save_weights_for_sampler): vLLM and peft load it
 
+safetensors records no device: tensors are read onto the device asked for, so a checkpoint saved
+on a GPU loads on a CPU and the other way round.
+
 Paths handed to users look like Tinker's: `mint://<run_id>/weights/<name>` (`tinker://` accepted),
 or a plain local folder.
 """
@@ -115,20 +118,21 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def read_adapter(folder: Path) -> dict[str, Any]:
-    return _read_tensors(folder / "adapter_model.safetensors")
+def read_adapter(folder: Path, device: Any = "cpu") -> dict[str, Any]:
+    """The LoRA tensors, loaded onto `device` (the files do not record one)."""
+    return _read_tensors(folder / "adapter_model.safetensors", device)
 
 
-def read_optimizer(folder: Path) -> dict[str, Any]:
+def read_optimizer(folder: Path, device: Any = "cpu") -> dict[str, Any]:
     file = folder / "optimizer.safetensors"
     if not file.exists():
         raise NotFoundError(f"path: {folder} holds no optimizer state")
-    return _read_tensors(file)
+    return _read_tensors(file, device)
 
 
-def _read_tensors(file: Path) -> dict[str, Any]:
+def _read_tensors(file: Path, device: Any) -> dict[str, Any]:
     try:
-        return load_file(file)
+        return load_file(file, device=str(device))
     except FileNotFoundError:
         raise NotFoundError(f"path: {file} is missing") from None
     except Exception as e:  # safetensors' own error types: truncated, bad header, ...

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from mint_rl.errors import InvalidInputError
+from mint_rl.learner.device import check_device, resolve_device
 from mint_rl.learner.inputs import PreparedDatum, prepare_batch
 from mint_rl.learner.logprobs import selective_logprobs
 from mint_rl.learner.lora import add_lora
@@ -50,6 +51,9 @@ class LearnerSettings:
     # submission holds (estimated per token from the model's shape), and never more than the
     # model's context. A longer datum is refused before it can get the process killed.
     max_tokens_per_datum: int | None = None
+    # "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N". Resolved where the
+    # learner starts, not here: settings may be built on a machine without its GPU.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_tokens_per_datum is not None and self.max_tokens_per_datum < 1:
@@ -57,12 +61,17 @@ class LearnerSettings:
                                     f"must be >= 1, got {self.max_tokens_per_datum}")
         if self.dtype not in ("float32", "bfloat16"):
             raise InvalidInputError("dtype", f"must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        check_device(self.device)
         if self.row_capacity < 1 or self.tokens_per_microbatch < 1:
             raise InvalidInputError("row_capacity", "and tokens_per_microbatch must be >= 1")
         if self.num_threads is not None and self.num_threads < 1:
             raise InvalidInputError("num_threads", f"must be >= 1, got {self.num_threads}")
         if self.cpu_cores is not None:
             object.__setattr__(self, "cpu_cores", parse_cores(self.cpu_cores, "cpu_cores"))
+
+    def resolve_device(self) -> torch.device:
+        """The device `device` names on this machine; a CUDA device that is absent is refused."""
+        return resolve_device(self.device)
 
     def bind_thread(self) -> None:
         """Applies cpu_cores / num_threads to the calling thread (the learner's worker)."""
@@ -79,9 +88,12 @@ class LearnerEngine:
         self.model_dir = Path(model_dir)
         self.lora_config = lora
         self.settings = settings or LearnerSettings()
+        self.device = self.settings.resolve_device()  # before loading: a bad device fails fast
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         base = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+        # LoRA is initialised on the CPU, then moved: a seed gives the same adapter on any device.
         self.model = add_lora(base, lora)
+        self.model.to(self.device)
         self.model.train()
         self.vocab_size = int(base.config.vocab_size)
         self.decoder = self.hf_model().get_decoder()
@@ -167,7 +179,7 @@ class LearnerEngine:
         logprobs: list[torch.Tensor], metric_sums: dict[str, float],
     ) -> float:
         """One micro-batch: logprobs into `logprobs`, metrics into `metric_sums`; its loss."""
-        part = [batch[i] for i in indices]
+        part = [batch[i].to(self.device) for i in indices]
         trained = [loss.trained(d.x) for d in part] if backward else None
         with contextlib.nullcontext() if backward else torch.no_grad():
             lps = self._logprobs(part, trained, full_precision)
@@ -210,19 +222,27 @@ class LearnerEngine:
     def forward_backward_custom(
         self, data: Sequence[Datum], batch: list[PreparedDatum], fn: CustomLossFn
     ) -> ForwardBackwardOutput:
-        """Any differentiable function of the per-datum logprobs, in one forward/backward pass."""
-        lps = self._logprobs(batch, trained=None)
-        loss, metrics = _custom_result(fn(list(data), lps))
+        """Any differentiable function of the per-datum logprobs, in one forward/backward pass.
+
+        The function gets the logprobs on the CPU, as Tinker's client does, so it can mix them
+        with tensors built from the data whatever the learner's device; dL/dlogp is carried
+        back onto the device's graph."""
+        lps = self._logprobs([d.to(self.device) for d in batch], trained=None)
+        handed = [lp.detach().cpu().requires_grad_() for lp in lps]
+        loss, metrics = _custom_result(fn(list(data), handed))
         with self._gradients_kept_unless_finite():
             if not torch.isfinite(loss):
                 raise FloatingPointError("the custom loss is not finite")
+            grads = torch.autograd.grad(loss, handed, allow_unused=True)
+            used = [(g, lp) for g, lp in zip(grads, lps, strict=True) if g is not None]
             # Tinker reports the linear surrogate sum(dL/dlogp * logp) as loss:sum; same here.
-            grads = torch.autograd.grad(loss, lps, retain_graph=True, allow_unused=True)
-            pairs = [(g, lp.detach()) for g, lp in zip(grads, lps, strict=True) if g is not None]
-            surrogate = sum(float((g * lp).sum()) for g, lp in pairs)
-            loss.backward()
+            surrogate = sum(float((g * h.detach()).sum())
+                            for g, h in zip(grads, handed, strict=True) if g is not None)
+            if used:
+                torch.autograd.backward([lp for _, lp in used],
+                                        [g.to(lp.device) for g, lp in used])
         metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()), **metrics}
-        return _output([lp.detach() for lp in lps], metrics)
+        return _output([h.detach() for h in handed], metrics)
 
     def _microbatches(self, batch: list[PreparedDatum]) -> list[list[int]]:
         """Splits the batch by token budget, keeping datums with the same prompt together."""
@@ -245,8 +265,7 @@ class LearnerEngine:
     ) -> list[torch.Tensor]:
         packed = self.pack([d.tokens for d in batch])
         autocast = (
-            torch.autocast("cpu" if packed.input_ids.device.type == "cpu" else "cuda",
-                           dtype=torch.bfloat16)
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
             if self.settings.dtype == "bfloat16" and not full_precision
             else contextlib.nullcontext()
         )
@@ -272,6 +291,7 @@ class LearnerEngine:
             row_capacity=self.settings.row_capacity,
             share_prefixes=self.settings.share_prefixes,
             pad_id=self.tokenizer.pad_token_id or 0,
+            device=self.device,
         )
 
     # ----------------------------------------------------------------------------------------
@@ -297,32 +317,39 @@ class LearnerEngine:
                 "step:max": float(self.step)}
 
     # ----------------------------------------------------------------------------------------
-    # state: LoRA tensors and Adam moments, keyed by parameter name
+    # state: LoRA tensors and Adam moments, keyed by parameter name. Snapshots are CPU copies
+    # and loads accept tensors on any device, so a checkpoint moves between devices.
 
     def lora_state(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
-        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        return {k: v.detach().to("cpu", copy=True)
+                for k, v in get_peft_model_state_dict(self.model).items()}
 
     def load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(self.model, state)
+        set_peft_model_state_dict(self.model, {k: v.to(self.device) for k, v in state.items()})
 
     def optimizer_state(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for name, p in self.params.items():
             for key, value in self.optimizer.state.get(p, {}).items():
-                out[f"{name}::{key}"] = torch.as_tensor(value).detach().clone()
+                out[f"{name}::{key}"] = torch.as_tensor(value).detach().to("cpu", copy=True)
         return out
 
     def load_optimizer_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.optimizer.state.clear()
-        for name, p in self.params.items():
-            entries = {k.split("::", 1)[1]: v for k, v in state.items()
-                       if k.split("::", 1)[0] == name}
-            if entries:
-                self.optimizer.state[p] = {k: v.clone() for k, v in entries.items()}
+        # Through torch's own load_state_dict: it puts each value where AdamW keeps it (moments
+        # on the parameter's device and dtype, the step count where AdamW's options want it).
+        index = {id(p): i for i, p in enumerate(
+            p for group in self.optimizer.param_groups for p in group["params"])}
+        by_index: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            name, _, field = key.partition("::")
+            if field and name in self.params:
+                by_index.setdefault(index[id(self.params[name])], {})[field] = value.clone()
+        self.optimizer.load_state_dict(
+            {"state": by_index, "param_groups": self.optimizer.state_dict()["param_groups"]})
 
     def reset_optimizer(self) -> None:
         self.optimizer.state.clear()

@@ -28,6 +28,13 @@ class PreparedDatum:
     targets: torch.Tensor  # (N,) int64
     x: dict[str, torch.Tensor]  # per-token float inputs of the loss, each (N,)
 
+    def to(self, device: torch.device) -> PreparedDatum:
+        """This datum with its tensors on `device` (itself when they are there already)."""
+        if self.targets.device == device:
+            return self
+        return PreparedDatum(self.tokens, self.targets.to(device),
+                             {k: v.to(device) for k, v in self.x.items()})
+
 
 def prepare_batch(
     data: Sequence[Datum], loss: Loss | None, vocab_size: int

@@ -37,7 +37,7 @@ def selective_logprobs(
     """Logprobs (N,) of one datum: with grad at `trained` positions (None = all), else without."""
     if trained is None:
         return token_logprobs(hidden_flat[columns], lm_head, targets)
-    result = torch.empty(len(columns), dtype=torch.float32)
+    result = torch.empty(len(columns), dtype=torch.float32, device=hidden_flat.device)
     frozen = ~trained
     if frozen.any():
         with torch.no_grad():

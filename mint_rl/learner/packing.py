@@ -85,8 +85,10 @@ def pack(
     share_prefixes: bool = True,
     min_shared: int = 8,
     pad_id: int = 0,
+    device: torch.device | str = "cpu",
 ) -> PackedBatch:
-    """Packs token sequences into rows; `columns[d]` maps datum d's positions into the rows."""
+    """Packs token sequences into rows; `columns[d]` maps datum d's positions into the rows.
+    The tensors are on `device`."""
     if share_prefixes:
         groups = _prompt_groups(seqs, min_shared)
     else:
@@ -127,12 +129,12 @@ def pack(
             columns[d] = (row_index, cols)
 
     rows = [r for r in rows if r.tokens]  # empty rows can only be the last ones (fewer units)
-    return _to_tensors(rows, columns, pad_id)
+    return _to_tensors(rows, columns, pad_id, torch.device(device))
 
 
-def _to_tensors(rows: list[Row], columns: list[tuple[int, list[int]]], pad_id: int
-                ) -> PackedBatch:
-    """Rows padded to one width, with the block-causal mask of their segments."""
+def _to_tensors(rows: list[Row], columns: list[tuple[int, list[int]]], pad_id: int,
+                device: torch.device) -> PackedBatch:
+    """Rows padded to one width, with the block-causal mask of their segments, on `device`."""
     width = max(len(r.tokens) for r in rows)
     n_rows = len(rows)
     input_ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
@@ -152,12 +154,17 @@ def _to_tensors(rows: list[Row], columns: list[tuple[int, list[int]]], pad_id: i
         segment[i, n:] = -2 - pad
         group[i, n:] = -2 - pad
 
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    # Rows are filled on the CPU and moved once; the (R, L, L) mask is built where it is used,
+    # so only the (R, L) tensors cross to the device.
+    input_ids, position_ids, segment, group, is_prefix = (
+        t.to(device) for t in (input_ids, position_ids, segment, group, is_prefix))
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     same_group = group[:, :, None] == group[:, None, :]
     same_segment = segment[:, :, None] == segment[:, None, :]
     mask = causal & same_group & (same_segment | is_prefix[:, None, :])
 
-    flat_columns = [torch.tensor(cols, dtype=torch.long) + r * width for r, cols in columns]
+    flat = torch.tensor([r * width + c for r, cols in columns for c in cols], dtype=torch.long)
+    flat_columns = list(flat.to(device).split([len(cols) for _, cols in columns]))
     return PackedBatch(
         input_ids=input_ids,
         position_ids=position_ids,

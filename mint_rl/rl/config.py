@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from mint_rl.errors import InvalidInputError
+from mint_rl.learner.device import check_device
 from mint_rl.models import DEFAULT_MODEL
 
 C = TypeVar("C")
@@ -67,6 +68,9 @@ class RLConfig:
         "float32", "bfloat16 autocasts the learner (faster on AMX/GPU; the probe stays fp32)")
     learner_threads: int | None = option(
         None, "torch threads of the learner (default: one per core it may use)")
+    learner_device: str = option(
+        "auto", "device of the learner: auto (cuda when available, else cpu), cpu, cuda or "
+                "cuda:N")
     cpus: Literal["auto", "shared", "split"] = option(
         "auto", "CPU cores of sampler and learner: shared, split in halves, or auto "
                 "(split when K > 0, so overlapping phases do not compete)")
@@ -91,6 +95,7 @@ class RLConfig:
                     "eval_every": 0, "save_every": 0}
         if self.learner_threads is not None:
             at_least["learner_threads"] = 1
+        check_device(self.learner_device, "learner_device")
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise InvalidInputError(name, f"must be >= {low}, got {getattr(self, name)}")

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from mint_rl import types
 from mint_rl.client import ServiceClient, TrainingClient
 from mint_rl.errors import InvalidInputError
+from mint_rl.learner.device import check_device
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.models import DEFAULT_MODEL
 from mint_rl.rl.checkpoints import RunCheckpoints
@@ -57,6 +58,9 @@ class OfflineConfig:
     learner_threads: int | None = option(
         None, "torch threads of the learner (default: torch's, one per core); 1 is much faster "
               "on cores other jobs are busy on")
+    learner_device: str = option(
+        "auto", "device of the learner: auto (cuda when available, else cpu), cpu, cuda or "
+                "cuda:N")
     seed: int = option(0, "seed of the data (generation, split, order) and the LoRA init")
 
     def __post_init__(self) -> None:
@@ -68,13 +72,15 @@ class OfflineConfig:
         if self.learner_threads is not None and self.learner_threads < 1:
             raise InvalidInputError("learner_threads",
                                     f"must be >= 1 (or None), got {self.learner_threads}")
+        check_device(self.learner_device, "learner_device")
         if not self.lr > 0:
             raise InvalidInputError("lr", f"must be > 0, got {self.lr}")
 
 
 def training_client(config: OfflineConfig) -> TrainingClient:
     """A fresh LoRA training client for `config` (the adapter starts at zero: base model)."""
-    settings = LearnerSettings(dtype=config.learner_dtype, num_threads=config.learner_threads)
+    settings = LearnerSettings(dtype=config.learner_dtype, num_threads=config.learner_threads,
+                               device=config.learner_device)
     return ServiceClient(learner_settings=settings).create_lora_training_client(
         config.base_model, rank=config.rank, seed=config.seed)
 

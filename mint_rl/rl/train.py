@@ -162,7 +162,7 @@ class TrainingRun:
         engine = EngineConfig(cpu_cores=cpus.sampler_cores(),
                               chunked_prefill=not cfg.reproducible)
         settings = LearnerSettings(dtype=cfg.learner_dtype, num_threads=cfg.learner_threads,
-                                   cpu_cores=cpus.learner_cores())
+                                   cpu_cores=cpus.learner_cores(), device=cfg.learner_device)
         learner = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=self.resume_from,
                                 settings=settings)
@@ -243,12 +243,12 @@ class TrainingRun:
         if not finished:  # a second Ctrl-C: stopped at once, the last checkpoint stands
             self.interrupted = True
             return pipeline.state
+        self.timeline.save(self.log_dir / "startup.json")
         if pipeline.state.stopped_early:
             self.interrupted = True
             console.print(f"stopped after step {pipeline.state.step}; checkpoint written. "
                           "Run the same command to resume.")
             return pipeline.state
-        self.timeline.save(self.log_dir / "startup.json")
         _summarize(self.log_dir, title)
         return pipeline.state
 
