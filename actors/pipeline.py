@@ -15,11 +15,13 @@ again before it is trained on. Tokens produced while weights changed mid-sequenc
 version and their own behaviour logprobs, so the importance ratio stays exact.
 
 Extension points (docs/composition.md): `stages` run on every sampled group, `compute_advantages`
-replaces the advantage step, and several samplers share the prompt stream.
+replaces the advantage step, and several samplers (each with its own vLLM engine) share the
+prompt stream: each group goes to the sampler with the fewest groups in flight.
 
 Faults: a sampler that crashes (its engine died, its env raised or hung) is restarted by the
-runtime; its groups in flight are sampled again, once, after the current weights are loaded into
-it. A learner that fails during a step leaves its weights at the last completed step: the run
+runtime and the current weights are loaded into it; its groups in flight are sampled again,
+once: on another sampler while it restarts, if there is one, else on it once it is back. A
+learner that fails during a step leaves its weights at the last completed step: the run
 checkpoints them and stops with LearnerFailedError.
 """
 
@@ -146,6 +148,12 @@ class RLPipeline:
         self._saved_receive: ChannelReceiver[SavedPolicy]
         self._saved_send, self._saved_receive = channel(1, "saved weights")
         self._in_flight = [0] * len(self.samplers)  # groups in flight per sampler
+        self._restoring: set[int] = set()  # crashed samplers not yet serving again
+        self._restarts = [0] * len(self.samplers)  # crashes seen per sampler
+        self._last_crash: list[BaseException | None] = [None] * len(self.samplers)
+        self._served = [-1] * len(self.samplers)  # the newest version loaded into each sampler
+        self._sampled = [[0, 0] for _ in self.samplers]  # groups, tokens since the last step
+        self._sampled_since = time.perf_counter()
         self._load_times: dict[str, float] = {}
         self._probe: list[int] = []
         self._latest_saved: SavedPolicy | None = None  # the newest version sent to samplers
@@ -169,6 +177,7 @@ class RLPipeline:
     async def run(self) -> PipelineState:
         """Trains steps `start_step` .. `steps - 1`; returns the final state."""
         await self.load_initial_weights()
+        self._sampled_since = time.perf_counter()
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self.load_weights)
@@ -206,6 +215,7 @@ class RLPipeline:
                 await self.save_weights()
             metrics.update(batch.metrics)
             metrics.update(self._load_metrics())
+            metrics.update(self._sampler_metrics())
         if self.config.save_every and (step + 1) % self.config.save_every == 0:
             await self.save_checkpoint(step + 1)
         self.state.last_metrics = metrics
@@ -307,6 +317,23 @@ class RLPipeline:
             "queue/in_flight": state.groups_in_flight,
         }
 
+    def _sampler_metrics(self) -> dict[str, float]:
+        """Per sampler i, since the previous step's metrics: the groups it finished, the tokens
+        it generated and their rate over the wall time; the newest policy version loaded into
+        it, and how often it crashed (restarted) in this run. One sampler has them too."""
+        now = time.perf_counter()
+        seconds = max(now - self._sampled_since, 1e-9)
+        metrics: dict[str, float] = {}
+        for i, (groups, tokens) in enumerate(self._sampled):
+            metrics[f"sampler/{i}/groups"] = groups
+            metrics[f"sampler/{i}/tokens"] = tokens
+            metrics[f"sampler/{i}/tokens_per_s"] = tokens / seconds
+            metrics[f"sampler/{i}/policy_version"] = self._served[i]
+            metrics[f"sampler/{i}/restarts"] = self._restarts[i]
+        self._sampled = [[0, 0] for _ in self.samplers]
+        self._sampled_since = now
+        return metrics
+
     def _load_metrics(self) -> dict[str, float]:
         return {
             # The latest load that finished (it overlaps the next step when K >= 1).
@@ -353,31 +380,68 @@ class RLPipeline:
     async def _sample_group(self, builder: EnvGroupBuilder, batch_index: int,
                             min_policy_version: int, seed: int | None) -> TrajectoryGroup:
         """Samples on the least busy sampler. If the sampler crashes meanwhile, the runtime
-        restarts it: the current weights are loaded into it and the group is sampled again
-        (with the same seed). The runtime gives up, stopping the run, after a few crashes."""
+        restarts it and the current weights are loaded into it (`_restore`); the group is
+        sampled again (with the same seed) on the least busy sampler that is not restarting,
+        or on the restarted one once it serves. The runtime gives up, stopping the run, after
+        a few crashes."""
         while True:
-            i = min(range(len(self.samplers)), key=self._in_flight.__getitem__)
+            i = self._least_busy_sampler()
             self._in_flight[i] += 1
             self.state.groups_in_flight += 1
             try:
-                return await self.samplers[i].rollout(builder, batch_index, min_policy_version,
-                                                      seed)
-            except ActorCrashedError:
+                group = await self.samplers[i].rollout(builder, batch_index, min_policy_version,
+                                                       seed)
+            except ActorCrashedError as e:
                 self.state.groups_resampled += 1
-                await self._load_into(self.samplers[i])
+                self._restore(i, e)
+                continue
             finally:
                 self._in_flight[i] -= 1
                 self.state.groups_in_flight -= 1
+            self._sampled[i][0] += 1
+            self._sampled[i][1] += sum(len(t.action) for tr in group.trajectories
+                                       for t in tr.transitions)
+            return group
 
-    async def _load_into(self, sampler: SamplerActor) -> float:
-        """Loads the newest saved version into `sampler` (a no-op where it is served already),
-        again after a crash of the sampler."""
+    def _least_busy_sampler(self) -> int:
+        """The sampler with the fewest groups in flight, skipping restarting ones (unless all
+        are: a group sent to a restarting sampler waits until it serves again)."""
+        everyone = range(len(self.samplers))
+        ready = [i for i in everyone if i not in self._restoring] or everyone
+        return min(ready, key=self._in_flight.__getitem__)
+
+    def _restore(self, i: int, crash: ActorCrashedError) -> None:
+        """Sampler `i` crashed; the runtime restarts it. The newest weights are loaded into the
+        new instance in the background; until that is done, dispatch skips sampler `i`, so its
+        groups go to the other samplers at once."""
+        self._count_crash(i, crash)
+        if i in self._restoring:
+            return  # another of its groups (or a load) saw the same crash first
+        self._restoring.add(i)
+        assert self._tg is not None
+        self._tg.start_soon(self._load_into, i)
+
+    def _count_crash(self, i: int, crash: ActorCrashedError) -> None:
+        # Every caller in flight at one crash gets an error with the same cause.
+        if crash.cause is not self._last_crash[i]:
+            self._last_crash[i] = crash.cause
+            self._restarts[i] += 1
+
+    async def _load_into(self, i: int) -> float:
+        """Loads the newest saved version into sampler `i` (a no-op where it is served
+        already), again after a crash of the sampler; the load checks it arrived (probe). A
+        restarting sampler serves again once a load into it succeeds."""
         while True:
-            assert self._latest_saved is not None
+            saved = self._latest_saved
+            assert saved is not None
             try:
-                return await sampler.load_weights(self._latest_saved)
-            except ActorCrashedError:
+                seconds = await self.samplers[i].load_weights(saved)
+            except ActorCrashedError as e:
+                self._count_crash(i, e)
                 continue  # restarted meanwhile: load into the new one
+            self._served[i] = max(self._served[i], saved.policy_version)
+            self._restoring.discard(i)
+            return seconds
 
     async def load_weights(self) -> None:
         async for saved in self._saved_receive:
@@ -387,13 +451,13 @@ class RLPipeline:
         """Loads one saved policy into every sampler at once; then it is the served version."""
         engine_seconds: list[float] = []
 
-        async def load(sampler: SamplerActor) -> None:
-            engine_seconds.append(await self._load_into(sampler))
+        async def load(i: int) -> None:
+            engine_seconds.append(await self._load_into(i))
 
         self._latest_saved = saved
         with timed(self._load_times, "total"):
             async with anyio.create_task_group() as tg:
-                for sampler in self.samplers:
-                    tg.start_soon(load, sampler)
+                for i in range(len(self.samplers)):
+                    tg.start_soon(load, i)
         self._load_times["engine"] = max(engine_seconds)
         self.state.set_sampler_policy_version(saved.policy_version)

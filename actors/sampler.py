@@ -4,10 +4,12 @@
 ordered control message: it loads the saved version into the engine, checks it arrived (probe
 logprobs against the learner's), and only then lets rollouts that wait for that version start.
 
-A rollout that fails (the engine process died, the env raised or timed out) crashes the actor;
-the runtime's supervision starts a new one, which takes the process's engine over (a new one if
-it died) without forgetting the run's policy versions, and serves nothing until the pipeline
-loads the current weights into it again (RLPipeline.rollout re-queues the group).
+Each sampler actor of a run has its own vLLM engine (`EngineConfig.slot`: its own engine
+process and cores). A rollout that fails (the engine process died, the env raised or timed out)
+crashes the actor; the runtime's supervision starts a new one, which takes its slot's engine over
+(a new one if it died) without forgetting the run's policy versions, and serves nothing until
+the pipeline loads the current weights into it again (RLPipeline._restore; the group is sampled
+again).
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ class SamplerActor(Actor):
     async def setup(self) -> None:
         from mint_rl.sampler import SamplerWeights, running_engine
 
-        # A run numbers policy versions from 0. An engine already running in this process (a
-        # second run in a notebook, a test session, another sampler actor) is reset and reused
+        # A run numbers policy versions from 0. An engine already running in this process in
+        # this sampler's slot (a second run in a notebook, a test session) is reset and reused
         # instead of restarted; one this actor starts, it also shuts down. A restarted actor
-        # keeps the run's versions: it resets nothing.
-        self._owns_engine = running_engine(self.base_model) is None
+        # keeps the run's versions: it resets nothing. Each slot is its own vLLM engine.
+        slot = self.engine_config.slot if self.engine_config is not None else 0
+        self._owns_engine = running_engine(self.base_model, slot) is None
         # Starting vLLM takes a while and blocks: keep the event loop free meanwhile.
         self._weights: SamplerWeights = await self.ctx.run_blocking(
             SamplerWeights, self.base_model, self.engine_config)
@@ -112,5 +115,5 @@ class SamplerActor(Actor):
             return         # if it died): stopping or resetting it would lose the run's versions
         if self._owns_engine:
             await self.ctx.run_blocking(self._engine.close)
-        elif not self._engine.closed:  # another sampler actor may have closed the one it owns
+        elif not self._engine.closed:  # its owner (another actor) may have closed it
             await self.ctx.run_blocking(self._engine.reset)

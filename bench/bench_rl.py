@@ -43,6 +43,15 @@ RESULT = "BENCH_RESULT "  # prefix of the one JSON line a child prints
 # they overlap, K=1). `mint-rl run` picks by K ("auto").
 CPU_SETTINGS = ("shared", "split")
 
+# Precisions: (sampler dtype, learner dtype). "bfloat16" is bf16 end to end (vLLM in bf16, the
+# learner autocast to bf16); the importance ratio corrects what the two then disagree on, and
+# kl/sampler_learner reports it. "bfloat16-learner" keeps the sampler in fp32.
+PRECISIONS = {
+    "float32": ("float32", "float32"),
+    "bfloat16": ("bfloat16", "bfloat16"),
+    "bfloat16-learner": ("float32", "bfloat16"),
+}
+
 # TRL settings: its defaults, and its fastest sensible ones for this model. Gradient checkpointing
 # (on by default) recomputes activations to save memory a 135M model does not need, so turning it
 # off is what a user tuning TRL for speed does first. TRL's bf16 is what mint_rl's bf16 rows
@@ -160,11 +169,12 @@ async def _mint_main(args) -> dict:
     params = types.SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0,
                                   stop_token_ids=[tokenizer.eos_token_id])
     cpus = plan_cpus(max(args.ks), args.cpus)
-    settings = LearnerSettings(dtype=args.learner_dtype, cpu_cores=cpus.learner_cores())
-    engine_cfg = EngineConfig(cpu_cores=cpus.sampler_cores())
+    sampler_dtype, learner_dtype = PRECISIONS[args.precision]
+    settings = LearnerSettings(dtype=learner_dtype, cpu_cores=cpus.learner_cores())
+    engine_cfg = EngineConfig(cpu_cores=cpus.sampler_cores(), dtype=sampler_dtype)
     learner_cfg = LearnerConfig(base_model=args.model, rank=RANK, seed=0, loss="ppo",
                                 learning_rate=LEARNING_RATE, settings=settings)
-    results: dict = {"setting": args.setting, "learner_dtype": args.learner_dtype, "runs": {},
+    results: dict = {"setting": args.setting, "precision": args.precision, "runs": {},
                      "sampler_cores": list(cpus.sampler), "learner_cores": list(cpus.learner)}
     t0 = time.perf_counter()
     async with open_system() as system:
@@ -222,6 +232,8 @@ def summarize_mint(run: dict) -> dict:
         "sample_wait": mean("time/sample_wait"), "train": mean("time/train"),
         "load_weights": mean("time/load_weights"), "save_weights": mean("time/save_weights"),
         "datums": mean("datums"),
+        "kl_sampler_learner": statistics.mean(r.get("kl/sampler_learner", float("nan"))
+                                              for r in measured),
         "tokens_mean": run["tokens_mean"], "load1": mean("load1"),
     }
 
@@ -342,7 +354,7 @@ def report(mint: dict[str, dict], trl: dict[str, dict], args, elapsed: float) ->
                    f"{t['tokens_mean']:.1f} | {t['load1']:.1f} |")
     for setting, res in mint.items():
         for k, s in res["summary"].items():
-            out.append(f"| mint_rl K={k} ({res['learner_dtype']}) | {setting} | {s['step']:.2f} | "
+            out.append(f"| mint_rl K={k} ({res['precision']}) | {setting} | {s['step']:.2f} | "
                        f"{s['step_median']:.2f} | {s['step_min']:.2f}–{s['step_max']:.2f} | "
                        f"{s['n']} | {s['tokens_mean']:.1f} | {s['load1']:.1f} |")
     out += ["", *speedups(mint, trl)]
@@ -350,12 +362,13 @@ def report(mint: dict[str, dict], trl: dict[str, dict], args, elapsed: float) ->
             "weights in the background: at K=0 the next batch's sampling waits for the load, so "
             "it is part of K=0's sample_wait; at K=1 it overlaps the next training step.", "",
             "| setting | K | sample_wait s | train s | save_weights s | load_weights s | "
-            "datums/step |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+            "datums/step | kl/sampler_learner |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for setting, res in mint.items():
         for k, s in res["summary"].items():
             out.append(f"| {setting} | {k} | {s['sample_wait']:.2f} | {s['train']:.2f} | "
-                       f"{s['save_weights']:.2f} | {s['load_weights']:.2f} | {s['datums']:.1f} |")
+                       f"{s['save_weights']:.2f} | {s['load_weights']:.2f} | {s['datums']:.1f} | "
+                       f"{s['kl_sampler_learner']:.2g} |")
     out += ["", "Overlap. S = sampling alone (K=0 sample_wait minus the load it waited for), "
             "T = training alone (K=0 train), E = save_weights (K=0), all measured in the same "
             "process as the K=1 run, with the same cores:", "",
@@ -389,8 +402,8 @@ def speedups(mint: dict[str, dict], trl: dict[str, dict]) -> list[str]:
            "| mint_rl | setting | vs TRL fastest, same dtype | vs TRL defaults (fp32) |",
            "|---|---|---:|---:|"]
     for setting, res in mint.items():
-        dtype = res["learner_dtype"]
-        fastest = trl.get("fastest-bf16" if dtype == "bfloat16" else "fastest")
+        dtype = res["precision"]
+        fastest = trl.get("fastest" if dtype == "float32" else "fastest-bf16")
         defaults = trl.get("defaults")
         for k, s in res["summary"].items():
             def vs(peer: dict | None, x: float = s["step_median"]) -> str:
@@ -408,8 +421,9 @@ def main() -> int:
     p.add_argument("--trl-python", default="/work/trl-venv/bin/python")
     p.add_argument("--settings", default=",".join(CPU_SETTINGS),
                    help=f"mint_rl CPU placements to run, of {list(CPU_SETTINGS)}")
-    p.add_argument("--learner-dtypes", default="float32,bfloat16",
-                   help="learner dtypes to run (each with every placement)")
+    p.add_argument("--precisions", default="float32,bfloat16",
+                   help=f"mint_rl precisions to run (each with every placement), of "
+                        f"{list(PRECISIONS)}")
     p.add_argument("--trl-settings", default=",".join(TRL_SETTINGS),
                    help=f"TRL settings to run, of {list(TRL_SETTINGS)} (empty: none)")
     p.add_argument("--markdown", type=Path, help="also write the tables here")
@@ -421,7 +435,7 @@ def main() -> int:
     p.add_argument("--mint-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--setting", default="default", help=argparse.SUPPRESS)
-    p.add_argument("--learner-dtype", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--trl-setting", default="fastest", help=argparse.SUPPRESS)
     p.add_argument("--cpus", default="shared", help=argparse.SUPPRESS)
     p.add_argument("--ks", default="0,1",
@@ -430,6 +444,10 @@ def main() -> int:
     args = p.parse_args()
     if args.steps <= args.warmup:
         p.error("--steps must exceed --warmup")
+    unknown_precisions = set(filter(None, args.precisions.split(","))) - set(PRECISIONS)
+    if unknown_precisions:
+        p.error(f"--precisions: unknown {sorted(unknown_precisions)}, choose from "
+                f"{list(PRECISIONS)}")
     unknown = set(filter(None, args.trl_settings.split(","))) - set(TRL_SETTINGS)
     if unknown:
         p.error(f"--trl-settings: unknown {sorted(unknown)}, choose from {list(TRL_SETTINGS)}")
@@ -461,12 +479,12 @@ def main() -> int:
         mint.update(old["mint"])
         trl.update(old["trl"])
     for setting in [s for s in args.settings.split(",") if s]:
-        for dtype in args.learner_dtypes.split(","):
-            key = f"{setting}, {dtype}" + ("" if args.ks == "0,1" else f", K order {args.ks}")
+        for precision in args.precisions.split(","):
+            key = f"{setting}, {precision}" + ("" if args.ks == "0,1" else f", K order {args.ks}")
             if key in mint:
                 continue
             cmd = [sys.executable, here, "--mint-only", "--setting", key, "--cpus", setting,
-                   "--ks", args.ks, "--learner-dtype", dtype, *common]
+                   "--ks", args.ks, "--precision", precision, *common]
             res = run_child(cmd)
             res["summary"] = {k: summarize_mint(r) for k, r in res["runs"].items()}
             mint[key] = res

@@ -8,7 +8,9 @@ bound to both it samples at 186 tok/s; a learner on its own pinned core trains 2
 to a sampling engine than with torch's two floating threads. So we place explicitly:
 
 - phases that run one after the other (K = 0) each get every core;
-- phases that overlap (K >= 1) get disjoint cores, the sampler the first half.
+- phases that overlap (K >= 1) get disjoint cores, the sampler the first half;
+- several sampler engines (`--samplers N`) split the sampler's cores between them
+  (`CpuPlacement.sampler_engine_cores`), or all share them when there are fewer cores than engines.
 """
 
 from __future__ import annotations
@@ -71,6 +73,25 @@ class CpuPlacement:
     def sampler_cores(self) -> str:
         """For `EngineConfig(cpu_cores=...)`."""
         return format_cores(self.sampler)
+
+    def sampler_engine_cores(self, engines: int) -> list[str]:
+        """`cpu_cores` of each of `engines` sampler engines (`--samplers N`): disjoint shares of
+        the sampler's cores, as equal as can be (the first engines get one more), when there are
+        at least as many cores as engines. With fewer cores every engine is bound to all the
+        sampler's cores and they take turns on them: on the 2-core box at K >= 1 two engines
+        share one core. That gives no more compute than one engine, but a run never fails for
+        a small machine, and the engines stay separate processes that fail separately."""
+        if engines < 1:
+            raise InvalidInputError("samplers", f"must be >= 1, got {engines}")
+        if len(self.sampler) < engines:
+            return [self.sampler_cores()] * engines
+        share, extra = divmod(len(self.sampler), engines)
+        out, start = [], 0
+        for i in range(engines):
+            end = start + share + (1 if i < extra else 0)
+            out.append(format_cores(self.sampler[start:end]))
+            start = end
+        return out
 
     def learner_cores(self) -> tuple[int, ...] | None:
         """For `LearnerSettings(cpu_cores=...)`: pinned only when the learner has its own cores

@@ -1,6 +1,8 @@
 """Composition on the real stack (vLLM sampler, peft learner, default model), through the CLI:
-the `composed` recipe (a reward-model actor stage, a filter, an advantage function of its own,
-two samplers), and an RL recipe written outside the repository on `mint_rl.rl.train`."""
+the `composed` recipe (a reward-model actor stage, a filter, an advantage function of its own),
+and an RL recipe written outside the repository on `mint_rl.rl.train`. One sampler: with two,
+each has its own vLLM engine on half the cores, so the first could not take the session's engine
+(all cores) over; `--samplers 2` runs in a subprocess in tests/test_several_samplers.py."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def _rows(log_dir: Path) -> list[dict]:
 
 
 def test_composed_recipe_runs_every_extension_point(sampler_engine, tmp_path: Path) -> None:
-    code = main(["run", "composed", "--log-dir", str(tmp_path), *SMALL, "--samplers", "2",
+    code = main(["run", "composed", "--log-dir", str(tmp_path), *SMALL, "--samplers", "1",
                  "--format-bonus", "0.5"])
     assert code == 0
     rows = _rows(tmp_path)
@@ -41,7 +43,7 @@ def test_composed_recipe_runs_every_extension_point(sampler_engine, tmp_path: Pa
         assert r["staleness/max"] == 0
         # The judge's bonus is on top of the 0/1 task reward: means can exceed 1 only with it.
         assert 0.0 <= r["reward/mean"] <= 1.5
-    assert not sampler_engine.closed  # the two sampler actors shared the session's engine
+    assert not sampler_engine.closed  # the sampler took the session's engine over
     # samples.jsonl: the trained groups of each step, as text, with the rewards the step used.
     samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
     for r in rows:

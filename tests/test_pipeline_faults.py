@@ -14,15 +14,14 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from run_helpers import SMALL, engine_processes
+from run_helpers import failures as _failures
+from run_helpers import rows as _rows
 
 from mint_rl.cli import main
 
 pytestmark = pytest.mark.slow
-
-SMALL = ["--groups-per-batch", "2", "--group-size", "4", "--max-tokens", "4",
-         "--eval-every", "0", "--save-every", "0"]
 
 _FAULTY_RECIPE = textwrap.dedent('''
     """One-word replies, with faults on purpose, each once per run folder (a marker file
@@ -125,15 +124,6 @@ _FAULTY_RECIPE = textwrap.dedent('''
 ''')
 
 
-def _rows(log_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (log_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _failures(log_dir: Path) -> list[dict]:
-    path = log_dir / "failures.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-
-
 def _assert_every_batch_trained_once(rows: list[dict], steps: int, groups: int) -> None:
     assert [r["step"] for r in rows if "groups/trained" in r] == list(range(steps))
     for r in rows:
@@ -169,13 +159,6 @@ def test_env_faults_restart_the_sampler_and_a_learner_failure_stops_resumably(
     _assert_every_batch_trained_once(_rows(run_dir), steps=4, groups=2)
 
 
-def _engine_process(run: subprocess.Popen) -> psutil.Process | None:
-    for child in psutil.Process(run.pid).children(recursive=True):
-        if "EngineCore" in child.name():
-            return child
-    return None
-
-
 def test_the_sampler_engine_killed_mid_run_is_replaced(tmp_path: Path) -> None:
     """`mint-rl run arithmetic` in its own process (its own engine); the vLLM engine process is
     killed with SIGKILL during step 1. The run must replace it and finish every step."""
@@ -189,9 +172,9 @@ def test_the_sampler_engine_killed_mid_run_is_replaced(tmp_path: Path) -> None:
         while not (metrics.exists() and metrics.read_text().strip()):  # step 0 done
             assert run.poll() is None, "the run ended before its first step"
             time.sleep(0.2)
-        engine = _engine_process(run)
-        assert engine is not None
-        engine.send_signal(signal.SIGKILL)
+        engines = engine_processes(run)
+        assert engines
+        engines[0].send_signal(signal.SIGKILL)
         assert run.wait(timeout=600) == 0
     finally:
         if run.poll() is None:

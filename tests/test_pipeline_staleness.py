@@ -18,19 +18,19 @@ import random
 from dataclasses import dataclass, field
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mint_rl.actors.advantage import AdvantageActor
 from mint_rl.actors.pipeline import PipelineConfig, RLPipeline
 from mint_rl.rl.types import SavedPolicy, Trajectory, TrajectoryGroup, Transition
-from mint_rl.runtime import Actor, endpoint, open_system
+from mint_rl.runtime import Actor, RestartPolicy, endpoint, open_system
 
 
 @dataclass
 class Clock:
     learner_version: int = 0
-    sampler_version: int = -1
     worst_staleness: int = 0
     trained_groups: int = 0
     sampled: list[TrajectoryGroup] = field(default_factory=list)
@@ -41,6 +41,7 @@ class Clock:
 class TimedSampler(Actor):
     def __init__(self, clock: Clock, rng: random.Random, max_delay: float) -> None:
         self.clock, self.rng, self.max_delay = clock, rng, max_delay
+        self.version = -1  # what this sampler serves (several samplers load independently)
         self.changed = anyio.Event()
 
     @endpoint
@@ -50,7 +51,7 @@ class TimedSampler(Actor):
     @endpoint
     async def load_weights(self, saved: SavedPolicy) -> float:
         await anyio.sleep(self.rng.uniform(0, self.max_delay / 4))
-        self.clock.sampler_version = saved.policy_version
+        self.version = saved.policy_version
         self.changed.set()
         self.changed = anyio.Event()
         return 0.0
@@ -61,11 +62,11 @@ class TimedSampler(Actor):
 
     @endpoint(concurrent=True)
     async def rollout(self, builder, batch_index, min_version, seed=None) -> TrajectoryGroup:
-        while self.clock.sampler_version < min_version:
+        while self.version < min_version:
             await self.changed.wait()
-        start = self.clock.sampler_version
+        start = self.version
         await anyio.sleep(self.rng.uniform(0, self.max_delay))
-        end = self.clock.sampler_version  # weights may have changed mid-sequence
+        end = self.version  # weights may have changed mid-sequence
         trajectories = [
             Trajectory([Transition(observation=[1, 2], action=[3, 4], logprobs=[-1.0, -1.0],
                                    policy_versions=[start, end],
@@ -125,22 +126,25 @@ class Dataset:
 
 
 async def _run(k: int, seed: int, sampler_delay: float, learner_delay: float, steps: int,
-               groups: int) -> tuple[Clock, list[dict]]:
+               groups: int, samplers: int = 1) -> tuple[Clock, list[dict]]:
     clock = Clock()
     rng = random.Random(seed)
     logged: list[dict] = []
     with anyio.fail_after(20):
-        await _run_inner(k, clock, rng, sampler_delay, learner_delay, steps, groups, logged)
+        await _run_inner(k, clock, rng, sampler_delay, learner_delay, steps, groups, logged,
+                         samplers)
     return clock, logged
 
 
-async def _run_inner(k, clock, rng, sampler_delay, learner_delay, steps, groups, logged):
+async def _run_inner(k, clock, rng, sampler_delay, learner_delay, steps, groups, logged,
+                     samplers):
     async with open_system() as system:
-        sampler = await system.spawn(functools.partial(TimedSampler, clock, rng, sampler_delay))
+        actors = [await system.spawn(functools.partial(TimedSampler, clock, rng, sampler_delay))
+                  for _ in range(samplers)]
         advantage = await system.spawn(functools.partial(CheckingAdvantage, clock))
         learner = await system.spawn(functools.partial(TimedLearner, clock, rng, learner_delay))
         cfg = PipelineConfig(steps=steps, groups_per_batch=groups, max_steps_off_policy=k)
-        await RLPipeline(cfg, Dataset(groups), [sampler], learner, advantage.build,
+        await RLPipeline(cfg, Dataset(groups), actors, learner, advantage.build,
                          on_step=logged.append).run()
 
 
@@ -194,7 +198,99 @@ def _check_sampled_trained_and_dropped(clock: Clock, logged: list[dict], k: int,
         assert m["groups/trained"] == groups and m["groups/filtered"] == 0
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    k=st.sampled_from([0, 1, 2]),
+    seed=st.integers(0, 10_000),
+    sampler_delay=st.sampled_from([0.0, 0.001, 0.004]),
+    learner_delay=st.sampled_from([0.0, 0.001, 0.004]),
+    steps=st.integers(1, 5),
+    groups=st.integers(1, 4),
+    samplers=st.integers(2, 3),
+)
+def test_staleness_holds_across_several_samplers(k, seed, sampler_delay, learner_delay, steps,
+                                                 groups, samplers):
+    """Each sampler loads each version on its own timing; the bound holds for all of them,
+    and the per-sampler metrics account for the sampled groups and served versions."""
+    clock, logged = anyio.run(_run, k, seed, sampler_delay, learner_delay, steps, groups,
+                              samplers)
+    assert clock.worst_staleness <= k
+    assert clock.trained_groups == steps * groups
+    assert all(m["staleness/max"] <= k for m in logged)
+    _check_sampled_trained_and_dropped(clock, logged, k, groups)
+    rows = [m for m in logged if "groups/trained" in m]
+    counted = sum(m[f"sampler/{i}/groups"] for m in rows for i in range(samplers))
+    assert steps * groups <= counted <= len(clock.sampled)
+    for m in rows:
+        assert f"sampler/{samplers}/groups" not in m
+        for i in range(samplers):
+            # Batch `step` was sampled only once every sampler served >= step - K.
+            assert m["step"] - k <= m[f"sampler/{i}/policy_version"] <= m["step"] + 1
+            assert m[f"sampler/{i}/tokens"] == 8 * m[f"sampler/{i}/groups"]  # 4 x 2 tokens
+
+
+def test_several_samplers_share_the_prompt_stream():
+    """Least-loaded dispatch: with four groups per batch, both samplers sample."""
+    clock, logged = anyio.run(_run, 1, 0, 0.004, 0.004, 3, 4, 2)
+    assert all(sum(m[f"sampler/{i}/groups"] for m in logged) > 0 for i in range(2))
+    assert all(m["sampler/0/tokens_per_s"] >= 0 for m in logged)
+
+
 def test_async_mode_actually_runs_ahead():
     """With K = 1 and a slow learner, some batches are sampled by the previous policy."""
     clock, logged = anyio.run(_run, 1, 0, 0.0, 0.01, 6, 2)
     assert max(m["staleness/max"] for m in logged) == 1
+
+
+class CrashingSampler(TimedSampler):
+    """Crashes (once per test: `crashes` remembers it across restarts) in the first rollout of
+    batch `crash_batch`, as a sampler whose engine process died does."""
+
+    def __init__(self, clock: Clock, rng: random.Random, max_delay: float, crash_batch: int,
+                 crashes: list[int]) -> None:
+        super().__init__(clock, rng, max_delay)
+        self.crash_batch, self.crashes = crash_batch, crashes
+
+    @endpoint(concurrent=True)
+    async def rollout(self, builder, batch_index, min_version, seed=None) -> TrajectoryGroup:
+        if batch_index == self.crash_batch and not self.crashes:
+            while self.version < min_version:
+                await self.changed.wait()
+            self.crashes.append(batch_index)
+            raise RuntimeError("the engine process died")
+        return await TimedSampler.rollout(self, builder, batch_index, min_version, seed)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_a_crashed_sampler_is_restored_while_the_others_sample(k: int) -> None:
+    """Sampler 1 crashes at batch 1: its group goes to sampler 0 at once, the runtime restarts
+    it, the newest weights are loaded into it, and it samples again; every group is trained
+    once, within K."""
+    clock, rng, crashes, logged = Clock(), random.Random(0), [], []
+    steps, groups = 5, 4
+
+    async def run() -> None:
+        async with open_system() as system:
+            policy = RestartPolicy(max_restarts=2, backoff_s=0.01)
+            actors = [
+                await system.spawn(functools.partial(TimedSampler, clock, rng, 0.004)),
+                await system.spawn(functools.partial(CrashingSampler, clock, rng, 0.004, 1,
+                                                     crashes), restart=policy),
+            ]
+            advantage = await system.spawn(functools.partial(CheckingAdvantage, clock))
+            learner = await system.spawn(functools.partial(TimedLearner, clock, rng, 0.004))
+            cfg = PipelineConfig(steps=steps, groups_per_batch=groups, max_steps_off_policy=k)
+            with anyio.fail_after(20):
+                await RLPipeline(cfg, Dataset(groups), actors, learner, advantage.build,
+                                 on_step=logged.append).run()
+
+    anyio.run(run)
+    assert crashes == [1]
+    assert clock.trained_groups == steps * groups and clock.worst_staleness <= k
+    _check_sampled_trained_and_dropped(clock, logged, k, groups)
+    assert logged[-1]["groups/resampled"] >= 1
+    assert [m["sampler/1/restarts"] for m in logged][-1] == 1
+    assert all(m["sampler/0/restarts"] == 0 for m in logged)
+    first = next(j for j, m in enumerate(logged) if m["sampler/1/restarts"])
+    assert sum(m["sampler/1/groups"] for m in logged[first + 1:]) > 0  # sampling again
+    assert logged[-1]["sampler/1/policy_version"] >= steps - 1 - k

@@ -30,6 +30,20 @@ def test_bad_core_lists_name_the_field(spec) -> None:
             EngineConfig(cpu_cores=spec)
 
 
+def test_several_sampler_engines_split_the_sampler_cores_or_share_them() -> None:
+    eight = tuple(range(8))
+    split = plan_cpus(1, cores=eight)  # sampler 0-3, learner 4-7
+    assert split.sampler_engine_cores(1) == ["0-3"]
+    assert split.sampler_engine_cores(2) == ["0-1", "2-3"]
+    assert split.sampler_engine_cores(3) == ["0-1", "2", "3"]  # as equal as can be, disjoint
+    assert split.sampler_engine_cores(4) == ["0", "1", "2", "3"]
+    # Fewer cores than engines (the 2-core box at K >= 1: one sampler core): all share them.
+    assert plan_cpus(1, cores=(0, 1)).sampler_engine_cores(2) == ["0", "0"]
+    assert plan_cpus(0, cores=(0,)).sampler_engine_cores(3) == ["0"] * 3
+    with pytest.raises(InvalidInputError, match="samplers"):
+        split.sampler_engine_cores(0)
+
+
 def test_plan_shares_cores_when_phases_alternate_and_splits_when_they_overlap() -> None:
     four = (0, 1, 2, 3)
     assert plan_cpus(0, cores=four).sampler == four == plan_cpus(0, cores=four).learner

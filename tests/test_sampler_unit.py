@@ -152,6 +152,18 @@ def test_engine_config_resolves_per_hardware() -> None:
         EngineConfig(kv_cache_bytes=10)
 
 
+def test_probe_tolerance_follows_the_samplers_precision() -> None:
+    """fp32 is checked to 1e-3 nats; bf16 rounding alone moves probe logprobs by ~0.3 nats, so
+    a bf16 engine (a GPU's default) gets a tolerance its own rounding does not trip."""
+    assert EngineConfig(device="cpu").resolve().probe_tolerance == 1e-3
+    assert EngineConfig(device="cuda").resolve().probe_tolerance == 0.5
+    assert EngineConfig(device="cpu", dtype="bfloat16").resolve().probe_tolerance == 0.5
+    assert EngineConfig(device="cuda", probe_tolerance=0.1).resolve().probe_tolerance == 0.1
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InvalidInputError, match="probe_tolerance"):
+            EngineConfig(probe_tolerance=bad)
+
+
 def test_chat_prompt_uses_template(tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 

@@ -66,6 +66,9 @@ class RLConfig:
     kl_coef: float = option(0.0, "per-token KL penalty against the base model (0 = off)")
     learner_dtype: Literal["float32", "bfloat16"] = option(
         "float32", "bfloat16 autocasts the learner (faster on AMX/GPU; the probe stays fp32)")
+    sampler_dtype: Literal["float32", "bfloat16"] = option(
+        "float32", "vLLM's weights and compute; bfloat16 is faster on AMX/GPU, and the "
+                   "importance ratio corrects the sampler/learner mismatch it adds")
     learner_threads: int | None = option(
         None, "torch threads of the learner (default: one per core it may use)")
     learner_device: str = option(

@@ -77,6 +77,13 @@ class RunDisplay:
         row("groups dropped as stale", "groups/dropped_stale", "{:.0f}")
         row("groups skipped (constant reward)", "groups/skipped_constant", "{:.0f}")
         row("groups dropped by a stage", "groups/filtered", "{:.0f}")
+        samplers = sorted(int(k.split("/")[1]) for k in m
+                          if k.startswith("sampler/") and k.endswith("/tokens_per_s"))
+        if len(samplers) > 1:  # several samplers: each one's rate and served version
+            for i in samplers:
+                table.add_row(f"sampler {i}: tokens/s, policy version",
+                              f"{m[f'sampler/{i}/tokens_per_s']:.0f}, "
+                              f"{m.get(f'sampler/{i}/policy_version')}")
         if self.state is not None:
             table.add_row("rollout queue depth", str(self.state.queue_depth))
             table.add_row("groups in flight", str(self.state.groups_in_flight))

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,15 +159,21 @@ class TrainingRun:
         if self.resume_from:
             console.print(f"resuming from {self.resume_from} at step {self.start_step}")
         cpus = plan_cpus(cfg.max_steps_off_policy, cfg.cpus)
-        engine = EngineConfig(cpu_cores=cpus.sampler_cores(),
-                              chunked_prefill=not cfg.reproducible)
+        # One vLLM engine per sampler actor (slot i: its own engine process), each on its share
+        # of the sampler's cores; on a GPU they share it, each with 1/N of the memory one
+        # engine would take (vLLM places them).
+        engine = EngineConfig(dtype=cfg.sampler_dtype, chunked_prefill=not cfg.reproducible)
+        engine = replace(engine, gpu_memory_utilization=engine.gpu_memory_utilization
+                         / cfg.samplers)
+        engines = [replace(engine, slot=i, cpu_cores=cores)
+                   for i, cores in enumerate(cpus.sampler_engine_cores(cfg.samplers))]
         settings = LearnerSettings(dtype=cfg.learner_dtype, num_threads=cfg.learner_threads,
                                    cpu_cores=cpus.learner_cores(), device=cfg.learner_device)
         learner = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=self.resume_from,
                                 settings=settings)
-        sampler = functools.partial(SamplerActor, cfg.base_model, self.sampling_params(), engine,
-                                    cfg.env_timeout_s)
+        samplers = [functools.partial(SamplerActor, cfg.base_model, self.sampling_params(), e,
+                                      cfg.env_timeout_s) for e in engines]
         reference: ReferenceActor | None = None
 
         async def start_reference() -> None:
@@ -177,17 +183,16 @@ class TrainingRun:
 
         with self.timeline.waiting("starting the vLLM sampler and the learner"):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._start_samplers, sampler)
+                tg.start_soon(self._start_samplers, samplers)
                 tg.start_soon(self._start_learner, learner)
                 if cfg.kl_coef > 0:
                     tg.start_soon(start_reference)
         self.advantage = await self.system.spawn(functools.partial(
             AdvantageActor, kl_coef=cfg.kl_coef, reference=reference), name="advantage")
 
-    async def _start_samplers(self, sampler: Callable[[], SamplerActor]) -> None:
-        # In one process the sampler actors share the process's vLLM engine: the first starts
-        # it, the others join it (one at a time, so exactly one owns it).
-        for i in range(self.config.samplers):
+    async def _start_samplers(self, samplers: Sequence[Callable[[], SamplerActor]]) -> None:
+        # Each sampler actor starts its own vLLM engine (its slot); engines start one at a time.
+        for i, sampler in enumerate(samplers):
             name = "sampler" if i == 0 else f"sampler-{i}"
             self.samplers.append(await self._spawn(name, sampler, "sampler",
                                                    f"vLLM {name} ready",

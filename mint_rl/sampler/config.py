@@ -34,8 +34,16 @@ class EngineConfig:
     """Off: a prompt is always prefilled in one engine step. Needed for seeded requests on CPU,
     where vLLM cannot rewind a seeded generator after a partial prefill (the engine dies with
     "CPU Generator does not use offset")."""
-    probe_tolerance: float = 1e-3  # nats; weight-arrival check after each load
+    # Nats: how far the sampler's probe logprobs may be from the learner's (fp32) after a load.
+    # None = by dtype: 1e-3 in float32; 0.5 in bf16/fp16, whose rounding alone moves a probe
+    # logprob of the default model by up to 0.27 nats (mean 0.05; measured), so there the check
+    # catches only gross mismatches (another model, weights not applied), not a one-step lag.
+    probe_tolerance: float | None = None
     seed: int = 0
+    # Which of the process's engines for this base model: engines with different slots are
+    # separate vLLM engines (each its own engine-core process, cores and KV cache). A run with
+    # `--samplers N` gives sampler i slot i; everything else (clients, the server) uses slot 0.
+    slot: int = 0
     # CPU: the cores vLLM's model threads are bound to. "all" = every core this process may use
     # (vLLM's own "auto" keeps one core per NUMA node for its scheduler: half of a 2-core box,
     # 119 vs 186 tok/s measured); "auto" = vLLM's binding; "nobind"; or a list like "0-1", "2,3".
@@ -59,7 +67,9 @@ class EngineConfig:
         for name in ("max_lora_rank", "max_loras", "keep_versions", "max_logprobs"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.probe_tolerance <= 0:
+        if self.slot < 0:
+            raise InvalidInputError("slot", f"must be >= 0, got {self.slot}")
+        if self.probe_tolerance is not None and not self.probe_tolerance > 0:
             raise InvalidInputError("probe_tolerance", "must be > 0")
         if self.cpu_cores not in ("all", "auto", "nobind"):
             parse_cores(self.cpu_cores, "cpu_cores")
@@ -86,8 +96,11 @@ class EngineConfig:
         enforce_eager = self.enforce_eager
         if enforce_eager is None:
             enforce_eager = device == "cpu"
+        probe_tolerance = self.probe_tolerance
+        if probe_tolerance is None:
+            probe_tolerance = 1e-3 if dtype == "float32" else 0.5
         return replace(self, device=device, strategy=strategy, dtype=dtype, cpu_cores=cpu_cores,
-                       enforce_eager=enforce_eager)
+                       enforce_eager=enforce_eager, probe_tolerance=probe_tolerance)
 
     def vllm_environment(self) -> dict[str, str]:
         """Environment for the engine's processes that applies `cpu_cores` (resolved config).

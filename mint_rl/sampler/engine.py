@@ -3,8 +3,10 @@
 `SamplerEngine` composes the vLLM engine (vllm_engine.py: loop thread, start-up, requests), the
 version store (version_store.py: policy_version -> adapter copy), the per-token version stamps
 (version_stamps.py) and a weight-sync strategy (weight_sync.py: how a version gets into the
-engine). Engines are shared per base model within a process (`get_engine`) and closed by
-`close_all()` (also registered with atexit), so no engine process outlives us.
+engine). Engines are shared per (base model, `EngineConfig.slot`) within a process
+(`get_engine`; several sampler actors of a run each have their own slot, so their own vLLM
+engine process) and closed by `close_all()` (also registered with atexit), so no engine process
+outlives us.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class SamplerEngine:
         self.config = (config or EngineConfig()).resolve()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         start = time.perf_counter()
-        self.vllm = VllmEngine(model_dir, self.config, base_model)  # closes itself if it fails
+        name = base_model if self.config.slot == 0 else f"{base_model} (slot {self.config.slot})"
+        self.vllm = VllmEngine(model_dir, self.config, name)  # closes itself if it fails
         self.store = VersionStore(self.config.keep_versions)
         self.stamps = VersionStamps()
         self.sync: WeightSync = make_sync(self.config.strategy, self.vllm, self.stamps,
@@ -62,7 +65,7 @@ class SamplerEngine:
             self.close()
             raise
         c = self.config
-        log.info("sampler engine for %s up in %.1f s (%s, %s, cores %s)", base_model,
+        log.info("sampler engine for %s up in %.1f s (%s, %s, cores %s)", name,
                  time.perf_counter() - start, c.strategy, c.dtype, c.cpu_cores)
 
     # ---------------------------------------------------------------- lifecycle
@@ -152,6 +155,7 @@ class SamplerEngine:
         logprobs = await self.prompt_logprobs(tokens, policy_version)
         got = [lp for lp in logprobs[1:] if lp is not None]
         assert len(got) == len(logprobs) - 1  # only position 0 (no context) has no logprob
+        assert self.config.probe_tolerance is not None  # resolved in __init__
         check_arrival(policy_version, got, expected, self.config.probe_tolerance)
 
     # ---------------------------------------------------------------- requests
@@ -188,34 +192,58 @@ class SamplerEngine:
 
 # ---------------------------------------------------------------------------- registry
 
-_ENGINES: dict[Path, SamplerEngine] = {}
-_LOCK = threading.Lock()
+_ENGINES: dict[tuple[Path, int], SamplerEngine] = {}
+_LOCK = threading.Lock()  # guards _ENGINES; held only briefly
+# One engine starts at a time: vLLM's start reads this process's environment, which VllmEngine
+# sets for the engine it starts. Looking up a running engine never waits for a start (a sampler
+# whose engine is being replaced must not hold up the others).
+_START_LOCK = threading.Lock()
+
+
+def _running(key: tuple[Path, int], config: EngineConfig | None,
+             base_model: str) -> SamplerEngine | None:
+    """The live engine under `key` (its config must match `config`); None if there is none."""
+    with _LOCK:
+        engine = _ENGINES.get(key)
+    if engine is None or engine.closed or engine.dead:
+        return None
+    if config is not None and config.resolve() != engine.config:
+        raise InvalidInputError(
+            "engine_config", f"an engine for {base_model!r} (slot {key[1]}) already runs with "
+            f"{engine.config}; close_all() first to change it"
+        )
+    return engine
 
 
 def get_engine(base_model: str, config: EngineConfig | None = None) -> SamplerEngine:
-    """The process's engine for `base_model`, started on first use (1-2 min on the 2-core CPU:
-    vLLM compiles the model at every start, see docs/sampling.md)."""
-    key = resolve_model(base_model)
-    with _LOCK:
-        engine = _ENGINES.get(key)
-        if engine is not None and engine.dead:
-            log.warning("the sampler engine for %s died; starting a new one", base_model)
-            engine.close()
-        if engine is not None and not engine.closed:
-            if config is not None and config.resolve() != engine.config:
-                raise InvalidInputError(
-                    "engine_config", f"an engine for {base_model!r} already runs with "
-                    f"{engine.config}; close_all() first to change it"
-                )
+    """The process's engine for `base_model` in `config.slot` (default 0), started on first use
+    (1-2 min on the 2-core CPU: vLLM compiles the model at every start, see docs/sampling.md).
+    An engine whose process died is replaced by a new one."""
+    key = (resolve_model(base_model), config.slot if config is not None else 0)
+    engine = _running(key, config, base_model)
+    if engine is not None:
+        return engine
+    with _START_LOCK:
+        engine = _running(key, config, base_model)  # started by another thread meanwhile
+        if engine is not None:
             return engine
+        with _LOCK:
+            old = _ENGINES.pop(key, None)
+        if old is not None and old.dead:
+            log.warning("the sampler engine for %s (slot %d) died; starting a new one",
+                        base_model, key[1])
+        if old is not None:
+            old.close()
         engine = SamplerEngine(base_model, config)
-        _ENGINES[key] = engine
+        with _LOCK:
+            _ENGINES[key] = engine
         return engine
 
 
-def running_engine(base_model: str) -> SamplerEngine | None:
-    """The engine for `base_model` if one runs in this process (never starts one)."""
-    engine = _ENGINES.get(resolve_model(base_model))
+def running_engine(base_model: str, slot: int = 0) -> SamplerEngine | None:
+    """The engine for `base_model` in `slot` if one runs in this process (never starts one)."""
+    with _LOCK:
+        engine = _ENGINES.get((resolve_model(base_model), slot))
     return engine if engine is not None and not (engine.closed or engine.dead) else None
 
 

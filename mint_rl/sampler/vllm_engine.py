@@ -135,7 +135,7 @@ class VllmEngine:
         self._closed = False
         self._llm: Any = None
         self._request_ids = itertools.count()
-        self._thread = _LoopThread(f"mint-sampler-{model_dir.name}")
+        self._thread = _LoopThread(f"mint-sampler-{model_dir.name}-{config.slot}")
         try:
             self.run(self._start())
         except BaseException:

@@ -44,8 +44,12 @@ class MintWorkerExtension:
     """Adds `mint_*` methods to the vLLM worker."""
 
     def mint_exit_with_parent(self) -> bool:
-        """Asks Linux to SIGTERM this process when the thread that started it dies, even by
-        SIGKILL, so no engine outlives a killed trainer. Returns whether it is armed."""
+        """Asks Linux to SIGKILL this process when the thread that started it dies, even by
+        SIGKILL, so no engine outlives a killed trainer. Returns whether it is armed.
+
+        SIGKILL, not SIGTERM: with its parent gone, vLLM's SIGTERM handler starts a shutdown
+        that can block for ever on the dead parent's sockets (an orphan engine was found alive
+        37 minutes later). There is nothing left to shut down in order: the parent is dead."""
         import ctypes
         import os
         import signal
@@ -54,10 +58,10 @@ class MintWorkerExtension:
         if not sys.platform.startswith("linux"):
             return False
         pr_set_pdeathsig = 1
-        if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0):
+        if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0):
             return False
         if os.getppid() == 1:  # the parent died before the call: no signal will come
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGKILL)
         return True
 
     def mint_setup(self) -> dict[str, Any]:

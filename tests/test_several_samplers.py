@@ -1,0 +1,72 @@
+"""`--samplers 2` on the real stack (vLLM, peft, default model), in a subprocess: each sampler
+has its own vLLM engine process; both sample; the staleness bound holds across them; one
+engine killed with SIGKILL mid-run is replaced while the other sampler keeps going, the run
+trains every batch once, and the restarted sampler samples again. One run covers all of it
+(each engine start costs ~20 s here). The same behaviour with stand-in samplers, fast:
+tests/test_pipeline_staleness.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from run_helpers import SMALL, engine_processes, failures, rows
+
+from mint_rl.rl.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
+
+STEPS, GROUPS, K = 4, 2, 1
+
+
+def test_two_samplers_own_engines_and_one_killed_is_replaced(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mint_rl.cli", "run", "arithmetic", "--log-dir", str(run_dir),
+           "--steps", str(STEPS), "--samplers", "2", "--max-steps-off-policy", str(K), *SMALL]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().strip()):  # step 0 done
+            assert run.poll() is None, "the run ended before its first step"
+            time.sleep(0.2)
+        engines = engine_processes(run)
+        # Two engines, two processes; sampler 1's engine started second.
+        assert len(engines) == 2 and engines[0].pid != engines[1].pid
+        engines[1].send_signal(signal.SIGKILL)
+        assert run.wait(timeout=1200) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    steps = [r for r in rows(run_dir) if "groups/trained" in r]
+    assert [r["step"] for r in steps] == list(range(STEPS))
+
+    # Both sampled (least-loaded dispatch splits each batch between them).
+    for i in (0, 1):
+        assert sum(r[f"sampler/{i}/groups"] for r in steps) > 0
+        assert max(r[f"sampler/{i}/tokens_per_s"] for r in steps) > 0
+    # The staleness bound holds for both: batch s was sampled by versions >= s - K.
+    for r in steps:
+        assert r["groups/trained"] == GROUPS and r["staleness/max"] <= K
+        for i in (0, 1):
+            assert r["step"] - K <= r[f"sampler/{i}/policy_version"] <= r["step"] + 1
+    # Every batch trained once: each batch's groups appear once in the trained samples.
+    samples = read_metrics(run_dir / "samples.jsonl")
+    assert Counter(s["batch"] for s in samples) == {b: GROUPS for b in range(STEPS)}
+
+    # The killed engine's sampler crashed and was restarted; the other never.
+    crashes = failures(run_dir)
+    assert crashes and all(f["actor"] == "sampler-1" and f["action"] == "restart"
+                           for f in crashes), crashes
+    assert any(f["error_type"] in ("EngineDeadError", "SamplerEngineDeadError")
+               for f in crashes), [(f["endpoint"], f["error_type"]) for f in crashes]
+    assert steps[-1]["sampler/1/restarts"] >= 1 and steps[-1]["sampler/0/restarts"] == 0
+    # The restarted sampler samples again: groups it finished after the crash was seen.
+    seen = next(j for j, r in enumerate(steps) if r["sampler/1/restarts"])
+    assert sum(r["sampler/1/groups"] for r in steps[seen + 1:]) > 0, steps
