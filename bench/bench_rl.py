@@ -7,14 +7,18 @@ system actually generated). The reward (the same for both) is 1 when the sum app
 plus 0.001 per character, so a group's rewards almost never tie and every sample is trained on.
 
     .venv/bin/python bench/bench_rl.py [--trl-python /work/trl-venv/bin/python]
-                                       [--steps 5] [--warmup 1] [--markdown docs/rl_bench.md]
+        [--steps 5] [--warmup 1] [--precisions float32,bfloat16]
+        [--trl-settings defaults,fastest,fastest-bf16] [--markdown docs/rl_bench.md]
 
-Each mint_rl setting (CPU placement x learner dtype) runs in its own child process (one vLLM
-engine, one learner), K=0 first, then K=1 on the same actors. K=0 runs sampling, training and the
-weight load strictly one after the other, so its per-phase timings are "sampling alone" and
-"training alone" on the same cores. TRL runs in its own virtual environment (it must not be
-installed into the project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install
-torch==2.13.0 'transformers<5.20' peft trl==1.16.0 datasets`.
+Like with like: TRL's step is on-policy, so mint_rl's K=0 is what it is compared with; K=1 (one
+step off-policy) is reported beside it as what asynchrony adds. TRL runs at its defaults and at
+its fastest sensible settings (gradient checkpointing off; in fp32 and in bf16). Each mint_rl
+setting (CPU placement x precision) runs in its own child process (one vLLM engine, one
+learner), K=0 first, then K=1 on the same actors. K=0 runs sampling, training and the weight load
+strictly one after the other, so its per-phase timings are "sampling alone" and "training alone"
+on the same cores. TRL runs in its own virtual environment (it must not be installed into the
+project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install torch==2.13.0
+'transformers<5.20' peft trl==1.16.0 datasets`.
 """
 
 from __future__ import annotations
