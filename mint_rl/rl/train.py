@@ -162,10 +162,9 @@ class TrainingRun:
         # One vLLM engine per sampler actor (slot i: its own engine process), each on its share
         # of the sampler's cores; on a GPU they share it, each with 1/N of the memory one
         # engine would take (vLLM places them).
-        engine = EngineConfig(dtype=cfg.sampler_dtype, chunked_prefill=not cfg.reproducible)
-        engine = replace(engine, gpu_memory_utilization=engine.gpu_memory_utilization
-                         / cfg.samplers)
-        engines = [replace(engine, slot=i, cpu_cores=cores)
+        base = EngineConfig(dtype=cfg.sampler_dtype, chunked_prefill=not cfg.reproducible)
+        engines = [replace(base, slot=i, cpu_cores=cores,
+                           gpu_memory_utilization=base.gpu_memory_utilization / cfg.samplers)
                    for i, cores in enumerate(cpus.sampler_engine_cores(cfg.samplers))]
         settings = LearnerSettings(dtype=cfg.learner_dtype, num_threads=cfg.learner_threads,
                                    cpu_cores=cpus.learner_cores(), device=cfg.learner_device)

@@ -242,9 +242,7 @@ def get_engine(base_model: str, config: EngineConfig | None = None) -> SamplerEn
 
 def running_engine(base_model: str, slot: int = 0) -> SamplerEngine | None:
     """The engine for `base_model` in `slot` if one runs in this process (never starts one)."""
-    with _LOCK:
-        engine = _ENGINES.get((resolve_model(base_model), slot))
-    return engine if engine is not None and not (engine.closed or engine.dead) else None
+    return _running((resolve_model(base_model), slot), None, base_model)
 
 
 def close_all() -> None:
