@@ -223,6 +223,30 @@ def test_async_and_concurrent_calls_are_in_flight_together(merged: SamplerWeight
     assert len(engine.stamps) == 0
 
 
+def test_samples_of_one_prompt_share_its_prefill(merged: SamplerWeights) -> None:
+    """A group's samples arrive together; all but the first find the prompt's full KV blocks in
+    the prefix cache (32-token blocks on CPU), so the prompt is not prefilled once per sample."""
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams as VllmParams
+
+    engine = merged.engine
+    assert engine.config.block_size == 32
+    tok = AutoTokenizer.from_pretrained(engine.vllm.model_dir)
+    question = "Name a prime number between 7,000,123 and 7,000,999 and say why it is prime."
+    tokens = chat_prompt(tok, [{"role": "user", "content": question}]).to_ints()
+    assert len(tokens) >= 40  # a full block and some
+    params = VllmParams(max_tokens=2, temperature=1.0)
+
+    async def group() -> list:
+        return await asyncio.gather(*[
+            engine.vllm.generate(tokens, params, engine.vllm.new_request_id(), {})
+            for _ in range(8)])
+
+    cached = sorted(c.cached_prompt_tokens for c in engine.vllm.run(group()))
+    assert cached[0] == 0  # a prompt never seen: someone computes it
+    assert all(n == len(tokens) // 32 * 32 for n in cached[1:]), cached
+
+
 def test_bad_input_is_rejected(merged: SamplerWeights, prompt: ModelInput, tmp_path: Path) -> None:
     client = SamplingClient(DEFAULT_MODEL)
     with pytest.raises(InvalidInputError, match="num_samples"):

@@ -150,6 +150,12 @@ def test_engine_config_resolves_per_hardware() -> None:
         EngineConfig(strategy="fast")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="kv_cache_bytes"):
         EngineConfig(kv_cache_bytes=10)
+    # KV blocks short enough for a group's samples to share their prompt's prefill on CPU.
+    assert (cpu.block_size, gpu.block_size) == (32, None)
+    assert EngineConfig(device="cpu", block_size=128).resolve().block_size == 128
+    for bad in (0, 24, -32):
+        with pytest.raises(InvalidInputError, match="block_size"):
+            EngineConfig(block_size=bad)
 
 
 def test_probe_tolerance_follows_the_samplers_precision() -> None:

@@ -237,6 +237,7 @@ def _vllm_params(
         top_k=p.top_k if p.top_k > 0 else 0,
         seed=None if p.seed is None else p.seed + index,  # distinct samples, reproducible
         stop=p.stop_strings() or None,
+        detokenize=bool(p.stop_strings()),  # tokens are returned; text only to match stops
         stop_token_ids=p.stop_token_id_list() or None,
         logprobs=0,  # the sampled token's logprob only
         prompt_logprobs=prompt_logprobs,

@@ -41,6 +41,7 @@ class Completion:
     logprobs: list[float]
     finish_reason: str
     prompt_logprobs: list[dict[int, Any] | None] | None
+    cached_prompt_tokens: int  # prompt tokens served from the prefix cache, not prefilled
 
     def scored_prompt(self) -> list[dict[int, Any]]:
         """vLLM's scores of the prompt positions after the first (which has no context, so no
@@ -178,6 +179,8 @@ class VllmEngine:
             worker_extension_cls="mint_rl.sampler.worker_ext.MintWorkerExtension",
             disable_log_stats=True,
         )
+        if c.block_size is not None:
+            kwargs["block_size"] = c.block_size
         if c.device == "cpu":
             kwargs["kv_cache_memory_bytes"] = c.kv_cache_bytes
         else:
@@ -274,7 +277,8 @@ class VllmEngine:
         logprobs = [s[t].logprob for s, t in zip(steps, tokens, strict=True)] if steps else []
         if completion.finish_reason not in ("stop", "length"):
             raise RuntimeError(f"vLLM request ended with {completion.finish_reason!r}")
-        return Completion(tokens, logprobs, completion.finish_reason, final.prompt_logprobs)
+        return Completion(tokens, logprobs, completion.finish_reason, final.prompt_logprobs,
+                          final.num_cached_tokens or 0)
 
     async def prompt_logprobs(
         self, tokens: Sequence[int], request_id: str, extra: Mapping[str, Any],
