@@ -79,7 +79,7 @@ class PipelineState:
     """What the live view shows; updated by the loops as they go."""
 
     learner_policy_version: int = 0
-    sampler_policy_version: int = -1  # the oldest any sampler serves
+    sampler_policy_version: int = -1  # what every serving sampler serves (not restarting ones)
     step: int = 0
     stopped_early: bool = False  # a stop was requested (Ctrl-C): the run ends at a step boundary
     groups_dropped_stale: int = 0
@@ -149,6 +149,7 @@ class RLPipeline:
         self._saved_send, self._saved_receive = channel(1, "saved weights")
         self._in_flight = [0] * len(self.samplers)  # groups in flight per sampler
         self._restoring: set[int] = set()  # crashed samplers not yet serving again
+        self._restored = anyio.Event()  # set (and replaced) whenever one serves again
         self._restarts = [0] * len(self.samplers)  # crashes seen per sampler
         self._last_crash: list[BaseException | None] = [None] * len(self.samplers)
         self._served = [-1] * len(self.samplers)  # the newest version loaded into each sampler
@@ -282,7 +283,8 @@ class RLPipeline:
     async def evaluate_policy(self, step: int) -> dict[str, float]:
         assert self.evaluate is not None
         await self.state.wait_sampler_policy_version(self.state.learner_policy_version)
-        return await self.evaluate(await self.samplers[0].sampling_client(), step)
+        sampler = self.samplers[self._least_busy_sampler()]  # one that serves, if any does
+        return await self.evaluate(await sampler.sampling_client(), step)
 
     async def finish(self) -> None:
         """The samplers end serving the final policy (also for whoever samples after the run),
@@ -320,7 +322,8 @@ class RLPipeline:
     def _sampler_metrics(self) -> dict[str, float]:
         """Per sampler i, since the previous step's metrics: the groups it finished, the tokens
         it generated and their rate over the wall time; the newest policy version loaded into
-        it, and how often it crashed (restarted) in this run. One sampler has them too."""
+        it, how often it crashed (restarted) in this run, and whether it serves now (0 while it
+        restarts). One sampler has them too."""
         now = time.perf_counter()
         seconds = max(now - self._sampled_since, 1e-9)
         metrics: dict[str, float] = {}
@@ -330,6 +333,7 @@ class RLPipeline:
             metrics[f"sampler/{i}/tokens_per_s"] = tokens / seconds
             metrics[f"sampler/{i}/policy_version"] = self._served[i]
             metrics[f"sampler/{i}/restarts"] = self._restarts[i]
+            metrics[f"sampler/{i}/serving"] = float(i not in self._restoring)
         self._sampled = [[0, 0] for _ in self.samplers]
         self._sampled_since = now
         return metrics
@@ -412,14 +416,14 @@ class RLPipeline:
 
     def _restore(self, i: int, crash: ActorCrashedError) -> None:
         """Sampler `i` crashed; the runtime restarts it. The newest weights are loaded into the
-        new instance in the background; until that is done, dispatch skips sampler `i`, so its
-        groups go to the other samplers at once."""
+        new instance in the background; until that is done, dispatch skips sampler `i` and new
+        versions are served without it, so its groups go to the other samplers at once."""
         self._count_crash(i, crash)
         if i in self._restoring:
             return  # another of its groups (or a load) saw the same crash first
         self._restoring.add(i)
         assert self._tg is not None
-        self._tg.start_soon(self._load_into, i)
+        self._tg.start_soon(self._restore_weights, i)
 
     def _count_crash(self, i: int, crash: ActorCrashedError) -> None:
         # Every caller in flight at one crash gets an error with the same cause.
@@ -427,28 +431,46 @@ class RLPipeline:
             self._last_crash[i] = crash.cause
             self._restarts[i] += 1
 
-    async def _load_into(self, i: int) -> float:
-        """Loads the newest saved version into sampler `i` (a no-op where it is served
-        already), again after a crash of the sampler; the load checks it arrived (probe). A
-        restarting sampler serves again once a load into it succeeds."""
+    async def _restore_weights(self, i: int) -> None:
+        """Loads the newest saved version into the restarted sampler `i` (again if it crashes
+        meanwhile, and again if a newer version was saved during the load); then it serves."""
         while True:
             saved = self._latest_saved
             assert saved is not None
             try:
-                seconds = await self.samplers[i].load_weights(saved)
+                await self.samplers[i].load_weights(saved)
             except ActorCrashedError as e:
                 self._count_crash(i, e)
-                continue  # restarted meanwhile: load into the new one
+                continue
             self._served[i] = max(self._served[i], saved.policy_version)
-            self._restoring.discard(i)
-            return seconds
+            if saved is self._latest_saved:
+                break
+        self._restoring.discard(i)
+        self._restored.set()
+        self._restored = anyio.Event()
+
+    async def _load_into(self, i: int) -> float:
+        """Loads the newest saved version into serving sampler `i` (a no-op where it is served
+        already); the load checks it arrived (probe). If the sampler crashes, its restore takes
+        over and 0 is returned."""
+        saved = self._latest_saved
+        assert saved is not None
+        try:
+            seconds = await self.samplers[i].load_weights(saved)
+        except ActorCrashedError as e:
+            self._restore(i, e)
+            return 0.0
+        self._served[i] = max(self._served[i], saved.policy_version)
+        return seconds
 
     async def load_weights(self) -> None:
         async for saved in self._saved_receive:
             await self._load_everywhere(saved)
 
     async def _load_everywhere(self, saved: SavedPolicy) -> None:
-        """Loads one saved policy into every sampler at once; then it is the served version."""
+        """Loads one saved policy into every serving sampler at once; then it is the served
+        version. A restarting sampler is not waited for (its restore loads the newest version)
+        unless no sampler serves it."""
         engine_seconds: list[float] = []
 
         async def load(i: int) -> None:
@@ -458,6 +480,9 @@ class RLPipeline:
         with timed(self._load_times, "total"):
             async with anyio.create_task_group() as tg:
                 for i in range(len(self.samplers)):
-                    tg.start_soon(load, i)
-        self._load_times["engine"] = max(engine_seconds)
+                    if i not in self._restoring:
+                        tg.start_soon(load, i)
+            while not any(v >= saved.policy_version for v in self._served):
+                await self._restored.wait()  # every sampler crashed: wait for one to be back
+        self._load_times["engine"] = max(engine_seconds, default=0.0)
         self.state.set_sampler_policy_version(saved.policy_version)

@@ -295,8 +295,8 @@ def trl_child(args) -> dict:
             gradient_accumulation_steps=1, num_generations=SAMPLES,
             max_completion_length=NEW_TOKENS, temperature=1.0, learning_rate=LEARNING_RATE,
             max_steps=args.steps, logging_steps=1, save_strategy="no", report_to="none",
-            use_cpu=True, bf16=False, fp16=False, use_vllm=False, seed=0,
-            dataloader_num_workers=0, **TRL_SETTINGS[args.trl_setting],
+            use_cpu=True, use_vllm=False, seed=0, dataloader_num_workers=0,
+            **{"bf16": False, "fp16": False, **TRL_SETTINGS[args.trl_setting]},
         )
         trainer = GRPOTrainer(
             model=model, reward_funcs=addition_reward, args=config, train_dataset=data,

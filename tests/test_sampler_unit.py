@@ -159,15 +159,25 @@ def test_engine_config_resolves_per_hardware() -> None:
 
 
 def test_probe_tolerance_follows_the_samplers_precision() -> None:
-    """fp32 is checked to 1e-3 nats; bf16 rounding alone moves probe logprobs by ~0.3 nats, so
-    a bf16 engine (a GPU's default) gets a tolerance its own rounding does not trip."""
+    """fp32 is checked to 1e-3 nats at every position; bf16 rounding alone moves single probe
+    logprobs by over 0.5 nats, so a bf16 engine (a GPU's default) is checked on the mean."""
     assert EngineConfig(device="cpu").resolve().probe_tolerance == 1e-3
-    assert EngineConfig(device="cuda").resolve().probe_tolerance == 0.5
-    assert EngineConfig(device="cpu", dtype="bfloat16").resolve().probe_tolerance == 0.5
+    assert EngineConfig(device="cuda").resolve().probe_tolerance == 0.1
+    assert EngineConfig(device="cpu", dtype="bfloat16").resolve().probe_tolerance == 0.1
     assert EngineConfig(device="cuda", probe_tolerance=0.1).resolve().probe_tolerance == 0.1
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(InvalidInputError, match="probe_tolerance"):
             EngineConfig(probe_tolerance=bad)
+    # bf16: one position off by 0.6 (rounding) passes on the mean; everything off by 0.2 fails.
+    from mint_rl.errors import WeightSyncError
+    from mint_rl.sampler.probe import check_arrival
+
+    expected = [-1.0] * 10
+    check_arrival(3, [-1.6] + [-1.0] * 9, expected, 0.1, exact=False)
+    with pytest.raises(WeightSyncError, match="on average"):
+        check_arrival(3, [-1.2] * 10, expected, 0.1, exact=False)
+    with pytest.raises(WeightSyncError, match="position 1"):
+        check_arrival(3, [-1.6] + [-1.0] * 9, expected, 1e-3)
 
 
 def test_chat_prompt_uses_template(tiny_model: Path) -> None:

@@ -156,7 +156,8 @@ class SamplerEngine:
         got = [lp for lp in logprobs[1:] if lp is not None]
         assert len(got) == len(logprobs) - 1  # only position 0 (no context) has no logprob
         assert self.config.probe_tolerance is not None  # resolved in __init__
-        check_arrival(policy_version, got, expected, self.config.probe_tolerance)
+        check_arrival(policy_version, got, expected, self.config.probe_tolerance,
+                      exact=self.config.dtype == "float32")
 
     # ---------------------------------------------------------------- requests
 
