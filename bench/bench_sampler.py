@@ -97,9 +97,10 @@ def bench_mint(model: str, adapters: dict[int, Path], ref_probe) -> dict[str, fl
     }
 
 
-def bench_vllm(model_dir: Path, config) -> float:
+def bench_vllm(model_dir: Path, config, block_size: int | None = None) -> float:
     """Raw vLLM `LLM.generate` on base weights, started with `config`'s settings (a resolved
-    `EngineConfig`: compile mode, CPU binding, process layout), as mint_rl starts its engine."""
+    `EngineConfig`: compile mode, CPU binding, process layout), as mint_rl starts its engine;
+    `block_size` None: vLLM's own KV cache block."""
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
@@ -110,7 +111,8 @@ def bench_vllm(model_dir: Path, config) -> float:
     with _environment(config.vllm_environment()), _thread_affinity(config.engine_cores()):
         llm = LLM(model=str(model_dir), dtype="float32", kv_cache_memory_bytes=1 << 30,
                   max_model_len=4096, disable_log_stats=True,
-                  enforce_eager=config.enforce_eager)
+                  enforce_eager=config.enforce_eager,
+                  **({} if block_size is None else {"block_size": block_size}))
     params = SamplingParams(n=SAMPLES, max_tokens=NEW_TOKENS, temperature=1.0, logprobs=0)
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
 
@@ -163,9 +165,9 @@ def table(r: dict) -> str:
         "|---|---|---|",
         f"| mint_rl sampling, LoRA policy (merged), tok/s | {r['mint']:.0f} | |",
         f"| raw vLLM `LLM.generate`, base weights, mint_rl's engine settings (eager, cores "
-        f"{r['cores']}), tok/s | {r['vllm']:.0f} | |",
-        f"| raw vLLM `LLM.generate`, base weights, vLLM's defaults (compiled, own binding), "
-        f"tok/s | {r['vllm_auto']:.0f} | |",
+        f"{r['cores']}, {r['block']}-token KV blocks), tok/s | {r['vllm']:.0f} | |",
+        f"| raw vLLM `LLM.generate`, base weights, vLLM's defaults (compiled, own binding, "
+        f"its KV blocks), tok/s | {r['vllm_auto']:.0f} | |",
         f"| HF transformers + peft `generate` ({r['hf_threads']} torch threads), tok/s "
         f"| {r['hf']:.0f} | |",
         f"| mint_rl / raw vLLM, same settings | {r['mint'] / r['vllm']:.2f}x | >= 0.95x |",
@@ -200,8 +202,8 @@ def main() -> None:
     from mint_rl.sampler import EngineConfig
 
     ours = EngineConfig().resolve()
-    r["cores"] = ours.cpu_cores
-    r["vllm"] = bench_vllm(model_dir, ours)
+    r["cores"], r["block"] = ours.cpu_cores, ours.block_size
+    r["vllm"] = bench_vllm(model_dir, ours, ours.block_size)
     # vLLM left to itself: compiled, its own CPU binding, a separate worker process.
     r["vllm_auto"] = bench_vllm(model_dir, EngineConfig(cpu_cores="auto",
                                                         enforce_eager=False).resolve())
