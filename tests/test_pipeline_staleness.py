@@ -294,3 +294,56 @@ def test_a_crashed_sampler_is_restored_while_the_others_sample(k: int) -> None:
     first = next(j for j, m in enumerate(logged) if m["sampler/1/restarts"])
     assert sum(m["sampler/1/groups"] for m in logged[first + 1:]) > 0  # sampling again
     assert logged[-1]["sampler/1/policy_version"] >= steps - 1 - k
+
+
+class SlowToRestartSampler(CrashingSampler):
+    """A CrashingSampler whose restarted instance loads nothing until `back` is set, as a new
+    vLLM engine takes its start-up time."""
+
+    def __init__(self, *args, back: anyio.Event) -> None:
+        super().__init__(*args)
+        self.back = back
+
+    @endpoint
+    async def load_weights(self, saved: SavedPolicy) -> float:
+        if self.crashes and self.version < 0:  # the instance started after the crash
+            await self.back.wait()
+        return await TimedSampler.load_weights(self, saved)
+
+
+def test_steps_go_on_while_a_sampler_restarts() -> None:
+    """New versions are served by the samplers that serve: sampler 1 crashes and stays away
+    until three more steps were trained on sampler 0's groups (within K; a run that waited for
+    it would never get there), then serves and samples again."""
+    clock, rng, crashes, logged = Clock(), random.Random(1), [], []
+    steps, groups, k = 12, 2, 1
+
+    async def run() -> None:
+        back = anyio.Event()
+
+        def on_step(metrics: dict) -> None:
+            logged.append(metrics)
+            if crashes and sum(not m["sampler/1/serving"] for m in logged) >= 3:
+                back.set()
+
+        async with open_system() as system:
+            policy = RestartPolicy(max_restarts=2, backoff_s=0.01)
+            actors = [
+                await system.spawn(functools.partial(TimedSampler, clock, rng, 0.004)),
+                await system.spawn(functools.partial(SlowToRestartSampler, clock, rng, 0.004, 1,
+                                                     crashes, back=back), restart=policy),
+            ]
+            advantage = await system.spawn(functools.partial(CheckingAdvantage, clock))
+            learner = await system.spawn(functools.partial(TimedLearner, clock, rng, 0.004))
+            cfg = PipelineConfig(steps=steps, groups_per_batch=groups, max_steps_off_policy=k)
+            with anyio.fail_after(20):
+                await RLPipeline(cfg, Dataset(groups), actors, learner, advantage.build,
+                                 on_step=on_step).run()
+
+    anyio.run(run)
+    assert crashes == [1]
+    assert clock.trained_groups == steps * groups and clock.worst_staleness <= k
+    _check_sampled_trained_and_dropped(clock, logged, k, groups)
+    away = [j for j, m in enumerate(logged) if not m["sampler/1/serving"]]
+    assert len(away) >= 3 and all(m["sampler/0/serving"] for m in logged)
+    assert sum(m["sampler/1/groups"] for m in logged[away[-1] + 1:]) > 0  # it came back
