@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types as pytypes
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +45,13 @@ def workloads(tokenizer: Any) -> tuple[list[list[int]], list[list[int]]]:
     return batch, evaluation
 
 
-def timed(repeats: int, run: Any) -> float:
-    run()  # warm-up
+async def timed(repeats: int, work: Any) -> float:
+    """Median seconds of `repeats` awaits of `work()`, after one warm-up."""
+    await work()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run()
+        await work()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -77,7 +77,7 @@ def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> 
         builders = [AdditionGroup(a, b, GROUP_SIZE, tokenizer) for a, b in train[:GROUPS]]
         async with open_system() as system:
             sampler = await system.spawn(SamplerActor, model, params,
-                                         EngineConfig(chunked_prefill=True), name="sampler")
+                                         EngineConfig(), name="sampler")
             probe = await sampler.probe_tokens()
             await sampler.load_weights(SavedPolicy(str(adapter), 1, probe_logprobs(probe)))
             client = await sampler.sampling_client()
@@ -87,17 +87,8 @@ def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> 
                     for builder in builders:
                         tg.start_soon(sampler.rollout, builder, 0, 1)
 
-            async def run_timed(work: Any) -> float:
-                await work()  # warm-up
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    await work()
-                    times.append(time.perf_counter() - start)
-                return statistics.median(times)
-
-            out["batch"] = await run_timed(batch)
-            out["eval"] = await run_timed(lambda: evaluate(client, 0))
+            out["batch"] = await timed(repeats, batch)
+            out["eval"] = await timed(repeats, lambda: evaluate(client, 0))
             await system.stop(sampler)
 
     anyio.run(main)
@@ -115,11 +106,10 @@ def bench_vllm(model: str, repeats: int, block_size: int | None = None) -> dict[
     from mint_rl.models import resolve_model
     from mint_rl.rl.train import load_tokenizer
     from mint_rl.sampler import EngineConfig
-    from mint_rl.sampler.vllm_engine import VllmEngine, _environment, _thread_affinity
+    from mint_rl.sampler.vllm_engine import _environment, _thread_affinity, engine_args
 
-    config = EngineConfig(chunked_prefill=True).resolve()
-    model_dir = resolve_model(model)
-    args = VllmEngine._engine_args(pytypes.SimpleNamespace(config=config, model_dir=model_dir))
+    config = EngineConfig().resolve()
+    args = engine_args(config, resolve_model(model))
     args.pop("worker_extension_cls")
     if block_size is not None:
         args["block_size"] = block_size
@@ -134,12 +124,15 @@ def bench_vllm(model: str, repeats: int, block_size: int | None = None) -> dict[
 
     batch_in = [TokensPrompt(prompt_token_ids=p) for p in batch]
     eval_in = [TokensPrompt(prompt_token_ids=p) for p in evaluation]
-    out = {
-        "batch": timed(repeats, lambda: llm.generate(batch_in, params(GROUP_SIZE),
-                                                     use_tqdm=False)),
-        "eval": timed(repeats, lambda: llm.generate(eval_in, params(EVAL_SAMPLES),
-                                                    use_tqdm=False)),
-    }
+    def generate(inputs: list[TokensPrompt], n: int) -> Any:
+        async def work() -> None:  # LLM.generate blocks: the same timing helper measures it
+            llm.generate(inputs, params(n), use_tqdm=False)
+        return work
+
+    import anyio
+
+    out = {"batch": anyio.run(timed, repeats, generate(batch_in, GROUP_SIZE)),
+           "eval": anyio.run(timed, repeats, generate(eval_in, EVAL_SAMPLES))}
     llm.llm_engine.engine_core.shutdown()
     gc.collect()
     return out

@@ -53,6 +53,34 @@ class Completion:
         return out
 
 
+
+def engine_args(c: EngineConfig, model_dir: Path) -> dict[str, Any]:
+    """vLLM's engine arguments for a resolved `c` (the benches start raw vLLM with them too)."""
+    kwargs: dict[str, Any] = dict(
+        model=str(model_dir),
+        dtype=c.dtype,
+        seed=c.seed,
+        max_model_len=c.max_model_len,
+        logprobs_mode="processed_logprobs",  # logprobs of the distribution sampled from
+        max_logprobs=c.max_logprobs,
+        enable_prefix_caching=c.enable_prefix_caching,
+        enable_chunked_prefill=c.chunked_prefill,
+        enforce_eager=c.enforce_eager,
+        worker_extension_cls="mint_rl.sampler.worker_ext.MintWorkerExtension",
+        disable_log_stats=True,
+    )
+    if c.block_size is not None:
+        kwargs["block_size"] = c.block_size
+    if c.device == "cpu":
+        kwargs["kv_cache_memory_bytes"] = c.kv_cache_bytes
+    else:
+        kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
+    if c.strategy == "adapter":
+        kwargs.update(enable_lora=True, max_lora_rank=c.max_lora_rank, max_loras=c.max_loras,
+                      max_cpu_loras=max(c.max_loras, c.keep_versions))
+    return kwargs
+
+
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     """Sets environment variables for the duration of the block, then restores them."""
@@ -159,36 +187,10 @@ class VllmEngine:
         # The engine process spawned here inherits this thread's environment and CPU affinity.
         with (_environment(c.vllm_environment()), _thread_affinity(c.engine_cores()),
               _interrupts_blocked()):
-            self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._engine_args()))
+            self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(c, self.model_dir)))
         # Started from this loop thread, which lives as long as the engine: when our process
         # dies, even by SIGKILL, the engine process is told to shut down.
         await self._llm.collective_rpc("mint_exit_with_parent")
-
-    def _engine_args(self) -> dict[str, Any]:
-        c = self.config
-        kwargs: dict[str, Any] = dict(
-            model=str(self.model_dir),
-            dtype=c.dtype,
-            seed=c.seed,
-            max_model_len=c.max_model_len,
-            logprobs_mode="processed_logprobs",  # logprobs of the distribution sampled from
-            max_logprobs=c.max_logprobs,
-            enable_prefix_caching=c.enable_prefix_caching,
-            enable_chunked_prefill=c.chunked_prefill,
-            enforce_eager=c.enforce_eager,
-            worker_extension_cls="mint_rl.sampler.worker_ext.MintWorkerExtension",
-            disable_log_stats=True,
-        )
-        if c.block_size is not None:
-            kwargs["block_size"] = c.block_size
-        if c.device == "cpu":
-            kwargs["kv_cache_memory_bytes"] = c.kv_cache_bytes
-        else:
-            kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
-        if c.strategy == "adapter":
-            kwargs.update(enable_lora=True, max_lora_rank=c.max_lora_rank, max_loras=c.max_loras,
-                          max_cpu_loras=max(c.max_loras, c.keep_versions))
-        return kwargs
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Runs `coro` on the engine loop and waits (not from the engine loop itself).
