@@ -8,10 +8,6 @@ with an engine of their own and run at the end of the session.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -306,44 +302,3 @@ def test_close_leaves_no_engine_process(adapter_sync: SamplerWeights) -> None:
     while engine_processes() and time.time() < deadline:
         time.sleep(0.2)
     assert engine_processes() == []
-
-
-_SCRIPT = textwrap.dedent("""
-    import os, signal, psutil
-    from mint_rl.sampler import SamplingClient
-    from mint_rl.models import DEFAULT_MODEL
-    if __name__ == "__main__":
-        client = SamplingClient(DEFAULT_MODEL)
-        pids = [p.pid for p in psutil.Process().children(recursive=True)]
-        print("PIDS", *pids, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no cleanup of any kind
-""")
-
-
-def test_no_orphan_even_after_sigkill(tmp_path: Path) -> None:
-    """A script killed with SIGKILL leaves no engine process behind. The harshest way to die:
-    an exception or Ctrl-C (test_cli_run) also run the clean shutdown first."""
-    script = tmp_path / "run.py"
-    script.write_text(_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
-    pids: list[int] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("PIDS"):
-            pids = [int(x) for x in line.split()[1:]]
-            break
-    assert pids, "engine did not start"
-    try:
-        proc.wait(timeout=60)  # seconds in practice
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    deadline = time.time() + 15
-    alive = pids
-    while alive and time.time() < deadline:
-        alive = [p for p in pids if psutil.pid_exists(p)
-                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        time.sleep(0.2)
-    assert alive == [], f"engine processes left behind: {alive}"
