@@ -39,19 +39,18 @@ from anyio.abc import TaskGroup
 
 from mint_rl.actors.advantage import TrainingBatch
 from mint_rl.actors.learner import LearnerActor
-from mint_rl.actors.sampler import SamplerActor
+from mint_rl.actors.sampler import SamplerActor, SamplerActorClient
 from mint_rl.errors import LearnerFailedError
-from mint_rl.rl.types import EnvGroupBuilder, RLDataset, SavedPolicy, TrajectoryGroup
+from mint_rl.rl.types import EnvGroupBuilder, RLDataset, Sampler, SavedPolicy, TrajectoryGroup
 from mint_rl.runtime import ActorCrashedError, ChannelReceiver, ChannelSender, channel
-from mint_rl.sampler.sampling_client import SamplingClient
 from mint_rl.terminal import StartupTimeline
 
 GroupStage = Callable[[TrajectoryGroup], Awaitable[TrajectoryGroup | None]]
 """Runs on each sampled group before advantages; returns it (changed or not), or None to drop it."""
 ComputeAdvantages = Callable[[list[TrajectoryGroup]], Awaitable[TrainingBatch]]
 """A batch of groups -> the datums to train on (with advantages) and metrics."""
-Evaluate = Callable[[SamplingClient, int], Awaitable[dict[str, float]]]
-"""(a sampling client of the current policy, step) -> metrics such as eval/accuracy."""
+Evaluate = Callable[[Sampler, int], Awaitable[dict[str, float]]]
+"""(a sampler of the current policy, step) -> metrics such as eval/accuracy."""
 
 
 @dataclass(frozen=True)
@@ -284,7 +283,8 @@ class RLPipeline:
         assert self.evaluate is not None
         await self.state.wait_sampler_policy_version(self.state.learner_policy_version)
         sampler = self.samplers[self._least_busy_sampler()]  # one that serves, if any does
-        return await self.evaluate(await sampler.sampling_client(), step)
+        client = SamplerActorClient(sampler, self.state.sampler_policy_version)
+        return await self.evaluate(client, step)
 
     async def finish(self) -> None:
         """The samplers end serving the final policy (also for whoever samples after the run),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 
 from mint_rl import types
+from mint_rl.errors import InvalidInputError
 from mint_rl.rl.rollout import rollout_group
 from mint_rl.rl.types import EnvGroupBuilder, SavedPolicy, TrajectoryGroup
 from mint_rl.runtime import Actor, endpoint
@@ -103,12 +104,19 @@ class SamplerActor(Actor):
             self._crashed = True
             raise
 
-    @endpoint(concurrent=True)
-    async def sampling_client(self) -> SamplingClient:
-        """The client of the version being served (for evaluation)."""
+    @endpoint(concurrent=True, raises=(InvalidInputError,))
+    async def sample(self, prompt: types.ModelInput, num_samples: int,
+                     params: types.SamplingParams) -> types.SampleResponse:
+        """Samples from the version being served (the run's evaluation: `SamplerActorClient`)."""
         while self._client is None:
             await self._loaded.wait()
-        return self._client
+        try:
+            return await self._client.sample_async(prompt, num_samples, params)
+        except InvalidInputError:
+            raise  # the caller's mistake: this actor lives on
+        except Exception:
+            self._crashed = True
+            raise
 
     async def teardown(self) -> None:
         if self._crashed:  # the restarted actor takes the engine over (get_engine replaces it
@@ -117,3 +125,17 @@ class SamplerActor(Actor):
             await self.ctx.run_blocking(self._engine.close)
         elif not self._engine.closed:  # its owner (another actor) may have closed it
             await self.ctx.run_blocking(self._engine.reset)
+
+
+class SamplerActorClient:
+    """Samples through a sampler actor: its engine and the version it serves, wherever it runs
+    (in this process, or a Ray actor on another node). The run's evaluation samples with it;
+    it is a `mint_rl.rl.types.Sampler`, as a `SamplingClient` is."""
+
+    def __init__(self, sampler: SamplerActor, policy_version: int) -> None:
+        self.sampler = sampler
+        self.policy_version = policy_version
+
+    async def sample_async(self, prompt: types.ModelInput, num_samples: int,
+                           sampling_params: types.SamplingParams) -> types.SampleResponse:
+        return await self.sampler.sample(prompt, num_samples, sampling_params)

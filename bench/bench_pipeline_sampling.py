@@ -8,7 +8,8 @@ engine a K = 0 run starts: all cores to the sampler, merged weights):
 - eval: 30 held-out problems x 4 samples, the same parameters (the recipe's evaluator).
 
 mint_rl: the SamplerActor's `rollout` of every group of a batch at once, through the actor
-runtime, as RLPipeline calls it; the recipe's evaluator on the sampler's client.
+runtime, as RLPipeline calls it; the recipe's evaluator through the sampler actor (its `sample`
+endpoint, as the pipeline's evaluation does).
 raw vLLM: `LLM.generate` started with the same engine arguments, on the same prompt token ids, in
 one call per workload with `n` = samples per prompt (what a user of vLLM alone would write).
 
@@ -59,7 +60,7 @@ async def timed(repeats: int, work: Any) -> float:
 def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> dict[str, float]:
     import anyio
 
-    from mint_rl.actors.sampler import SamplerActor
+    from mint_rl.actors.sampler import SamplerActor, SamplerActorClient
     from mint_rl.recipes.arithmetic import AdditionGroup, Config, make_evaluator, split_problems
     from mint_rl.rl.train import load_tokenizer, sampling_params
     from mint_rl.rl.types import SavedPolicy
@@ -80,7 +81,7 @@ def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> 
                                          EngineConfig(), name="sampler")
             probe = await sampler.probe_tokens()
             await sampler.load_weights(SavedPolicy(str(adapter), 1, probe_logprobs(probe)))
-            client = await sampler.sampling_client()
+            client = SamplerActorClient(sampler, 1)  # what the pipeline evaluates with
 
             async def batch() -> None:
                 async with anyio.create_task_group() as tg:

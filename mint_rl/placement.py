@@ -15,12 +15,15 @@ to a sampling engine than with torch's two floating threads. So we place explici
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from mint_rl.errors import InvalidInputError
+from mint_rl.runtime.actor import Resources
 
 
 def available_cores() -> tuple[int, ...]:
@@ -125,3 +128,20 @@ def pin_current_thread(cores: Iterable[int]) -> None:
     cores = tuple(cores)
     os.sched_setaffinity(0, cores)  # pid 0 = the calling thread on Linux
     torch.set_num_threads(len(cores))
+
+
+def ray_resources(role_cores: Mapping[str, Iterable[int]],
+                  role_gpus: Mapping[str, float] | None = None) -> dict[str, Resources]:
+    """What each role of a run (`--backend ray`) asks of Ray: its share of the cores it is bound
+    to (a core bound to n roles counts 1/n for each, so the asks add up to the cores the run
+    uses; a share above 1 is rounded down, as Ray wants whole numbers there), its GPU share, and
+    OMP_NUM_THREADS = the cores it computes on (Ray would otherwise set it to the ask)."""
+    users = Counter(core for cores in role_cores.values() for core in set(cores))
+    out = {}
+    for role, cores in role_cores.items():
+        cores = set(cores)
+        share = sum(1 / users[c] for c in cores)
+        out[role] = Resources(num_cpus=share if share < 1 else float(math.floor(share + 1e-9)),
+                              num_gpus=(role_gpus or {}).get(role, 0.0),
+                              env=(("OMP_NUM_THREADS", str(len(cores))),))
+    return out

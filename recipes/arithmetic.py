@@ -25,7 +25,7 @@ import anyio
 from mint_rl import types
 from mint_rl.rl.config import RLConfig, option
 from mint_rl.rl.train import load_tokenizer, sampling_params, train
-from mint_rl.rl.types import StepResult
+from mint_rl.rl.types import Sampler, StepResult
 from mint_rl.sampler.sampling_client import SamplingClient
 
 Problem = tuple[int, int]
@@ -117,7 +117,7 @@ def make_evaluator(problems: list[Problem], tokenizer: Any, cfg: Config) -> Any:
     """Held-out accuracy: the fraction of `eval_samples` answers per problem that are right."""
     params = sampling_params(cfg, tokenizer)
 
-    async def evaluate(client: SamplingClient, step: int) -> dict[str, float]:
+    async def evaluate(client: Sampler, step: int) -> dict[str, float]:
         scores: list[float] = []
 
         async def one(a: int, b: int) -> None:

@@ -51,7 +51,7 @@ from mint_rl.errors import InvalidInputError
 from mint_rl.rl.config import RLConfig, option
 from mint_rl.rl.rollout import rollout
 from mint_rl.rl.train import load_tokenizer, sampling_params, train
-from mint_rl.rl.types import StepResult
+from mint_rl.rl.types import Sampler, StepResult
 from mint_rl.sampler.sampling_client import SamplingClient
 
 # rollout() plays at most this many turns (its default); a longer game would end unscored.
@@ -254,7 +254,7 @@ def make_evaluator(secrets: list[int], chat: ChatTurns, cfg: Config) -> Any:
     """Games against each held-out secret, `eval_samples` times: win rate, turns, reward."""
     params = sampling_params(cfg, chat.tokenizer)
 
-    async def evaluate(client: SamplingClient, step: int) -> dict[str, float]:
+    async def evaluate(client: Sampler, step: int) -> dict[str, float]:
         games: list[tuple[GuessEnv, float]] = []
 
         async def one(secret: int) -> None:

@@ -43,7 +43,7 @@ from mint_rl.recipes.math_grader import extract_answer, normalize
 from mint_rl.recipes.math_problems import Problem, held_out, parse_levels, problem_at
 from mint_rl.rl.config import RLConfig, option
 from mint_rl.rl.train import load_tokenizer, sampling_params, train
-from mint_rl.rl.types import StepResult
+from mint_rl.rl.types import Sampler, StepResult
 from mint_rl.sampler.sampling_client import SamplingClient
 
 
@@ -194,7 +194,7 @@ def make_evaluator(problems: list[Problem], tokenizer: Any, cfg: Config) -> Any:
     """Held-out accuracy (right answers, the format bonus aside), overall and per level."""
     params = sampling_params(cfg, tokenizer)
 
-    async def evaluate(client: SamplingClient, step: int) -> dict[str, float]:
+    async def evaluate(client: Sampler, step: int) -> dict[str, float]:
         by_level: dict[int, list[float]] = defaultdict(list)
 
         async def one(problem: Problem) -> None:

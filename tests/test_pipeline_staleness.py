@@ -57,10 +57,6 @@ class TimedSampler(Actor):
         return 0.0
 
     @endpoint(concurrent=True)
-    async def sampling_client(self):
-        return None
-
-    @endpoint(concurrent=True)
     async def rollout(self, builder, batch_index, min_version, seed=None) -> TrajectoryGroup:
         while self.version < min_version:
             await self.changed.wait()

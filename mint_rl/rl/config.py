@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.util
 import json
 import math
 import types
@@ -60,6 +61,13 @@ class RLConfig:
     save_every: int = option(10, "checkpoint every N steps (a run resumes from the last one)")
     keep_checkpoints: int = option(3, "checkpoints kept (the newest); older ones are deleted")
     samplers: int = option(1, "sampler actors sharing the prompt stream")
+    backend: Literal["local", "ray"] = option(
+        "local", "where the sampler(s), learner and reference model run: local (this process "
+                 "and its engine processes) or ray (Ray actors, each in a process of its own; "
+                 "needs `pip install mint-rl[ray]`)")
+    ray_address: str | None = option(
+        None, "with --backend ray: the Ray cluster to join (auto, or HOST:6379); default: "
+              "start a local one for the run")
     env_timeout_s: float = option(
         120.0, "seconds one env.step (the reward) may take; a longer one fails the rollout, "
                "which restarts the sampler and samples the group again")
@@ -99,6 +107,10 @@ class RLConfig:
         if self.learner_threads is not None:
             at_least["learner_threads"] = 1
         check_device(self.learner_device, "learner_device")
+        if self.ray_address is not None and self.backend != "ray":
+            raise InvalidInputError("ray_address", "needs --backend ray")
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise InvalidInputError("backend", "ray is not installed: pip install 'mint-rl[ray]'")
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise InvalidInputError(name, f"must be >= {low}, got {getattr(self, name)}")

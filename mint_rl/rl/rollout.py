@@ -1,4 +1,4 @@
-"""Rolling out env groups with a SamplingClient: observation -> sample -> env.step, until done."""
+"""Rolling out env groups with a sampler: observation -> sample -> env.step, until done."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from mint_rl.errors import EnvTimeoutError
 from mint_rl.rl.types import (
     Env,
     EnvGroupBuilder,
+    Sampler,
     StepResult,
     Trajectory,
     TrajectoryGroup,
@@ -18,7 +19,7 @@ from mint_rl.rl.types import (
 )
 
 
-async def rollout(env: Env, sampler, params: types.SamplingParams, max_turns: int = 16,
+async def rollout(env: Env, sampler: Sampler, params: types.SamplingParams, max_turns: int = 16,
                   seed: int | None = None, env_timeout_s: float | None = None) -> Trajectory:
     """One episode. Each turn samples once; the env decides the reward and whether to go on.
     With `seed`, turn t samples with seed + t: the episode is reproducible. An `env.step` (the
@@ -50,7 +51,7 @@ async def _step(env: Env, action: list[int], timeout_s: float | None) -> StepRes
                           "(env_timeout_s): a reward function that hangs?")
 
 
-async def rollout_group(builder: EnvGroupBuilder, sampler, params: types.SamplingParams,
+async def rollout_group(builder: EnvGroupBuilder, sampler: Sampler, params: types.SamplingParams,
                         batch_index: int, seed: int | None = None,
                         env_timeout_s: float | None = None) -> TrajectoryGroup:
     """All envs of a group at once: the engine batches their requests. With `seed`, env i's

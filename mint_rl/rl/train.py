@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
@@ -54,8 +54,20 @@ from mint_rl.rl.metrics import MetricsLogger, plot_metrics, read_metrics
 from mint_rl.rl.samples import SampleLogger
 from mint_rl.rl.types import RLDataset
 from mint_rl.rl.wandb_sink import check_sinks, metric_sinks
-from mint_rl.runtime import Actor, ActorSystem, FailureReport, RestartPolicy, open_system
+from mint_rl.runtime import (
+    Actor,
+    ActorSystem,
+    FailureReport,
+    RayBackend,
+    Resources,
+    RestartPolicy,
+    open_system,
+)
 from mint_rl.terminal import StartupTimeline, console, startup_timeline
+
+if TYPE_CHECKING:
+    from mint_rl.placement import CpuPlacement
+    from mint_rl.sampler import EngineConfig
 
 A = TypeVar("A", bound=Actor)
 
@@ -117,6 +129,7 @@ class TrainingRun:
         self.start_step = latest.step if latest else 0
         self.interrupted = False
         self.samplers: list[SamplerActor] = []
+        self.resources: dict[str, Resources] = {}  # per role, with --backend ray
         self.learner: LearnerActor | None = None
         self.advantage: AdvantageActor | None = None
         self.tokenizer: Any = None
@@ -130,7 +143,8 @@ class TrainingRun:
         timeline = startup_timeline()
         tokenizer = await anyio.to_thread.run_sync(load_tokenizer, config.base_model)
         # Shutting an engine down cleanly takes a few seconds (its processes exit in order).
-        async with open_system(restart=SUPERVISION, teardown_timeout=60,
+        backend = RayBackend(config.ray_address) if config.backend == "ray" else None
+        async with open_system(restart=SUPERVISION, teardown_timeout=60, backend=backend,
                                on_failure=functools.partial(_record_failure, log_dir)) as system:
             run = cls(config, log_dir, system, timeline)
             run.tokenizer = tokenizer
@@ -173,6 +187,8 @@ class TrainingRun:
                                 settings=settings)
         samplers = [functools.partial(SamplerActor, cfg.base_model, self.sampling_params(), e,
                                       cfg.env_timeout_s) for e in engines]
+        if self.system.backend is not None:
+            self.resources = _ray_resources(cfg, cpus, engines)
         reference: ReferenceActor | None = None
 
         async def start_reference() -> None:
@@ -192,7 +208,7 @@ class TrainingRun:
     async def _start_samplers(self, samplers: Sequence[Callable[[], SamplerActor]]) -> None:
         # Each sampler actor starts its own vLLM engine (its slot); engines start one at a time.
         for i, sampler in enumerate(samplers):
-            name = "sampler" if i == 0 else f"sampler-{i}"
+            name = sampler_name(i)
             self.samplers.append(await self._spawn(name, sampler, "sampler",
                                                    f"vLLM {name} ready",
                                                    restart=SAMPLER_SUPERVISION))
@@ -204,7 +220,8 @@ class TrainingRun:
 
     async def _spawn(self, name: str, factory: Callable[[], A], device: str, done: str,
                      restart: RestartPolicy | None = None) -> A:
-        actor = await self.system.spawn(factory, name=name, device=device, restart=restart)
+        actor = await self.system.spawn(factory, name=name, device=device, restart=restart,
+                                        resources=self.resources.get(name))
         self.timeline.mark(done)
         return actor
 
@@ -258,6 +275,35 @@ class TrainingRun:
 
     def _record_checkpoint(self, step: int, path: str, pending_batches: list[int]) -> None:
         self.checkpoints.record(step, path, step, pending_batches)
+
+
+def sampler_name(i: int) -> str:
+    return "sampler" if i == 0 else f"sampler-{i}"
+
+
+def _ray_resources(cfg: RLConfig, cpus: CpuPlacement, engines: Sequence[EngineConfig]
+                   ) -> dict[str, Resources]:
+    """Each role's Ray ask: its cores' share (mint_rl.placement.ray_resources) and, when the
+    cluster has GPUs, one GPU split as the engines' memory is (vLLM's gpu_memory_utilization
+    each; the learner and the reference model share the rest). A role asking for no GPU would
+    see none: Ray hides them."""
+    from mint_rl.placement import available_cores, parse_cores, ray_resources
+    from mint_rl.runtime.ray_backend import cluster_gpus
+
+    cores = {sampler_name(i): (parse_cores(e.cpu_cores, "cpus") if e.cpu_cores[0].isdigit()
+                               else available_cores())  # "all", "auto", "nobind"
+             for i, e in enumerate(engines)}
+    cores["learner"] = cpus.learner
+    if cfg.kl_coef > 0:
+        cores["reference"] = cpus.learner
+    gpus: dict[str, float] = {}
+    if cluster_gpus() > 0:
+        gpus = {sampler_name(i): e.gpu_memory_utilization for i, e in enumerate(engines)}
+        rest = 1.0 - sum(gpus.values())
+        for role in ("learner", "reference"):
+            if role in cores:
+                gpus[role] = rest / (2 if cfg.kl_coef > 0 else 1)
+    return ray_resources(cores, gpus)
 
 
 def _log_step(logger: MetricsLogger, display: RunDisplay, pipeline: RLPipeline, start: float,

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from mint_rl import types
+
 
 @dataclass(frozen=True)
 class StepResult:
@@ -19,6 +21,18 @@ class StepResult:
     episode_done: bool
     next_observation: list[int] | None = None  # the whole context for the next turn
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Sampler(Protocol):
+    """What rollouts and evaluations sample with: a `SamplingClient`, or a sampler actor's
+    `SamplerActorClient` (actors/sampler.py), which samples wherever that actor runs."""
+
+    policy_version: int
+    """The version a token is labelled with when the response does not say."""
+
+    async def sample_async(self, prompt: types.ModelInput, num_samples: int,
+                           sampling_params: types.SamplingParams) -> types.SampleResponse:
+        ...
 
 
 class Env(Protocol):

@@ -9,12 +9,15 @@
 It knows nothing of RL. Read the modules in this order: `actor` (what an actor is), `handle` (how
 a call becomes a message), `system` (where actors live), `supervisor` (what a crash does),
 `channel` (bounded queues between actors), `threads` (blocking torch work), `cell` (the
-machinery). Imports point one way: actor <- handle <- cell <- system, with channel, errors,
-supervisor and threads below them all, so no module imports one above it (not even for types).
+machinery), `ray_backend` (the same actors as Ray actors: `open_system(backend=RayBackend())`).
+Imports point one way: actor <- handle <- cell <- system and actor <- ray_backend <- system, with
+channel, errors, supervisor and threads below them all, so no module imports one above it (not
+even for types).
 """
 
 from mint_rl.runtime.actor import Actor as Actor
 from mint_rl.runtime.actor import ActorContext as ActorContext
+from mint_rl.runtime.actor import Resources as Resources
 from mint_rl.runtime.actor import endpoint as endpoint
 from mint_rl.runtime.cell import ActorStats as ActorStats
 from mint_rl.runtime.channel import ChannelReceiver as ChannelReceiver
@@ -27,6 +30,7 @@ from mint_rl.runtime.errors import ActorSetupError as ActorSetupError
 from mint_rl.runtime.errors import ActorStoppedError as ActorStoppedError
 from mint_rl.runtime.handle import ActorHandle as ActorHandle
 from mint_rl.runtime.handle import actor_name as actor_name
+from mint_rl.runtime.ray_backend import RayBackend as RayBackend
 from mint_rl.runtime.supervisor import FailureReport as FailureReport
 from mint_rl.runtime.supervisor import RestartPolicy as RestartPolicy
 from mint_rl.runtime.system import ActorSystem as ActorSystem

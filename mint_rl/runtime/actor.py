@@ -27,6 +27,7 @@ This module is the bottom layer of the runtime: it imports nothing from `handle`
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +113,32 @@ def endpoints_of(cls: type) -> dict[str, EndpointSpec]:
                 found[name] = spec
         _ENDPOINTS[cls] = found
     return found
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one actor asks of a Ray cluster (`spawn(..., resources=...)`): Ray starts it in a
+    process of its own on a node that has them free. Fractions below 1 share a CPU or a GPU;
+    amounts above 1 must be whole. The local backend runs every actor in this process and
+    ignores them (there, `mint_rl.placement` pins cores)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment variables of the actor's process, e.g. (("OMP_NUM_THREADS", "2"),)."""
+
+    def __post_init__(self) -> None:
+        for field, amount in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)):
+            if amount < 0 or (amount > 1 and amount != int(amount)):
+                raise ValueError(f"resources.{field}: a fraction below 1 or a whole number, "
+                                 f"got {amount}")
+
+
+def actor_class(factory: Any) -> type:
+    """The class a factory builds: the class itself, or the one inside a functools.partial."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return factory if isinstance(factory, type) else type(factory)
 
 
 class ActorContext:

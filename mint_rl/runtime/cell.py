@@ -16,7 +16,6 @@ incarnation after a backoff or gives up.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import traceback
@@ -28,7 +27,7 @@ import anyio
 from anyio import TASK_STATUS_IGNORED, CancelScope, CapacityLimiter
 from anyio.abc import TaskGroup, TaskStatus
 
-from mint_rl.runtime.actor import Actor, ActorContext, endpoints_of
+from mint_rl.runtime.actor import Actor, ActorContext, actor_class, endpoints_of
 from mint_rl.runtime.channel import ChannelReceiver, ChannelSender, ChannelStats, channel
 from mint_rl.runtime.errors import ActorCrashedError, ActorSetupError, ActorStoppedError
 from mint_rl.runtime.handle import ActorHandle, Message
@@ -87,7 +86,7 @@ class ActorCell:
         limiter: CapacityLimiter,
     ) -> None:
         self.name = config.name
-        cls = _actor_class(actor_cls)
+        cls = actor_class(actor_cls)
         self.specs = endpoints_of(cls)
         self.mailbox: ChannelSender[Message]
         self._inbox: ChannelReceiver[Message]
@@ -307,10 +306,3 @@ class ActorCell:
             restarts=len(self._restart_times),
             failures=self._failures,
         )
-
-
-def _actor_class(factory: Any) -> type:
-    """The class a factory builds: the class itself, or the one inside a functools.partial."""
-    while isinstance(factory, functools.partial):
-        factory = factory.func
-    return factory if isinstance(factory, type) else type(factory)

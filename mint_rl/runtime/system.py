@@ -10,6 +10,10 @@
 method calls. Everything else about an actor (stopping it, its statistics) is asked of the
 system, which keeps the handle free of names that could collide with endpoints.
 
+With `open_system(backend=RayBackend(...))`, an actor spawned with `resources=` runs in a Ray
+actor process of its own (mint_rl/runtime/ray_backend.py); its handle, mailbox and supervision
+stay here, so callers and the code around them do not change.
+
 Leaving the block normally stops the actors gracefully, last spawned first (later actors usually
 hold handles to earlier ones). Leaving it with an exception, or an actor escalating a crash,
 cancels every actor instead; teardown() still runs, shielded.
@@ -17,6 +21,7 @@ cancels every actor instead; teardown() still runs, shielded.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -26,9 +31,10 @@ from typing import Any, TypeVar
 from anyio import TASK_STATUS_IGNORED, create_task_group
 from anyio.abc import TaskGroup, TaskStatus
 
-from mint_rl.runtime.actor import Actor
+from mint_rl.runtime.actor import Actor, Resources, actor_class
 from mint_rl.runtime.cell import ActorCell, ActorStats, CellConfig
 from mint_rl.runtime.handle import ActorHandle, actor_name
+from mint_rl.runtime.ray_backend import RayBackend, RaySlot, ray_session, remote_class
 from mint_rl.runtime.supervisor import FailureCallback, FailureReport, RestartPolicy, Supervisor
 from mint_rl.runtime.threads import DeviceLimiters, LimiterStats
 
@@ -54,8 +60,10 @@ class ActorSystem:
         limiters: DeviceLimiters,
         restart: RestartPolicy,
         teardown_timeout: float,
+        backend: RayBackend | None = None,
     ) -> None:
         self._tg = tg
+        self.backend = backend
         self._supervisor = supervisor
         self._limiters = limiters
         self._restart = restart
@@ -72,6 +80,7 @@ class ActorSystem:
         mailbox_size: int = 64,
         device: str = "cpu",
         setup_timeout: float | None = None,
+        resources: Resources | None = None,
     ) -> A:
         """Start an actor and return its handle once its `setup()` has finished.
 
@@ -86,6 +95,8 @@ class ActorSystem:
             mailbox_size: messages that may wait before senders block.
             device: selects the thread limiter used by `ctx.run_blocking`.
             setup_timeout: seconds `setup()` may take.
+            resources: with a Ray backend, run the actor as a Ray actor asking for these; without
+                (or with the local backend) it runs in this process.
 
         Raises:
             ActorSetupError: the constructor or `setup()` raised or timed out.
@@ -103,17 +114,24 @@ class ActorSystem:
             setup_timeout=setup_timeout,
             teardown_timeout=self._teardown_timeout,
         )
+        slot = None
+        if self.backend is not None and resources is not None:
+            slot = RaySlot(name, actor_cls, args, device, resources)
+            actor_cls, args = remote_class(actor_class(actor_cls)), (slot,)  # type: ignore[assignment]
         cell = ActorCell(actor_cls, args, config, self._supervisor, self._limiters.get(device))
         self._cells[name] = cell
-        return await self._tg.start(self._run_cell, cell, name=f"actor:{name}")
+        return await self._tg.start(self._run_cell, cell, slot, name=f"actor:{name}")
 
     async def _run_cell(
-        self, cell: ActorCell, *, task_status: TaskStatus[ActorHandle] = TASK_STATUS_IGNORED
+        self, cell: ActorCell, slot: RaySlot | None,
+        *, task_status: TaskStatus[ActorHandle] = TASK_STATUS_IGNORED
     ) -> None:
         try:
             await cell.run(task_status=task_status)
         finally:
             del self._cells[cell.name]
+            if slot is not None:
+                slot.close()  # stopped for good: its Ray process goes too
 
     async def stop(self, actor: object, grace: float | None = 5.0) -> None:
         """Stop one actor: it finishes the messages already queued, then runs teardown().
@@ -160,6 +178,7 @@ async def open_system(
     device_capacity: Mapping[str, int] | None = None,
     stop_grace: float | None = 5.0,
     teardown_timeout: float = 5.0,
+    backend: RayBackend | None = None,
 ) -> AsyncIterator[ActorSystem]:
     """Open an actor system; every actor spawned in it is stopped when the block exits.
 
@@ -169,14 +188,17 @@ async def open_system(
         device_capacity: threads per device for `run_blocking`, e.g. {"cpu": 2}; default 1.
         stop_grace: per actor, how long a graceful stop may take before it is cancelled.
         teardown_timeout: how long each `teardown()` may take.
+        backend: a `RayBackend` runs actors spawned with `resources=` on Ray; None: all local.
     """
-    async with create_task_group() as tg:
-        system = ActorSystem(
-            tg,
-            Supervisor(on_failure),
-            DeviceLimiters(device_capacity),
-            restart or RestartPolicy.never(),
-            teardown_timeout,
-        )
-        yield system
-        await system.shutdown(stop_grace)
+    with ray_session(backend) if backend is not None else contextlib.nullcontext():
+        async with create_task_group() as tg:
+            system = ActorSystem(
+                tg,
+                Supervisor(on_failure),
+                DeviceLimiters(device_capacity),
+                restart or RestartPolicy.never(),
+                teardown_timeout,
+                backend,
+            )
+            yield system
+            await system.shutdown(stop_grace)

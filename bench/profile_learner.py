@@ -1,0 +1,296 @@
+"""Where the learner's step time goes: one forward_backward and one optim_step, by category.
+
+The batch, model and API are bench/bench_learner.py's `rl` row: 8 prompts x 4 samples, prompts
+of 40..50 tokens, completions of 16, weights on the completions only; the default model
+(SmolLM2-135M, 49152 x 576 tied embedding / LM head) with LoRA rank 16 on every attention and MLP
+linear layer; `TrainingClient.forward_backward` with `ppo` and `cross_entropy`, then
+`optim_step`; in fp32 and in the learner's bf16 setting (`LearnerSettings(dtype="bfloat16")`:
+bf16 autocast, log-softmax in fp32).
+
+Per dtype and loss: one warm-up step (forward_backward + optim_step), then 3 steps under
+torch.profiler (CPU activities, record_shapes, every thread: the client computes on its worker
+thread). Each torch op's self time goes to the category of its outermost enclosing op that one
+can be given, by op name and input shapes:
+
+  LM head matmul          matmuls with a vocab-sized operand (the 49152 x 576 weight), forward and
+                          backward, and bf16 autocast's copy of that weight
+  log-softmax on logits   every other op on a (positions x 49152) tensor: fp32 upcast, logsumexp,
+                          gather and their backward
+  attention               scaled_dot_product_attention and its backward
+  base matmuls            the frozen q/k/v/o and gate/up/down projections, forward and backward
+  LoRA matmuls            matmuls with a rank-sized (16) dimension
+  other torch ops         norms, rotary, activations, embedding, masks, packing, loss, ...
+  outside torch ops       wall time of the step not spent in any torch op (Python, waiting)
+
+optim_step is profiled separately (grad norm, AdamW) and shown as its own row; shares are of
+forward_backward + optim_step. The profiler adds overhead (a few %), and other processes on the
+machine change absolute times much more than they change the shares: compare shares.
+
+    .venv/bin/python bench/profile_learner.py [--dtype fp32|bf16|both] [--markdown out.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from bench_learner import ADAM, PPO_CONFIG, RANK, machine, release_memory, rl_batch, to_datums
+from torch.autograd.profiler_util import FunctionEvent
+from torch.profiler import ProfilerActivity, profile
+
+from mint_rl.client import ServiceClient, TrainingClient
+from mint_rl.learner.engine import LearnerSettings
+from mint_rl.models import DEFAULT_MODEL
+
+PROFILED_STEPS = 3
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+LM_HEAD = "LM head matmul (fwd + bwd)"
+LOGITS = "log-softmax / logsumexp / gather on logits"
+ATTENTION = "attention (SDPA fwd + bwd)"
+BASE = "base MLP + projection matmuls"
+LORA = "LoRA matmuls"
+OTHER = "norms / elementwise / other torch ops"
+OUTSIDE = "outside torch ops (Python, waits)"
+OPTIM = "optimizer step (optim_step)"
+FB_CATEGORIES = [LM_HEAD, LOGITS, ATTENTION, BASE, LORA, OTHER, OUTSIDE]
+
+MATMULS = {"aten::linear", "aten::matmul", "aten::mm", "aten::addmm", "aten::bmm",
+           "aten::baddbmm", "aten::addmm_", "aten::_addmm_activation"}
+COPIES = {"aten::to", "aten::_to_copy", "aten::copy_"}
+
+
+# ------------------------------------------------------------------------------------------------
+# classifying profiler events
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The model dimensions that identify an op: vocabulary, hidden size, LoRA rank."""
+
+    vocab: int
+    hidden: int
+    rank: int
+
+
+def classify(event: FunctionEvent, dims: Shapes) -> str | None:
+    """The category of one op from its name and input shapes; None when it says nothing."""
+    name = event.name
+    if "scaled_dot_product" in name or "ScaledDotProduct" in name or "flash_attention" in name:
+        return ATTENTION
+    if name in ("aten::embedding", "aten::embedding_backward") or "EmbeddingBackward" in name:
+        return OTHER  # reads the (vocab x hidden) table, but it is the input embedding
+    shapes = [list(s) for s in event.input_shapes if isinstance(s, list) and s]
+    has_vocab = any(dims.vocab in s for s in shapes)
+    if name in MATMULS:
+        if has_vocab:
+            return LM_HEAD
+        matrix_dims = [d for s in shapes if len(s) >= 2 for d in s[-2:]]
+        return LORA if dims.rank in matrix_dims else BASE
+    if has_vocab:
+        if name in COPIES and [dims.vocab, dims.hidden] in shapes:
+            return LM_HEAD  # autocast's bf16 copy of the LM-head weight
+        return LOGITS
+    return None
+
+
+def ancestors(event: FunctionEvent) -> list[FunctionEvent]:
+    """The event and its enclosing ops, outermost first."""
+    chain = []
+    node: FunctionEvent | None = event
+    while node is not None:
+        chain.append(node)
+        node = node.cpu_parent
+    return chain[::-1]
+
+
+def category_times(events: Iterable[FunctionEvent], dims: Shapes) -> dict[str, float]:
+    """Self time (ms) per category: each op's goes to its outermost classifiable ancestor."""
+    out: dict[str, float] = defaultdict(float)
+    for event in events:
+        if event.self_cpu_time_total <= 0:
+            continue
+        category = next((c for e in ancestors(event) if (c := classify(e, dims))), OTHER)
+        out[category] += event.self_cpu_time_total / 1e3
+    return out
+
+
+def top_ops(events: Iterable[FunctionEvent], n: int = 8) -> list[tuple[str, float]]:
+    """The n op names with the most self time (ms), for the optimizer step's breakdown."""
+    out: dict[str, float] = defaultdict(float)
+    for event in events:
+        out[event.name] += event.self_cpu_time_total / 1e3
+    return sorted(out.items(), key=lambda kv: -kv[1])[:n]
+
+
+# ------------------------------------------------------------------------------------------------
+# profiling
+
+
+@dataclass
+class Profile:
+    """Summed over the profiled steps: wall time and op self time per category (ms)."""
+
+    steps: int = 0
+    fb_wall: float = 0.0
+    optim_wall: float = 0.0
+    categories: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    optim_ops: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def per_step(self) -> dict[str, float]:
+        """ms per step for each forward_backward category, OUTSIDE, OPTIM and the totals."""
+        n = max(self.steps, 1)
+        out = {c: self.categories.get(c, 0.0) / n for c in FB_CATEGORIES if c != OUTSIDE}
+        out[OUTSIDE] = max(0.0, self.fb_wall / n - sum(out.values()))
+        out[OPTIM] = self.optim_wall / n
+        return out
+
+
+def profiled(fn: Callable[[], object]) -> tuple[float, list[FunctionEvent]]:
+    """Runs fn under the CPU profiler (all threads, with shapes); its wall ms and events."""
+    config = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+                 experimental_config=config) as prof:
+        t0 = time.perf_counter()
+        fn()
+        wall = (time.perf_counter() - t0) * 1e3
+    return wall, list(prof.events())
+
+
+def profile_loss(client: TrainingClient, data: list, loss: str, dims: Shapes,
+                 steps: int = PROFILED_STEPS) -> Profile:
+    """One warm-up step, then `steps` profiled forward_backward + optim_step pairs."""
+    config = PPO_CONFIG if loss == "ppo" else None
+
+    def fb() -> object:
+        return client.forward_backward(data, loss, config).result()
+
+    def optim() -> object:
+        return client.optim_step(ADAM).result()
+
+    fb()
+    optim()
+    release_memory()
+    result = Profile()
+    for _ in range(steps):
+        wall, events = profiled(fb)
+        result.fb_wall += wall
+        for category, ms in category_times(events, dims).items():
+            result.categories[category] += ms
+        wall, events = profiled(optim)
+        result.optim_wall += wall
+        for name, ms in top_ops(events, n=1000):
+            result.optim_ops[name] += ms
+        result.steps += 1
+        release_memory()
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+
+
+def table(profiles: dict[str, Profile]) -> str:
+    """Markdown: one ms / share column pair per profiled (dtype, loss)."""
+    names = list(profiles)
+    rows = {name: p.per_step() for name, p in profiles.items()}
+    header = "| category | " + " | ".join(f"{n} ms | {n} share" for n in names) + " |"
+    lines = [header, "|---|" + "---:|---:|" * len(names)]
+
+    def line(label: str, values: list[tuple[float, float]], bold: bool = False) -> str:
+        cells = " | ".join(f"{ms:,.0f} | {share:.1%}" for ms, share in values)
+        return f"| **{label}** | {cells} |" if bold else f"| {label} | {cells} |"
+
+    totals = {n: sum(r.values()) for n, r in rows.items()}
+    for category in FB_CATEGORIES:
+        lines.append(line(category, [(rows[n][category], rows[n][category] / totals[n])
+                                     for n in names]))
+    fb = {n: totals[n] - rows[n][OPTIM] for n in names}
+    lines.append(line("forward_backward", [(fb[n], fb[n] / totals[n]) for n in names], True))
+    lines.append(line(OPTIM, [(rows[n][OPTIM], rows[n][OPTIM] / totals[n]) for n in names]))
+    lines.append(line("step total", [(totals[n], 1.0) for n in names], True))
+    return "\n".join(lines)
+
+
+def optim_summary(profiles: dict[str, Profile]) -> str:
+    """The optimizer step's heaviest ops, per profiled (dtype, loss)."""
+    out = []
+    for name, p in profiles.items():
+        ops = sorted(p.optim_ops.items(), key=lambda kv: -kv[1])[:5]
+        n = max(p.steps, 1)
+        out.append(f"- {name}: " + ", ".join(f"{op} {ms / n:.0f} ms" for op, ms in ops))
+    return "optim_step's heaviest ops (self time per step):\n" + "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def make_client(dtype: str, seed: int) -> TrainingClient:
+    settings = LearnerSettings(dtype=dtype)
+    return ServiceClient(learner_settings=settings).create_lora_training_client(
+        DEFAULT_MODEL, rank=RANK, seed=seed)
+
+
+def model_dims(client: TrainingClient) -> Shapes:
+    config = client.engine.hf_model().config
+    return Shapes(vocab=int(config.vocab_size), hidden=int(config.hidden_size), rank=RANK)
+
+
+def rl_data(client: TrainingClient, seed: int) -> dict[str, list]:
+    """bench_learner's rl batch as datums for each loss; ppo's sampler logprobs are the
+    policy's own (ratios start at 1), as in bench_learner."""
+    batch = rl_batch(np.random.default_rng(seed), client.engine.vocab_size)
+    ce = to_datums(batch, "cross_entropy")
+    fwd = client.forward(ce, "cross_entropy").result()
+    sampler_lp = [o["logprobs"].to_numpy().tolist() for o in fwd.loss_fn_outputs]
+    return {"ppo": to_datums(batch, "ppo", sampler_lp), "cross_entropy": ce}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "both"], default="both")
+    parser.add_argument("--loss", choices=["ppo", "cross_entropy", "both"], default="both")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--markdown", help="also write the markdown table to this file")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)
+
+    torch.manual_seed(args.seed)
+    log(machine())
+    dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
+    losses = ["ppo", "cross_entropy"] if args.loss == "both" else [args.loss]
+    profiles: dict[str, Profile] = {}
+    for dtype in dtypes:
+        client = make_client(DTYPES[dtype], args.seed)
+        dims = model_dims(client)
+        data = rl_data(client, args.seed)
+        for loss in losses:
+            log(f"{dtype} {loss}: 1 warm-up step, {PROFILED_STEPS} profiled steps")
+            profiles[f"{dtype} {loss}"] = p = profile_loss(client, data[loss], loss, dims)
+            log(f"  forward_backward {p.fb_wall / p.steps:,.0f} ms, "
+                f"optim_step {p.optim_wall / p.steps:,.0f} ms per profiled step")
+        del client
+        release_memory()
+
+    md = table(profiles)
+    print()
+    print(md)
+    print()
+    print(optim_summary(profiles))
+    log("done")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"Machine: {machine()}\n\n{md}\n\n{optim_summary(profiles)}\n")
+
+
+if __name__ == "__main__":
+    main()
