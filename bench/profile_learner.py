@@ -109,14 +109,16 @@ def ancestors(event: FunctionEvent) -> list[FunctionEvent]:
     return chain[::-1]
 
 
-def category_times(events: Iterable[FunctionEvent], dims: Shapes) -> dict[str, float]:
-    """Self time (ms) per category: each op's goes to its outermost classifiable ancestor."""
-    out: dict[str, float] = defaultdict(float)
+def op_times(events: Iterable[FunctionEvent], dims: Shapes) -> dict[tuple[str, str], float]:
+    """Self time (ms) per (category, op with its input shapes): each op's self time goes to the
+    category of its outermost classifiable ancestor."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
     for event in events:
         if event.self_cpu_time_total <= 0:
             continue
         category = next((c for e in ancestors(event) if (c := classify(e, dims))), OTHER)
-        out[category] += event.self_cpu_time_total / 1e3
+        shapes = [s for s in event.input_shapes if s]
+        out[category, f"{event.name} {shapes}"] += event.self_cpu_time_total / 1e3
     return out
 
 
@@ -139,13 +141,15 @@ class Profile:
     steps: int = 0
     fb_wall: float = 0.0
     optim_wall: float = 0.0
-    categories: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    ops: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     optim_ops: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def per_step(self) -> dict[str, float]:
         """ms per step for each forward_backward category, OUTSIDE, OPTIM and the totals."""
         n = max(self.steps, 1)
-        out = {c: self.categories.get(c, 0.0) / n for c in FB_CATEGORIES if c != OUTSIDE}
+        out = {c: 0.0 for c in FB_CATEGORIES}
+        for (category, _), ms in self.ops.items():
+            out[category] += ms / n
         out[OUTSIDE] = max(0.0, self.fb_wall / n - sum(out.values()))
         out[OPTIM] = self.optim_wall / n
         return out
@@ -180,8 +184,8 @@ def profile_loss(client: TrainingClient, data: list, loss: str, dims: Shapes,
     for _ in range(steps):
         wall, events = profiled(fb)
         result.fb_wall += wall
-        for category, ms in category_times(events, dims).items():
-            result.categories[category] += ms
+        for key, ms in op_times(events, dims).items():
+            result.ops[key] += ms
         wall, events = profiled(optim)
         result.optim_wall += wall
         for name, ms in top_ops(events, n=1000):
@@ -215,6 +219,20 @@ def table(profiles: dict[str, Profile]) -> str:
     lines.append(line(OPTIM, [(rows[n][OPTIM], rows[n][OPTIM] / totals[n]) for n in names]))
     lines.append(line("step total", [(totals[n], 1.0) for n in names], True))
     return "\n".join(lines)
+
+
+def heaviest_ops(profiles: dict[str, Profile], n: int) -> str:
+    """The n heaviest ops (name and input shapes) of each forward_backward category."""
+    out = []
+    for name, p in profiles.items():
+        out.append(f"{name}: heaviest ops per category (self ms per step)")
+        for category in FB_CATEGORIES:
+            ops = sorted(((op, ms) for (c, op), ms in p.ops.items() if c == category),
+                         key=lambda kv: -kv[1])[:n]
+            if ops:
+                out.append(f"  {category}")
+                out += [f"    {ms / max(p.steps, 1):8.1f}  {op}" for op, ms in ops]
+    return "\n".join(out)
 
 
 def optim_summary(profiles: dict[str, Profile]) -> str:
@@ -257,6 +275,8 @@ def main() -> None:
     parser.add_argument("--loss", choices=["ppo", "cross_entropy", "both"], default="both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", help="also write the markdown table to this file")
+    parser.add_argument("--top", type=int, default=0, metavar="N",
+                        help="also print the N heaviest ops (with shapes) of each category")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -286,6 +306,9 @@ def main() -> None:
     print(md)
     print()
     print(optim_summary(profiles))
+    if args.top:
+        print()
+        print(heaviest_ops(profiles, args.top))
     log("done")
     if args.markdown:
         with open(args.markdown, "w") as f:

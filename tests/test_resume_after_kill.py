@@ -1,21 +1,19 @@
-"""kill -9 anywhere, run the same command again: the run carries on as if uninterrupted.
+"""kill -9 at the worst moment, run the same command again: the run carries on as if
+uninterrupted.
 
 `mint-rl run arithmetic --reproducible` (K = 0, fixed seed, a checkpoint every step) is
-SIGKILLed twice (right after a step ends, which is when its checkpoint is being written, or a
-moment later) and restarted with the same command until it finishes. The first kill hits the
-whole process group, as `kill -9 -PGID` does; the second the trainer alone, as the OOM killer
-does: its vLLM engine process must not outlive it (vLLM's own SIGTERM shutdown would block on
-the dead parent). Compared with an
-uninterrupted run of the same command: every step appears once in metrics.jsonl, each step
-trained exactly its own batch, and the final adapters are equal (seeded sampling and fp32 on CPU
-make the runs replay).
+SIGKILLed right after a step ends, which is when its checkpoint is being written, and restarted
+with the same command. The kill hits the trainer alone, as the OOM killer does: its vLLM engine
+process must not outlive it (vLLM's own SIGTERM shutdown would block on the dead parent).
+Compared with an uninterrupted run of the same command: every step appears once in
+metrics.jsonl, each step trained exactly its own batch, and the final adapters are equal (seeded
+sampling and fp32 on CPU make the runs replay). A kill mid-step redoes less than this one (the
+step had no checkpoint yet); tests/test_pipeline_faults.py resumes after a failure mid-step.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -52,29 +50,20 @@ def _steps_logged(log_dir: Path) -> int:
         return 0
 
 
-def _run_and_kill(log_dir: Path, rng: random.Random, whole_group: bool) -> bool:
-    """Starts the command and SIGKILLs it once it made progress (its whole process group, or the
-    trainer alone); then no engine process of it may be left. False if it finished first."""
+def _run_and_kill(log_dir: Path) -> None:
+    """Starts the command and SIGKILLs the trainer once its first step is logged (its
+    checkpoint is being written); then no engine process of it may be left."""
     proc = _start(log_dir)
-    before = _steps_logged(log_dir)
-    while proc.poll() is None and _steps_logged(log_dir) == before:
-        time.sleep(0.05)
+    while proc.poll() is None and _steps_logged(log_dir) == 0:
+        time.sleep(0.02)
     engines = engine_processes(proc)
-    assert engines, "the run started no engine process?"
-    # Right away (its checkpoint is being written) or a little later (mid-step).
-    time.sleep(rng.choice([0.0, 0.0, rng.uniform(0.5, 4.0)]))
-    if proc.poll() is not None:
-        return False
-    if whole_group:
-        os.killpg(proc.pid, signal.SIGKILL)
-    else:
-        proc.send_signal(signal.SIGKILL)  # no atexit, no cleanup of any kind
+    assert proc.poll() is None and engines, "the run ended (or started no engine) first"
+    proc.send_signal(signal.SIGKILL)  # no atexit, no cleanup of any kind
     proc.wait(timeout=60)
     deadline = time.time() + 15
     while (alive := [p for p in engines if _running(p)]) and time.time() < deadline:
         time.sleep(0.2)
     assert alive == [], f"engine processes left behind: {alive}"
-    return True
 
 
 def _running(process: psutil.Process) -> bool:
@@ -97,13 +86,11 @@ def _final_adapter(log_dir: Path) -> dict:
 
 
 def test_sigkill_anywhere_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    rng = random.Random(0)
     # The uninterrupted run goes alongside (the runs replay whatever the timing): their engine
     # starts overlap, which keeps this test's wall-clock time down.
     whole = _start(tmp_path / "whole")
     killed = tmp_path / "killed"
-    assert [_run_and_kill(killed, rng, whole_group) for whole_group in (True, False)] == [
-        True, True]
+    _run_and_kill(killed)
     _run_to_the_end(killed)
     assert whole.wait(timeout=900) == 0
 

@@ -1,10 +1,13 @@
-"""`--samplers 2` on the real stack (vLLM, peft, default model), in a subprocess: each sampler
-has its own vLLM engine process; both sample; the staleness bound holds across them; one
-engine killed with SIGKILL mid-run is replaced while the other sampler keeps going (steps go on
-without waiting for it), the run trains every batch once, and the restarted sampler samples
-again; then the run is stopped (SIGTERM: after the step in progress). One run covers all of it
-(each engine start costs ~20 s here). The same behaviour with stand-in samplers, fast:
-tests/test_pipeline_staleness.py."""
+"""`--backend ray --samplers 2` on the real stack (vLLM, peft, default model), in a subprocess:
+the two samplers and the learner run as Ray actors (a local Ray cluster the run starts), each
+sampler with its own vLLM engine process; both sample; the staleness bound holds across them and
+the sampler/learner logprobs agree; one engine killed with SIGKILL mid-run is replaced while the
+other sampler keeps going (steps go on without waiting for it), the run trains every batch once,
+and the restarted sampler samples again; then the run is stopped (SIGTERM: after the step in
+progress) and leaves no process behind. One run covers all of it (each engine start costs ~20 s
+here). The local backend runs the same pipeline and actors (its several-sampler logic with
+stand-in samplers, fast: tests/test_pipeline_staleness.py); a Ray actor's whole process killed
+is tests/test_runtime_backends.py."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from run_helpers import SMALL, engine_processes, failures, rows
 
@@ -37,7 +41,7 @@ def test_two_samplers_own_engines_and_one_killed_is_replaced(tmp_path: Path) -> 
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "mint_rl.cli", "run", "arithmetic", "--log-dir", str(run_dir),
            "--steps", str(MAX_STEPS), "--samplers", "2", "--max-steps-off-policy", str(K),
-           *SMALL]
+           "--backend", "ray", *SMALL]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -48,6 +52,9 @@ def test_two_samplers_own_engines_and_one_killed_is_replaced(tmp_path: Path) -> 
         engines = engine_processes(run)
         # Two engines, two processes; sampler 1's engine started second.
         assert len(engines) == 2 and engines[0].pid != engines[1].pid
+        # Each in its sampler's Ray worker process, not in the run's own.
+        assert all(e.parent().pid != run.pid for e in engines)
+        everything = psutil.Process(run.pid).children(recursive=True)
         engines[1].send_signal(signal.SIGKILL)
         while not _restarted_sampler_sampled_again(run_dir):
             assert run.poll() is None, f"the run ended (exit {run.returncode}) before that"
@@ -57,6 +64,9 @@ def test_two_samplers_own_engines_and_one_killed_is_replaced(tmp_path: Path) -> 
     finally:
         if run.poll() is None:
             run.kill()
+    # Ray's processes and the engines went with the run.
+    _, alive = psutil.wait_procs(everything, timeout=30)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     steps = [r for r in rows(run_dir) if "groups/trained" in r]
     assert [r["step"] for r in steps] == list(range(len(steps)))
 
@@ -68,6 +78,10 @@ def test_two_samplers_own_engines_and_one_killed_is_replaced(tmp_path: Path) -> 
     # that is restarting serves nothing (and is not waited for): the bound is on serving ones.
     for r in steps:
         assert r["groups/trained"] == GROUPS and r["staleness/max"] <= K
+        # fp32 on both sides: a batch sampled by the learner's own version has its logprobs
+        # (and each load was checked on the probe sequence, or the run would have failed).
+        if r["staleness/max"] == 0:
+            assert r.get("kl/sampler_learner", 0.0) < 1e-3
         for i in (0, 1):
             if r[f"sampler/{i}/serving"]:
                 assert r["step"] - K <= r[f"sampler/{i}/policy_version"] <= r["step"] + 1
