@@ -23,15 +23,20 @@ can be given, by op name and input shapes:
   outside torch ops       wall time of the step not spent in any torch op (Python, waiting)
 
 optim_step is profiled separately (grad norm, AdamW) and shown as its own row; shares are of
-forward_backward + optim_step. The profiler adds overhead (a few %), and other processes on the
-machine change absolute times much more than they change the shares: compare shares.
+forward_backward + optim_step. The table reads the fastest of the 3 profiled forward_backward
+calls and the fastest optim_step: other processes only ever add time, so the fastest is the least
+disturbed. The profiler adds overhead (a few %), and other processes on the machine (they make
+torch's intra-op threads wait on each other) change absolute times much more than shares:
+compare shares, and check the load average printed with the results.
 
     .venv/bin/python bench/profile_learner.py [--dtype fp32|bf16|both] [--markdown out.md]
+        [--loss ppo|cross_entropy|both] [--top N]   (N heaviest ops of each category, with shapes)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -85,6 +90,8 @@ def classify(event: FunctionEvent, dims: Shapes) -> str | None:
         return ATTENTION
     if name in ("aten::embedding", "aten::embedding_backward") or "EmbeddingBackward" in name:
         return OTHER  # reads the (vocab x hidden) table, but it is the input embedding
+    if "Backward" in name and not name.startswith("aten::"):
+        return None  # an autograd node: its inputs are only the gradients; its ops decide
     shapes = [list(s) for s in event.input_shapes if isinstance(s, list) and s]
     has_vocab = any(dims.vocab in s for s in shapes)
     if name in MATMULS:
@@ -122,7 +129,7 @@ def op_times(events: Iterable[FunctionEvent], dims: Shapes) -> dict[tuple[str, s
     return out
 
 
-def top_ops(events: Iterable[FunctionEvent], n: int = 8) -> list[tuple[str, float]]:
+def top_ops(events: Iterable[FunctionEvent], n: int = 5) -> list[tuple[str, float]]:
     """The n op names with the most self time (ms), for the optimizer step's breakdown."""
     out: dict[str, float] = defaultdict(float)
     for event in events:
@@ -135,23 +142,33 @@ def top_ops(events: Iterable[FunctionEvent], n: int = 8) -> list[tuple[str, floa
 
 
 @dataclass
-class Profile:
-    """Summed over the profiled steps: wall time and op self time per category (ms)."""
+class Timed:
+    """One profiled call: its wall time and the self time of its ops (ms)."""
 
-    steps: int = 0
-    fb_wall: float = 0.0
-    optim_wall: float = 0.0
-    ops: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
-    optim_ops: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    wall: float
+    ops: dict[tuple[str, str], float]  # (category, op with shapes) -> ms
+
+
+@dataclass
+class Profile:
+    """The profiled steps of one (dtype, loss). The report reads the least-disturbed one."""
+
+    fb: list[Timed] = field(default_factory=list)
+    optim: list[Timed] = field(default_factory=list)
+
+    def best(self) -> tuple[Timed, Timed]:
+        """The fastest forward_backward and the fastest optim_step: other processes on the
+        machine only ever add time, so the fastest step is the least disturbed one."""
+        return min(self.fb, key=lambda t: t.wall), min(self.optim, key=lambda t: t.wall)
 
     def per_step(self) -> dict[str, float]:
-        """ms per step for each forward_backward category, OUTSIDE, OPTIM and the totals."""
-        n = max(self.steps, 1)
+        """ms of the least-disturbed step per forward_backward category, OUTSIDE and OPTIM."""
+        fb, optim = self.best()
         out = {c: 0.0 for c in FB_CATEGORIES}
-        for (category, _), ms in self.ops.items():
-            out[category] += ms / n
-        out[OUTSIDE] = max(0.0, self.fb_wall / n - sum(out.values()))
-        out[OPTIM] = self.optim_wall / n
+        for (category, _), ms in fb.ops.items():
+            out[category] += ms
+        out[OUTSIDE] = max(0.0, fb.wall - sum(out.values()))
+        out[OPTIM] = optim.wall
         return out
 
 
@@ -183,14 +200,9 @@ def profile_loss(client: TrainingClient, data: list, loss: str, dims: Shapes,
     result = Profile()
     for _ in range(steps):
         wall, events = profiled(fb)
-        result.fb_wall += wall
-        for key, ms in op_times(events, dims).items():
-            result.ops[key] += ms
+        result.fb.append(Timed(wall, op_times(events, dims)))
         wall, events = profiled(optim)
-        result.optim_wall += wall
-        for name, ms in top_ops(events, n=1000):
-            result.optim_ops[name] += ms
-        result.steps += 1
+        result.optim.append(Timed(wall, {(OPTIM, name): ms for name, ms in top_ops(events)}))
         release_memory()
     return result
 
@@ -222,30 +234,34 @@ def table(profiles: dict[str, Profile]) -> str:
 
 
 def heaviest_ops(profiles: dict[str, Profile], n: int) -> str:
-    """The n heaviest ops (name and input shapes) of each forward_backward category."""
+    """The n heaviest ops (name and input shapes) of each category, least-disturbed step."""
     out = []
     for name, p in profiles.items():
-        out.append(f"{name}: heaviest ops per category (self ms per step)")
-        for category in FB_CATEGORIES:
-            ops = sorted(((op, ms) for (c, op), ms in p.ops.items() if c == category),
-                         key=lambda kv: -kv[1])[:n]
+        fb, optim = p.best()
+        out.append(f"{name}: heaviest ops per category (self ms in the least-disturbed step)")
+        for category in [*FB_CATEGORIES, OPTIM]:
+            ops = sorted(((op, ms) for (c, op), ms in {**fb.ops, **optim.ops}.items()
+                          if c == category), key=lambda kv: -kv[1])[:n]
             if ops:
                 out.append(f"  {category}")
-                out += [f"    {ms / max(p.steps, 1):8.1f}  {op}" for op, ms in ops]
+                out += [f"    {ms:8.1f}  {op}" for op, ms in ops]
     return "\n".join(out)
 
 
-def optim_summary(profiles: dict[str, Profile]) -> str:
-    """The optimizer step's heaviest ops, per profiled (dtype, loss)."""
-    out = []
-    for name, p in profiles.items():
-        ops = sorted(p.optim_ops.items(), key=lambda kv: -kv[1])[:5]
-        n = max(p.steps, 1)
-        out.append(f"- {name}: " + ", ".join(f"{op} {ms / n:.0f} ms" for op, ms in ops))
-    return "optim_step's heaviest ops (self time per step):\n" + "\n".join(out)
+def step_walls(profiles: dict[str, Profile]) -> str:
+    """Every profiled step's wall time: how much other load disturbed the run."""
+    return "\n".join(
+        f"- {name}: forward_backward " + ", ".join(f"{t.wall:,.0f}" for t in p.fb)
+        + " ms; optim_step " + ", ".join(f"{t.wall:,.0f}" for t in p.optim) + " ms"
+        for name, p in profiles.items())
 
 
 # ------------------------------------------------------------------------------------------------
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
 def make_client(dtype: str, seed: int) -> TrainingClient:
@@ -285,7 +301,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - started:6.1f}s] {msg}", flush=True)
 
     torch.manual_seed(args.seed)
-    log(machine())
+    log(f"{machine()}; {load_average()}")
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
     losses = ["ppo", "cross_entropy"] if args.loss == "both" else [args.loss]
     profiles: dict[str, Profile] = {}
@@ -296,8 +312,7 @@ def main() -> None:
         for loss in losses:
             log(f"{dtype} {loss}: 1 warm-up step, {PROFILED_STEPS} profiled steps")
             profiles[f"{dtype} {loss}"] = p = profile_loss(client, data[loss], loss, dims)
-            log(f"  forward_backward {p.fb_wall / p.steps:,.0f} ms, "
-                f"optim_step {p.optim_wall / p.steps:,.0f} ms per profiled step")
+            log("  forward_backward " + ", ".join(f"{t.wall:,.0f}" for t in p.fb) + " ms")
         del client
         release_memory()
 
@@ -305,14 +320,17 @@ def main() -> None:
     print()
     print(md)
     print()
-    print(optim_summary(profiles))
+    print("Profiled steps (the table shows the fastest of each):")
+    print(step_walls(profiles))
     if args.top:
         print()
         print(heaviest_ops(profiles, args.top))
-    log("done")
+    log(f"done; {load_average()}")
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(f"Machine: {machine()}\n\n{md}\n\n{optim_summary(profiles)}\n")
+            f.write(f"Machine: {machine()}; at the end: {load_average()}\n\n{md}\n\n"
+                    f"Profiled steps (the table shows the fastest of each):\n"
+                    f"{step_walls(profiles)}\n")
 
 
 if __name__ == "__main__":

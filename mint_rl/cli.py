@@ -42,6 +42,7 @@ from typing import Any
 from mint_rl.errors import BadRequestError, InvalidInputError, LearnerFailedError, MintError
 from mint_rl.rl.config import config_parser, parse_config, write_config
 from mint_rl.rl.wandb_sink import check_sinks
+from mint_rl.runtime.ray_backend import ship_by_value
 from mint_rl.terminal import console, tail, third_party_output_to
 
 # Where `mint-rl run` sends vLLM's, transformers' and torch's own output, inside the run folder.
@@ -274,6 +275,7 @@ def _find_recipe(recipe: str, parser: argparse.ArgumentParser) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
         spec.loader.exec_module(module)
+        ship_by_value(spec.name)  # with --backend ray: Ray's workers cannot import it by name
         if not is_recipe(module):
             parser.error(f"{recipe} is not a recipe: it needs a `Config` dataclass and "
                          "main(config, log_dir)")

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import pickle
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,11 +58,23 @@ class RayBackend:
     """CPUs of a local cluster; None: the cores this process may use."""
 
 
+_BY_VALUE: set[str] = set()
+
+
+def ship_by_value(module_name: str) -> None:
+    """Actors' arguments from this module travel by value, not by name: for modules Ray's
+    workers cannot import by name (a recipe loaded from a file). Ray is not imported here."""
+    _BY_VALUE.add(module_name)
+
+
 @contextlib.contextmanager
 def ray_session(backend: RayBackend) -> Iterator[None]:
     """Connects to (or starts) the cluster for the length of the block."""
     import ray
+    from ray import cloudpickle
 
+    for name in _BY_VALUE:
+        cloudpickle.register_pickle_by_value(sys.modules[name])
     if ray.is_initialized():
         yield
         return
