@@ -55,7 +55,7 @@ def ray_cluster() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.fixture(params=["local", "ray"])
+@pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.slow)])
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "ray":
         request.getfixturevalue("ray_cluster")
@@ -174,6 +174,7 @@ async def test_too_many_crashes_escalate_and_stop_the_system(backend: str) -> No
     assert [r.action for r in system.failures] == ["escalate"]
 
 
+@pytest.mark.slow
 async def test_a_killed_ray_process_is_a_crash_and_the_actor_restarts_in_a_new_one(
         ray_cluster: None) -> None:
     reports: list[FailureReport] = []
