@@ -49,7 +49,7 @@ def _run(client: mint.TrainingClient, datums, loss_fn: str):
 
 @pytest.mark.parametrize("loss_fn", ["cross_entropy", "ppo", "gspo"])
 def test_a_batch_split_into_micro_batches_and_rows_equals_one_piece(tiny_model, loss_fn):
-    whole = _client(tiny_model)  # defaults: 4096 tokens per micro-batch, 512 per row
+    whole = _client(tiny_model)  # defaults: 4096 tokens per micro-batch, 256 per row
     split = _client(tiny_model, tokens_per_microbatch=40, row_capacity=24)
     datums = _batch(whole, loss_fn, seed=4)
     loss, prepared = split.engine.prepare(datums, loss_fn)

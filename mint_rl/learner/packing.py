@@ -81,7 +81,7 @@ def _prompt_groups(seqs: list[list[int]], min_shared: int) -> list[tuple[int, li
 def pack(
     seqs: list[list[int]],
     *,
-    row_capacity: int = 512,
+    row_capacity: int = 256,
     share_prefixes: bool = True,
     min_shared: int = 8,
     pad_id: int = 0,
