@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
+import subprocess
+import sys
 
 import pytest
 
 from mint_rl.errors import ModelNotAvailableError
-from mint_rl.models import resolve_model
+from mint_rl.models import cached_tokenizer, resolve_model
 
 
 def test_local_folder_is_used_as_is(tiny_model):
@@ -37,3 +41,18 @@ def test_default_model_is_a_plain_hf_folder(default_model):
     prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                      add_generation_prompt=True)
     assert "<|im_start|>assistant" in prompt
+
+
+def test_a_cached_tokenizer_pickles_as_its_model_name(tiny_model):
+    # Group builders carry the tokenizer to samplers in other processes with every rollout.
+    tok = cached_tokenizer(str(tiny_model))
+    data = pickle.dumps(tok)
+    assert len(data) < 1000 and pickle.loads(data) is tok
+    text = "3 + 4 = 7"
+    code = ("import pickle, sys; tok = pickle.load(sys.stdin.buffer); "
+            f"print(tok.encode({text!r}))")
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
+                         check=True).stdout.decode()
+    assert out.strip() == str(tok.encode(text))
+    clone = copy.deepcopy(tok)  # copies stay copies
+    assert clone is not tok and clone.encode(text) == tok.encode(text)

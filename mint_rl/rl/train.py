@@ -92,23 +92,19 @@ def train(config: RLConfig, dataset: RLDataset, log_dir: Path, *,
     return anyio.run(run_all)
 
 
-_TOKENIZERS: dict[str, Any] = {}
-
-
 def load_tokenizer(base_model: str) -> Any:
-    """The model's tokenizer (loaded once per process). The first run after set-up may
-    dequantize the bundled model here, which takes a while: the start-up timeline shows it."""
-    from transformers import AutoTokenizer
-
-    from mint_rl.models import resolve_model
+    """The model's tokenizer (loaded once per process; it pickles as the model's name). The
+    first run after set-up may dequantize the bundled model here, which takes a while: the
+    start-up timeline shows it."""
+    from mint_rl.models import cached_tokenizer, tokenizer_cached
 
     timeline = startup_timeline()
     timeline.mark("imports done")
-    if base_model not in _TOKENIZERS:
+    if not tokenizer_cached(base_model):
         with timeline.waiting(f"resolving {base_model}"):
-            _TOKENIZERS[base_model] = AutoTokenizer.from_pretrained(resolve_model(base_model))
+            cached_tokenizer(base_model)
         timeline.mark("model files and tokenizer ready")
-    return _TOKENIZERS[base_model]
+    return cached_tokenizer(base_model)
 
 
 def sampling_params(config: RLConfig, tokenizer: Any) -> types.SamplingParams:
