@@ -157,7 +157,7 @@ def _pickled_by_name(cls: type, base_model: str) -> type:
         return cached_tokenizer, (base_model,)
 
     def copy_whole(self: Any, memo: dict[int, Any] | None = None) -> Any:
-        clone = cls.__new__(cls)
+        clone = object.__new__(cls)
         clone.__dict__.update(copy.deepcopy(self.__dict__, memo) if memo is not None
                               else self.__dict__)
         return clone
