@@ -182,7 +182,7 @@ def main() -> None:
         block = (f"<!-- pipeline-bench:start -->\nMachine: {machine()}; measured "
                  f"{time.strftime('%Y-%m-%d')} with `python bench/bench_pipeline_sampling.py` "
                  f"(medians of {args.repeats}).\n\n{text}\n<!-- pipeline-bench:end -->")
-        doc = args.markdown.read_text()
+        doc = args.markdown.read_text() if args.markdown.exists() else ""
         pattern = r"<!-- pipeline-bench:start -->.*<!-- pipeline-bench:end -->"
         doc = (re.sub(pattern, lambda _: block, doc, flags=re.S) if re.search(pattern, doc, re.S)
                else doc + "\n" + block + "\n")
