@@ -99,7 +99,10 @@ def render(results: dict[tuple[str, int], list[dict[str, object]]],
 
 def replace_between_markers(path: Path, table: str) -> None:
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    text = path.read_text()
+    text = path.read_text() if path.exists() else ""
+    if start not in text or end not in text:  # a new file, or one without the markers yet
+        path.write_text(f"{text}{start}\n{table}\n{end}\n")
+        return
     head, rest = text.split(start)
     _, tail = rest.split(end)
     path.write_text(f"{head}{start}\n{table}\n{end}{tail}")
