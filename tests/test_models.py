@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-import subprocess
-import sys
 
 import pytest
 
+from mint_rl import models
 from mint_rl.errors import ModelNotAvailableError
 from mint_rl.models import cached_tokenizer, resolve_model
 
@@ -43,16 +42,15 @@ def test_default_model_is_a_plain_hf_folder(default_model):
     assert "<|im_start|>assistant" in prompt
 
 
-def test_a_cached_tokenizer_pickles_as_its_model_name(tiny_model):
+def test_a_cached_tokenizer_pickles_as_its_model_name(tiny_model, monkeypatch):
     # Group builders carry the tokenizer to samplers in other processes with every rollout.
     tok = cached_tokenizer(str(tiny_model))
     data = pickle.dumps(tok)
     assert len(data) < 1000 and pickle.loads(data) is tok
+    monkeypatch.setattr(models, "_TOKENIZERS", {})  # as in a process that never loaded it
+    loaded = pickle.loads(data)
     text = "3 + 4 = 7"
-    code = ("import pickle, sys; tok = pickle.load(sys.stdin.buffer); "
-            f"print(tok.encode({text!r}))")
-    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
-                         check=True).stdout.decode()
-    assert out.strip() == str(tok.encode(text))
+    assert loaded is not tok and loaded.encode(text) == tok.encode(text)
+    assert pickle.loads(data) is loaded  # loaded once per process
     clone = copy.deepcopy(tok)  # copies stay copies
     assert clone is not tok and clone.encode(text) == tok.encode(text)
