@@ -62,10 +62,11 @@ def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> 
 
     from mint_rl.actors.sampler import SamplerActor, SamplerActorClient
     from mint_rl.recipes.arithmetic import AdditionGroup, Config, make_evaluator, split_problems
+    from mint_rl.rl.rollout import rollout_group
     from mint_rl.rl.train import load_tokenizer, sampling_params
     from mint_rl.rl.types import SavedPolicy
     from mint_rl.runtime import open_system
-    from mint_rl.sampler import EngineConfig, close_all
+    from mint_rl.sampler import EngineConfig, SamplingClient, close_all
 
     cfg = Config()
     out: dict[str, float] = {}
@@ -89,6 +90,17 @@ def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> 
                         tg.start_soon(sampler.rollout, builder, 0, 1)
 
             out["batch"] = await timed(repeats, batch)
+
+            # The same rollouts straight on a sampling client of the same engine: what the
+            # actor runtime adds, apart from vLLM's async engine itself.
+            direct = SamplingClient(model, adapter, 1, engine_config=EngineConfig())
+
+            async def batch_direct() -> None:
+                async with anyio.create_task_group() as tg:
+                    for builder in builders:
+                        tg.start_soon(rollout_group, builder, direct, params, 0)
+
+            out["batch_direct"] = await timed(repeats, batch_direct)
             out["eval"] = await timed(repeats, lambda: evaluate(client, 0))
             await system.stop(sampler)
 
@@ -146,6 +158,9 @@ def table(mint: dict[str, float], raw: dict[str, float], raw128: dict[str, float
         "|---|---:|---:|---:|",
         f"| batch: {GROUPS} x {GROUP_SIZE} (raw: n={GROUP_SIZE} per prompt) "
         f"| {mint['batch']:.2f} | {raw['batch']:.2f} | {mint['batch'] / raw['batch']:.2f}x |",
+        f"| batch, the same rollouts on a sampling client (no actor runtime) "
+        f"| {mint['batch_direct']:.2f} | {raw['batch']:.2f} "
+        f"| {mint['batch_direct'] / raw['batch']:.2f}x |",
         f"| eval: {EVAL_PROBLEMS} x {EVAL_SAMPLES} (raw: n={EVAL_SAMPLES} per prompt) "
         f"| {mint['eval']:.2f} | {raw['eval']:.2f} | {mint['eval'] / raw['eval']:.2f}x |",
         "",
