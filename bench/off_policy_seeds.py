@@ -155,7 +155,10 @@ def main() -> None:
                     raise SystemExit(f"{folder}: the run ended without its final evaluation")
             results.append(result)
 
-    lines = [f"Measured {datetime.now(UTC):%Y-%m-%d} with `python bench/off_policy_seeds.py "
+    newest = max((run_dir(args.out, r.k, r.seed) / "metrics.jsonl").stat().st_mtime
+                 for r in results)
+    lines = [f"Runs of {datetime.fromtimestamp(newest, UTC):%Y-%m-%d}, tabled by "
+             f"`python bench/off_policy_seeds.py "
              f"--ks {args.ks} --seeds {args.seeds}`: `mint-rl run arithmetic`, {args.steps} "
              f"steps, held-out accuracy every {args.eval_every} steps (each cell: step "
              f"{' → '.join(str(s) for s in sorted(results[0].accuracy))}).", "",
