@@ -71,6 +71,8 @@ def main() -> None:
     table = render(results, args)
     print(table)
     if args.markdown:
+        from doc_markers import replace_between_markers
+
         replace_between_markers(args.markdown, table)
 
 
@@ -95,17 +97,6 @@ def render(results: dict[tuple[str, int], list[dict[str, object]]],
             f"{max(r['staleness_max'] for r in runs)} | "  # type: ignore
             f"{max(r['kl_max'] for r in runs):.4f} |")  # type: ignore
     return "\n".join(lines)
-
-
-def replace_between_markers(path: Path, table: str) -> None:
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    text = path.read_text() if path.exists() else ""
-    if start not in text or end not in text:  # a new file, or one without the markers yet
-        path.write_text(f"{text}{start}\n{table}\n{end}\n")
-        return
-    head, rest = text.split(start)
-    _, tail = rest.split(end)
-    path.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 if __name__ == "__main__":

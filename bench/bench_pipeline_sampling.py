@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import re
 import statistics
 import sys
 import tempfile
@@ -194,14 +193,12 @@ def main() -> None:
     text = table(mint, raw, raw128, EngineConfig().resolve().block_size or 0)
     print(f"\nMachine: {machine()}\nmedians of {args.repeats}, after one warm-up\n\n{text}\n")
     if args.markdown:
-        block = (f"<!-- pipeline-bench:start -->\nMachine: {machine()}; measured "
-                 f"{time.strftime('%Y-%m-%d')} with `python bench/bench_pipeline_sampling.py` "
-                 f"(medians of {args.repeats}).\n\n{text}\n<!-- pipeline-bench:end -->")
-        doc = args.markdown.read_text() if args.markdown.exists() else ""
-        pattern = r"<!-- pipeline-bench:start -->.*<!-- pipeline-bench:end -->"
-        doc = (re.sub(pattern, lambda _: block, doc, flags=re.S) if re.search(pattern, doc, re.S)
-               else doc + "\n" + block + "\n")
-        args.markdown.write_text(doc)
+        from doc_markers import replace_between_markers
+
+        replace_between_markers(args.markdown, (
+            f"Machine: {machine()}; measured {time.strftime('%Y-%m-%d')} with "
+            f"`python bench/bench_pipeline_sampling.py` (medians of {args.repeats}).\n\n{text}"),
+            name="pipeline-bench")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ load, only on the seeds (one evaluation is 120 answers, good to about +-0.04).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-START, END = "<!-- off-policy-runs:start -->", "<!-- off-policy-runs:end -->"
+from mint_rl.rl.metrics import read_metrics
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def read_run(folder: Path, k: int, seed: int, steps: int) -> RunResult | None:
     metrics = folder / "metrics.jsonl"
     if not metrics.exists():
         return None
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics)
     accuracy = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
     if steps not in accuracy:
         return None
@@ -121,14 +120,6 @@ def plot(results: list[RunResult], ks: list[int], out: Path) -> None:
     plt.close(fig)
 
 
-def write_markdown(path: Path, lines: list[str]) -> None:
-    text = path.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{path}: needs the markers {START} and {END}")
-    head, rest = text.split(START, 1)
-    path.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + rest.split(END, 1)[1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description="Learning at K = 0, 1, 2 on the arithmetic recipe.")
     ap.add_argument("--out", type=Path, required=True, help="folder of the runs")
@@ -165,7 +156,9 @@ def main() -> None:
              *table(results, ks, seeds)]
     print("\n".join(lines))
     if args.markdown:
-        write_markdown(args.markdown, lines)
+        from doc_markers import replace_between_markers
+
+        replace_between_markers(args.markdown, "\n".join(lines), name="off-policy-runs")
     if args.plot:
         plot(results, ks, args.plot)
 
