@@ -3,15 +3,16 @@ held-out accuracy, kl/sampler_learner and staleness per run, as a table and a pl
 (docs/off_policy.md).
 
     .venv/bin/python bench/off_policy_seeds.py --out /tmp/off-policy [--ks 0,1,2]
-        [--seeds 0,1,2,3,4] [--steps 30] [--eval-every 10]
+        [--seeds 0,1,2,3,4] [--losses importance_sampling,ppo] [--steps 30] [--eval-every 10]
         [--markdown docs/off_policy.md] [--plot docs/off_policy.png]
 
-Each (K, seed) is one `mint-rl run arithmetic --seed S --max-steps-off-policy K` in its own
-process, one after the other (they would share the cores otherwise), into OUT/k{K}_s{S}, every
-other setting at the recipe's defaults. A folder that already holds a finished run (its final
-evaluation is in metrics.jsonl) is read, not run again, so an interrupted sweep resumes where it
-stopped. A learning result, not a speed benchmark: the figures do not depend on the machine's
-load, only on the seeds (one evaluation is 120 answers, good to about +-0.04).
+Each (loss, K, seed) is one `mint-rl run arithmetic --loss L --seed S --max-steps-off-policy K`
+in its own process, one after the other (they would share the cores otherwise), into
+OUT/{L}_k{K}_s{S}, every other setting at the recipe's defaults. A folder that already holds a
+finished run (its final evaluation is in metrics.jsonl) is read, not run again, so an
+interrupted sweep resumes where it stopped. A learning result, not a speed benchmark: the figures
+do not depend on the machine's load, only on the seeds (one evaluation is 120 answers, good to
+about +-0.04).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mint_rl.rl.metrics import read_metrics
 
 @dataclass(frozen=True)
 class RunResult:
+    loss: str
     k: int
     seed: int
     accuracy: dict[int, float]
@@ -42,11 +44,11 @@ class RunResult:
         return self.accuracy[max(self.accuracy)]
 
 
-def run_dir(out: Path, k: int, seed: int) -> Path:
-    return out / f"k{k}_s{seed}"
+def run_dir(out: Path, loss: str, k: int, seed: int) -> Path:
+    return out / f"{loss}_k{k}_s{seed}"
 
 
-def read_run(folder: Path, k: int, seed: int, steps: int) -> RunResult | None:
+def read_run(folder: Path, loss: str, k: int, seed: int, steps: int) -> RunResult | None:
     """The run in `folder`, or None when it has not finished `steps` steps."""
     metrics = folder / "metrics.jsonl"
     if not metrics.exists():
@@ -57,12 +59,14 @@ def read_run(folder: Path, k: int, seed: int, steps: int) -> RunResult | None:
         return None
     kl = [r["kl/sampler_learner"] for r in rows if r.get("kl/sampler_learner") is not None]
     staleness = [r["staleness/max"] for r in rows if r.get("staleness/max") is not None]
-    return RunResult(k, seed, accuracy, kl, int(max(staleness, default=0)))
+    return RunResult(loss, k, seed, accuracy, kl, int(max(staleness, default=0)))
 
 
-def run_arithmetic(folder: Path, k: int, seed: int, steps: int, eval_every: int) -> None:
+def run_arithmetic(folder: Path, loss: str, k: int, seed: int, steps: int,
+                   eval_every: int) -> None:
     mint_rl = Path(sys.executable).with_name("mint-rl")
-    cmd = [str(mint_rl), "run", "arithmetic", "--seed", str(seed), "--steps", str(steps),
+    cmd = [str(mint_rl), "run", "arithmetic", "--loss", loss, "--seed", str(seed),
+           "--steps", str(steps),
            "--eval-every", str(eval_every), "--max-steps-off-policy", str(k),
            "--log-dir", str(folder)]
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -70,44 +74,47 @@ def run_arithmetic(folder: Path, k: int, seed: int, steps: int, eval_every: int)
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
-def table(results: list[RunResult], ks: list[int], seeds: list[int]) -> list[str]:
-    """One row per K: each seed's curve (final in bold), the mean and median final accuracy,
-    and kl/sampler_learner's mean and max over every step of every seed."""
-    by_k = {k: {r.seed: r for r in results if r.k == k} for k in ks}
+def table(results: list[RunResult], rows: list[tuple[str, int]], seeds: list[int]) -> list[str]:
+    """One row per (loss, K): each seed's curve (final in bold), the mean and median final
+    accuracy, and kl/sampler_learner's mean and max over every step of every seed."""
+    by_row = {row: {r.seed: r for r in results if (r.loss, r.k) == row} for row in rows}
     steps = sorted({s for r in results for s in r.accuracy})
-    header = ["K"] + [f"seed {s}" for s in seeds] + [
+    header = ["loss", "K"] + [f"seed {s}" for s in seeds] + [
         "mean final", "median final", "kl/sampler_learner mean / max", "staleness max"]
     lines = ["| " + " | ".join(header) + " |",
-             "|---|" + "---|" * len(seeds) + "---:|---:|---:|---:|"]
-    for k in ks:
-        runs = [by_k[k][s] for s in seeds]
+             "|---|---|" + "---|" * len(seeds) + "---:|---:|---:|---:|"]
+    for loss, k in rows:
+        runs = [by_row[loss, k][s] for s in seeds]
         cells = [" → ".join(f"{r.accuracy[s]:.2f}" for s in steps[:-1])
                  + f" → **{r.final:.2f}**" for r in runs]
         finals = [r.final for r in runs]
         kl = [x for r in runs for x in r.kl]
         kl_cell = f"{statistics.fmean(kl):.3f} / {max(kl):.2f}"
-        lines.append(f"| {k} | " + " | ".join(cells) + f" | **{statistics.fmean(finals):.2f}** "
+        lines.append(f"| {loss} | {k} | " + " | ".join(cells)
+                     + f" | **{statistics.fmean(finals):.2f}** "
                      f"| {statistics.median(finals):.2f} | {kl_cell} "
                      f"| {max(r.staleness_max for r in runs)} |")
     return lines
 
 
-def plot(results: list[RunResult], ks: list[int], out: Path) -> None:
-    """Held-out accuracy against step: each seed thin, the mean over seeds thick, a colour per K."""
+def plot(results: list[RunResult], rows: list[tuple[str, int]], out: Path) -> None:
+    """Held-out accuracy against step: each seed thin, the mean over seeds thick, a colour per
+    (loss, K)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.0, 4.0))
-    for k, colour in zip(ks, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=False):
-        runs = [r for r in results if r.k == k]
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for (loss, k), colour in zip(rows, colours, strict=False):
+        runs = [r for r in results if (r.loss, r.k) == (loss, k)]
         steps = sorted(runs[0].accuracy)
         for r in runs:
             ax.plot(steps, [r.accuracy[s] for s in steps], color=colour, alpha=0.3, lw=1)
         mean = [statistics.fmean(r.accuracy[s] for r in runs) for s in steps]
         ax.plot(steps, mean, color=colour, lw=2.5, marker="o",
-                label=f"K = {k} (mean of {len(runs)} seeds)")
+                label=f"{loss}, K = {k} (mean of {len(runs)} seeds)")
     ax.set_xlabel("step")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1)
@@ -125,6 +132,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder of the runs")
     ap.add_argument("--ks", default="0,1,2")
     ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--losses", default="importance_sampling",
+                    help="comma-separated policy-gradient losses, each run at every K")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--markdown", type=Path, help="a doc with off-policy-runs markers to update")
@@ -132,35 +141,37 @@ def main() -> None:
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
+    rows = [(loss, k) for loss in args.losses.split(",") for k in ks]
 
     results = []
-    for k in ks:
+    for loss, k in rows:
         for seed in seeds:
-            folder = run_dir(args.out, k, seed)
-            result = read_run(folder, k, seed, args.steps)
+            folder = run_dir(args.out, loss, k, seed)
+            result = read_run(folder, loss, k, seed, args.steps)
             if result is None:
-                print(f"running K={k} seed={seed} -> {folder}", flush=True)
-                run_arithmetic(folder, k, seed, args.steps, args.eval_every)
-                result = read_run(folder, k, seed, args.steps)
+                print(f"running {loss} K={k} seed={seed} -> {folder}", flush=True)
+                run_arithmetic(folder, loss, k, seed, args.steps, args.eval_every)
+                result = read_run(folder, loss, k, seed, args.steps)
                 if result is None:
                     raise SystemExit(f"{folder}: the run ended without its final evaluation")
             results.append(result)
 
-    newest = max((run_dir(args.out, r.k, r.seed) / "metrics.jsonl").stat().st_mtime
+    newest = max((run_dir(args.out, r.loss, r.k, r.seed) / "metrics.jsonl").stat().st_mtime
                  for r in results)
     lines = [f"Runs of {datetime.fromtimestamp(newest, UTC):%Y-%m-%d}, tabled by "
              f"`python bench/off_policy_seeds.py "
-             f"--ks {args.ks} --seeds {args.seeds}`: `mint-rl run arithmetic`, {args.steps} "
-             f"steps, held-out accuracy every {args.eval_every} steps (each cell: step "
+             f"--losses {args.losses} --ks {args.ks} --seeds {args.seeds}`: "
+             f"`mint-rl run arithmetic`, {args.steps} steps, held-out accuracy every "
+             f"{args.eval_every} steps (each cell: step "
              f"{' → '.join(str(s) for s in sorted(results[0].accuracy))}).", "",
-             *table(results, ks, seeds)]
+             *table(results, rows, seeds)]
     print("\n".join(lines))
     if args.markdown:
         from doc_markers import replace_between_markers
 
         replace_between_markers(args.markdown, "\n".join(lines), name="off-policy-runs")
     if args.plot:
-        plot(results, ks, args.plot)
+        plot(results, rows, args.plot)
 
 
 if __name__ == "__main__":
