@@ -4,7 +4,7 @@ held-out accuracy, kl/sampler_learner and staleness per run, as a table and a pl
 
     .venv/bin/python bench/off_policy_seeds.py --out /tmp/off-policy [--ks 0,1,2]
         [--seeds 0,1,2,3,4] [--losses importance_sampling,ppo] [--steps 30] [--eval-every 10]
-        [--markdown docs/off_policy.md] [--plot docs/off_policy.png]
+        [--markdown docs/off_policy.md [--marker off-policy-runs]] [--plot docs/off_policy.png]
 
 Each (loss, K, seed) is one `mint-rl run arithmetic --loss L --seed S --max-steps-off-policy K`
 in its own process, one after the other (they would share the cores otherwise), into
@@ -37,6 +37,8 @@ class RunResult:
     """step -> held-out accuracy."""
     kl: list[float]
     """kl/sampler_learner per trained step (nats per token)."""
+    clip_frac: list[float]
+    """clip/frac per trained step: the share of trained tokens whose ratio the loss clipped."""
     staleness_max: int
 
     @property
@@ -58,8 +60,9 @@ def read_run(folder: Path, loss: str, k: int, seed: int, steps: int) -> RunResul
     if steps not in accuracy:
         return None
     kl = [r["kl/sampler_learner"] for r in rows if r.get("kl/sampler_learner") is not None]
+    clip_frac = [r["clip/frac"] for r in rows if r.get("clip/frac") is not None]
     staleness = [r["staleness/max"] for r in rows if r.get("staleness/max") is not None]
-    return RunResult(loss, k, seed, accuracy, kl, int(max(staleness, default=0)))
+    return RunResult(loss, k, seed, accuracy, kl, clip_frac, int(max(staleness, default=0)))
 
 
 def run_arithmetic(folder: Path, loss: str, k: int, seed: int, steps: int,
@@ -76,13 +79,15 @@ def run_arithmetic(folder: Path, loss: str, k: int, seed: int, steps: int,
 
 def table(results: list[RunResult], rows: list[tuple[str, int]], seeds: list[int]) -> list[str]:
     """One row per (loss, K): each seed's curve (final in bold), the mean and median final
-    accuracy, and kl/sampler_learner's mean and max over every step of every seed."""
+    accuracy, and kl/sampler_learner's and clip/frac's mean and max over every step of every
+    seed."""
     by_row = {row: {r.seed: r for r in results if (r.loss, r.k) == row} for row in rows}
     steps = sorted({s for r in results for s in r.accuracy})
     header = ["loss", "K"] + [f"seed {s}" for s in seeds] + [
-        "mean final", "median final", "kl/sampler_learner mean / max", "staleness max"]
+        "mean final", "median final", "kl/sampler_learner mean / max", "clip/frac mean / max",
+        "staleness max"]
     lines = ["| " + " | ".join(header) + " |",
-             "|---|---|" + "---|" * len(seeds) + "---:|---:|---:|---:|"]
+             "|---|---|" + "---|" * len(seeds) + "---:|---:|---:|---:|---:|"]
     for loss, k in rows:
         runs = [by_row[loss, k][s] for s in seeds]
         cells = [" → ".join(f"{r.accuracy[s]:.2f}" for s in steps[:-1])
@@ -90,37 +95,47 @@ def table(results: list[RunResult], rows: list[tuple[str, int]], seeds: list[int
         finals = [r.final for r in runs]
         kl = [x for r in runs for x in r.kl]
         kl_cell = f"{statistics.fmean(kl):.3f} / {max(kl):.2f}"
+        clip = [x for r in runs for x in r.clip_frac]
+        clip_cell = f"{statistics.fmean(clip):.3f} / {max(clip):.2f}"
         lines.append(f"| {loss} | {k} | " + " | ".join(cells)
                      + f" | **{statistics.fmean(finals):.2f}** "
-                     f"| {statistics.median(finals):.2f} | {kl_cell} "
+                     f"| {statistics.median(finals):.2f} | {kl_cell} | {clip_cell} "
                      f"| {max(r.staleness_max for r in runs)} |")
     return lines
 
 
 def plot(results: list[RunResult], rows: list[tuple[str, int]], out: Path) -> None:
-    """Held-out accuracy against step: each seed thin, the mean over seeds thick, a colour per
-    (loss, K)."""
+    """Held-out accuracy against step, one panel per K and a colour per loss: each seed thin,
+    the mean over seeds thick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.0, 4.0))
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
-    for (loss, k), colour in zip(rows, colours, strict=False):
-        runs = [r for r in results if (r.loss, r.k) == (loss, k)]
-        steps = sorted(runs[0].accuracy)
-        for r in runs:
-            ax.plot(steps, [r.accuracy[s] for s in steps], color=colour, alpha=0.3, lw=1)
-        mean = [statistics.fmean(r.accuracy[s] for r in runs) for s in steps]
-        ax.plot(steps, mean, color=colour, lw=2.5, marker="o",
-                label=f"{loss}, K = {k} (mean of {len(runs)} seeds)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("arithmetic recipe at its defaults, K steps off-policy")
+    ks = sorted({k for _, k in rows})
+    losses = list(dict.fromkeys(loss for loss, _ in rows))
+    colours = dict(zip(losses, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=False))
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.0 * len(ks), 3.8), sharey=True,
+                             squeeze=False)
+    for ax, k in zip(axes[0], ks, strict=True):
+        for loss in losses:
+            runs = [r for r in results if (r.loss, r.k) == (loss, k)]
+            if not runs:
+                continue
+            steps = sorted(runs[0].accuracy)
+            for r in runs:
+                ax.plot(steps, [r.accuracy[s] for s in steps], color=colours[loss], alpha=0.3,
+                        lw=1)
+            mean = [statistics.fmean(r.accuracy[s] for r in runs) for s in steps]
+            ax.plot(steps, mean, color=colours[loss], lw=2.5, marker="o",
+                    label=f"{loss} (mean of {len(runs)})")
+        ax.set_title(f"K = {k}")
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0][0].set_ylabel("held-out accuracy")
+    fig.suptitle("arithmetic recipe at its defaults, K steps off-policy")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -136,7 +151,9 @@ def main() -> None:
                     help="comma-separated policy-gradient losses, each run at every K")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--markdown", type=Path, help="a doc with off-policy-runs markers to update")
+    ap.add_argument("--markdown", type=Path, help="a doc with the table's markers to update")
+    ap.add_argument("--marker", default="off-policy-runs",
+                    help="the name of the markers the table goes between")
     ap.add_argument("--plot", type=Path, help="the PNG of the accuracy curves")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
@@ -169,7 +186,7 @@ def main() -> None:
     if args.markdown:
         from doc_markers import replace_between_markers
 
-        replace_between_markers(args.markdown, "\n".join(lines), name="off-policy-runs")
+        replace_between_markers(args.markdown, "\n".join(lines), name=args.marker)
     if args.plot:
         plot(results, rows, args.plot)
 
