@@ -3,7 +3,8 @@ held-out accuracy, kl/sampler_learner and staleness per run, as a table and a pl
 (docs/off_policy.md).
 
     .venv/bin/python bench/off_policy_seeds.py --out /tmp/off-policy [--ks 0,1,2]
-        [--seeds 0,1,2,3,4] [--losses importance_sampling,ppo] [--steps 30] [--eval-every 10]
+        [--seeds 0,1,2,3,4] [--losses importance_sampling,ppo | --rows ppo:1,cispo:2]
+        [--steps 30] [--eval-every 10]
         [--markdown docs/off_policy.md [--marker off-policy-runs]] [--plot docs/off_policy.png]
 
 Each (loss, K, seed) is one `mint-rl run arithmetic --loss L --seed S --max-steps-off-policy K`
@@ -149,6 +150,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--losses", default="importance_sampling",
                     help="comma-separated policy-gradient losses, each run at every K")
+    ap.add_argument("--rows", help="instead of --losses x --ks: LOSS:K,LOSS:K,... "
+                                   "(e.g. a loss whose K = 0 gradient equals another's)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--markdown", type=Path, help="a doc with the table's markers to update")
@@ -158,7 +161,10 @@ def main() -> None:
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = [(loss, k) for loss in args.losses.split(",") for k in ks]
+    rows = ([(loss, int(k)) for loss, k in (row.split(":") for row in args.rows.split(","))]
+            if args.rows else [(loss, k) for loss in args.losses.split(",") for k in ks])
+    selection = (f"--rows {args.rows}" if args.rows
+                 else f"--losses {args.losses} --ks {args.ks}")
 
     results = []
     for loss, k in rows:
@@ -177,7 +183,7 @@ def main() -> None:
                  for r in results)
     lines = [f"Runs of {datetime.fromtimestamp(newest, UTC):%Y-%m-%d}, tabled by "
              f"`python bench/off_policy_seeds.py "
-             f"--losses {args.losses} --ks {args.ks} --seeds {args.seeds}`: "
+             f"{selection} --seeds {args.seeds}`: "
              f"`mint-rl run arithmetic`, {args.steps} steps, held-out accuracy every "
              f"{args.eval_every} steps (each cell: step "
              f"{' → '.join(str(s) for s in sorted(results[0].accuracy))}).", "",

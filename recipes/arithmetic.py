@@ -5,7 +5,7 @@ reply is the sum, else 0. Each problem is sampled `group_size` times; advantages
 centered per group (GRPO without std normalisation). Held-out problems (never trained on) are
 evaluated before, during and after training, and by `mint-rl eval` on any checkpoint.
 
-    mint-rl run arithmetic [--steps 30] [--max-steps-off-policy 1] [--loss cispo] [--log-dir DIR]
+    mint-rl run arithmetic [--steps 30] [--max-steps-off-policy 1] [--loss ppo] [--log-dir DIR]
 
 Runs on the actor pipeline (`mint_rl.rl.train`): a vLLM sampler actor, the advantage actor and a
 torch + peft learner actor. Running the same command with the same --log-dir resumes from the

@@ -1,12 +1,11 @@
 """The reference RL loop: one synchronous RL step, top to bottom, on the public API only.
 
 Read this first. It teaches SmolLM2-135M-Instruct single-digit addition (the arithmetic recipe's
-task) with group-centered advantages and the importance_sampling loss. Each step: make a
+task) with group-centered advantages and the stable_reinforce loss. Each step: make a
 sampling client of the current weights, sample a group of answers per problem, score them,
 center the rewards within each group, turn every answer into a Datum, run forward_backward +
-optim_step. No actors and no
-overlap between sampling and training: `recipes/arithmetic.py` runs the same task on the async
-actor pipeline, with evaluation, checkpoints and a live view.
+optim_step. No actors and no overlap between sampling and training: `recipes/arithmetic.py`
+runs the same task on the async actor pipeline, with evaluation, checkpoints and a live view.
 
     mint-rl run rl_loop [--steps 10]
 """
@@ -37,7 +36,7 @@ class Config:
     samples_per_problem: int = option(8, "a group: its rewards are centered together")
     max_tokens: int = option(6, "reply length limit in tokens")
     temperature: float = option(1.0, "sampling temperature")
-    loss: LossName = option("importance_sampling", "policy-gradient loss")
+    loss: LossName = option("stable_reinforce", "policy-gradient loss")
     lr: float = option(1e-3, "Adam learning rate")
     rank: int = option(16, "LoRA rank")
     seed: int = option(0, "seed of problems and LoRA init")

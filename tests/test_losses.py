@@ -391,30 +391,31 @@ def test_stable_reinforce_by_hand():
     assert float(out.detach()) == 0 and lp32.grad is not None and float(lp32.grad) == 0
 
 
-def test_ppo_spends_its_clip_on_staleness_where_importance_sampling_does_not():
-    # Why the RL default is importance_sampling (docs/off_policy.md): the pipeline takes one
-    # optimizer step per batch. On-policy (r = 1) PPO's gradient is importance_sampling's,
-    # -r·A per token. Off-policy the ratio measures staleness, and PPO zeroes every token the
-    # previous step already moved past the band in A's direction, importance_sampling none.
+def test_ppo_spends_its_clip_on_staleness_where_stable_reinforce_does_not():
+    # Why the RL default is stable_reinforce (docs/off_policy.md): the pipeline takes one
+    # optimizer step per batch. On-policy (r = 1) PPO, importance_sampling and stable_reinforce
+    # have the same gradient, -r·A per token. Off-policy the ratio measures staleness: PPO
+    # zeroes every token the previous step already moved past its band in A's direction,
+    # importance_sampling weighs each by r, stable_reinforce by r capped at 2.
     logp = [-1.0, -1.0, -1.0, -1.0]
     advantages = [1.0, -1.0, 1.0, 1.0]
     same = dict(logprobs=logp, advantages=advantages, weights=[1.0] * 4)
-    _, ppo_grad = _per_token("ppo", {}, logp, **same)
-    _, is_grad = _per_token("importance_sampling", {}, logp, **same)
-    torch.testing.assert_close(ppo_grad, is_grad)
-    torch.testing.assert_close(is_grad, -torch.tensor(advantages, dtype=torch.float64))
+    grads = {loss: _per_token(loss, {}, logp, **same)[1]
+             for loss in ("ppo", "importance_sampling", "stable_reinforce")}
+    for grad in grads.values():
+        torch.testing.assert_close(grad, -torch.tensor(advantages, dtype=torch.float64))
 
-    # One step stale: ratios 1.5 and 0.5 left [0.8, 1.2] in A's direction (PPO's gradient 0),
-    # 1.1 is inside, and the last 0.5 moved against A (PPO keeps it: -r·A).
-    ratios = [1.5, 0.5, 1.1, 0.5]
+    # One step stale: ratios 3 and 0.5 left [0.8, 1.2] in A's direction, 1.1 is inside, and
+    # the last 0.5 moved against A (PPO keeps it).
+    ratios = [3.0, 0.5, 1.1, 0.5]
     stale = dict(same, logprobs=[lp - math.log(r) for lp, r in zip(logp, ratios, strict=True)])
-    _, ppo_grad = _per_token("ppo", {}, logp, **stale)
-    _, is_grad = _per_token("importance_sampling", {}, logp, **stale)
-    expected_is = -torch.tensor([r * a for r, a in zip(ratios, advantages, strict=True)],
-                                dtype=torch.float64)
-    torch.testing.assert_close(is_grad, expected_is)
-    torch.testing.assert_close(ppo_grad, torch.tensor([0.0, 0.0, -1.1, -0.5],
-                                                      dtype=torch.float64))
+    grads = {loss: _per_token(loss, {}, logp, **stale)[1]
+             for loss in ("ppo", "importance_sampling", "stable_reinforce")}
+    expected = {"ppo": [0.0, 0.0, -1.1, -0.5],
+                "importance_sampling": [-3.0, 0.5, -1.1, -0.5],
+                "stable_reinforce": [-2.0, 0.5, -1.1, -0.5]}
+    for loss, grad in grads.items():
+        torch.testing.assert_close(grad, torch.tensor(expected[loss], dtype=torch.float64))
 
 
 def test_new_loss_configs_defaults_and_errors():
