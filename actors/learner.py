@@ -26,7 +26,7 @@ class LearnerConfig:
     base_model: str
     rank: int = 16
     seed: int | None = 0
-    loss: str = "stable_reinforce"
+    loss: str = "ppo"
     loss_config: dict[str, float] | None = None
     learning_rate: float = 1e-3
     resume_from: str | None = None  # a save_state path: continue exactly from it

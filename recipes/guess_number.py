@@ -24,9 +24,8 @@ game counts `max_turns`), `eval/reward` the mean reward.
     mint-rl run guess_number [--max-number 10] [--max-turns 5] [--steps 20] [--log-dir DIR]
 
 Defaults: secrets 1..10 (3 held out: 2, 6 and 9 at seed 0), 5 turns, at most 6 new tokens per
-reply, 4 secrets x 8 games per step, 20 steps, stable_reinforce, lr 1e-3, LoRA r16, K = 0,
-fp32; each held-out secret played 8 times at T = 1, every 10 steps. (The figures below were
-measured with PPO, whose gradient at K = 0 is the same: docs/off_policy.md.)
+reply, 4 secrets x 8 games per step, 20 steps, PPO, lr 1e-3, LoRA r16, K = 0, fp32; each
+held-out secret played 8 times at T = 1, every 10 steps.
 
 Measured here (2026-12-02, 2 cores shared with other jobs, load 4-13; `--learner-threads 1`,
 otherwise defaults; stopped from outside at step 8 and resumed from its checkpoint by the same

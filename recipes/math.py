@@ -15,9 +15,8 @@ any problem equal to one of them) are evaluated before, during and after trainin
     mint-rl run math --dataset gsm8k [--gsm8k-path DIR] --max-tokens 256
 
 Defaults: level 1 (one addition or subtraction, counts up to 20), 8 problems x 8 samples per
-step, at most 16 new tokens, 20 steps, stable_reinforce, lr 1e-3, LoRA r16, K = 0, fp32;
-48 held-out problems x 2 samples at T = 1, evaluated every 10 steps. (The figures below were
-measured with PPO, whose gradient at K = 0 is the same: docs/off_policy.md.)
+step, at most 16 new tokens, 20 steps, PPO, lr 1e-3, LoRA r16, K = 0, fp32; 48 held-out
+problems x 2 samples at T = 1, evaluated every 10 steps.
 
 Measured here (2026-12-02, 2 cores shared with other jobs: load 8-12 for most of the run,
 below 1 for the last steps; `--learner-threads 1`, which keeps the learner's threads from

@@ -1,11 +1,11 @@
 """The reference RL loop: one synchronous RL step, top to bottom, on the public API only.
 
 Read this first. It teaches SmolLM2-135M-Instruct single-digit addition (the arithmetic recipe's
-task) with group-centered advantages and the stable_reinforce loss. Each step: make a
-sampling client of the current weights, sample a group of answers per problem, score them,
-center the rewards within each group, turn every answer into a Datum, run forward_backward +
-optim_step. No actors and no overlap between sampling and training: `recipes/arithmetic.py`
-runs the same task on the async actor pipeline, with evaluation, checkpoints and a live view.
+task) with group-centered advantages and the PPO loss. Each step: make a sampling client of the
+current weights, sample a group of answers per problem, score them, center the rewards within
+each group, turn every answer into a Datum, run forward_backward + optim_step. No actors and no
+overlap between sampling and training: `recipes/arithmetic.py` runs the same task on the async
+actor pipeline, with evaluation, checkpoints and a live view.
 
     mint-rl run rl_loop [--steps 10]
 """
@@ -36,7 +36,7 @@ class Config:
     samples_per_problem: int = option(8, "a group: its rewards are centered together")
     max_tokens: int = option(6, "reply length limit in tokens")
     temperature: float = option(1.0, "sampling temperature")
-    loss: LossName = option("stable_reinforce", "policy-gradient loss")
+    loss: LossName = option("ppo", "policy-gradient loss")
     lr: float = option(1e-3, "Adam learning rate")
     rank: int = option(16, "LoRA rank")
     seed: int = option(0, "seed of problems and LoRA init")
@@ -74,7 +74,7 @@ def train(cfg: Config, log_dir: Path) -> list[dict[str, float]]:
         advantages = center_per_group(rewards)
 
         # 5. One Datum per answer: prompt + answer tokens, the sampler's logprobs of the answer
-        #    (the importance ratio's denominator) and its advantage on every answer token.
+        #    (the PPO ratio's denominator) and its advantage on every answer token.
         datums = [trajectory_datum(prompt, seq.tokens, seq.logprobs, adv)
                   for prompt, group, group_rewards, group_advantages
                   in zip(prompts, groups, rewards, advantages, strict=True)

@@ -392,9 +392,9 @@ def test_stable_reinforce_by_hand():
 
 
 def test_ppo_spends_its_clip_on_staleness_where_stable_reinforce_does_not():
-    # Why the RL default is stable_reinforce (docs/off_policy.md): the pipeline takes one
-    # optimizer step per batch. On-policy (r = 1) PPO, importance_sampling and stable_reinforce
-    # have the same gradient, -r·A per token. Off-policy the ratio measures staleness: PPO
+    # What docs/off_policy.md measures: the pipeline takes one optimizer step per batch, so
+    # on-policy (r = 1) PPO, importance_sampling and stable_reinforce have the same gradient,
+    # -r·A per token. Off-policy the ratio measures staleness: PPO
     # zeroes every token the previous step already moved past its band in A's direction,
     # importance_sampling weighs each by r, stable_reinforce by r capped at 2.
     logp = [-1.0, -1.0, -1.0, -1.0]
