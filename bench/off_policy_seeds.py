@@ -3,9 +3,8 @@ held-out accuracy, kl/sampler_learner and staleness per run, as a table and a pl
 (docs/off_policy.md).
 
     .venv/bin/python bench/off_policy_seeds.py --out /tmp/off-policy [--ks 0,1,2]
-        [--seeds 0,1,2,3,4] [--losses importance_sampling,ppo | --rows ppo:1,cispo:2]
-        [--steps 30] [--eval-every 10]
-        [--markdown docs/off_policy.md [--marker off-policy-runs]] [--plot docs/off_policy.png]
+        [--seeds 0,1,2,3,4] [--losses ppo,stable_reinforce | --rows ppo:1,cispo:2]
+        [--steps 30] [--eval-every 10] [--markdown docs/off_policy.md] [--plot docs/off_policy.png]
 
 Each (loss, K, seed) is one `mint-rl run arithmetic --loss L --seed S --max-steps-off-policy K`
 in its own process, one after the other (they would share the cores otherwise), into
@@ -70,9 +69,8 @@ def run_arithmetic(folder: Path, loss: str, k: int, seed: int, steps: int,
                    eval_every: int) -> None:
     mint_rl = Path(sys.executable).with_name("mint-rl")
     cmd = [str(mint_rl), "run", "arithmetic", "--loss", loss, "--seed", str(seed),
-           "--steps", str(steps),
-           "--eval-every", str(eval_every), "--max-steps-off-policy", str(k),
-           "--log-dir", str(folder)]
+           "--steps", str(steps), "--eval-every", str(eval_every),
+           "--max-steps-off-policy", str(k), "--log-dir", str(folder)]
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f"{folder.name}.log", "w") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -115,7 +113,7 @@ def plot(results: list[RunResult], rows: list[tuple[str, int]], out: Path) -> No
 
     ks = sorted({k for _, k in rows})
     losses = list(dict.fromkeys(loss for loss, _ in rows))
-    colours = dict(zip(losses, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=False))
+    colours = {loss: f"C{i}" for i, loss in enumerate(losses)}  # matplotlib's colour cycle
     fig, axes = plt.subplots(1, len(ks), figsize=(4.0 * len(ks), 3.8), sharey=True,
                              squeeze=False)
     for ax, k in zip(axes[0], ks, strict=True):
@@ -148,21 +146,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder of the runs")
     ap.add_argument("--ks", default="0,1,2")
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--losses", default="importance_sampling",
+    ap.add_argument("--losses", default="ppo",
                     help="comma-separated policy-gradient losses, each run at every K")
     ap.add_argument("--rows", help="instead of --losses x --ks: LOSS:K,LOSS:K,... "
                                    "(e.g. a loss whose K = 0 gradient equals another's)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--markdown", type=Path, help="a doc with the table's markers to update")
-    ap.add_argument("--marker", default="off-policy-runs",
-                    help="the name of the markers the table goes between")
+    ap.add_argument("--markdown", type=Path, help="a doc with off-policy-runs markers to update")
     ap.add_argument("--plot", type=Path, help="the PNG of the accuracy curves")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = ([(loss, int(k)) for loss, k in (row.split(":") for row in args.rows.split(","))]
-            if args.rows else [(loss, k) for loss in args.losses.split(",") for k in ks])
+    try:
+        rows = ([(loss, int(k)) for loss, k in (row.split(":") for row in args.rows.split(","))]
+                if args.rows else [(loss, k) for loss in args.losses.split(",") for k in ks])
+    except ValueError:
+        ap.error(f"--rows: expected LOSS:K,LOSS:K,... (K an integer), got {args.rows!r}")
     selection = (f"--rows {args.rows}" if args.rows
                  else f"--losses {args.losses} --ks {args.ks}")
 
@@ -192,7 +191,7 @@ def main() -> None:
     if args.markdown:
         from doc_markers import replace_between_markers
 
-        replace_between_markers(args.markdown, "\n".join(lines), name=args.marker)
+        replace_between_markers(args.markdown, "\n".join(lines), name="off-policy-runs")
     if args.plot:
         plot(results, rows, args.plot)
 

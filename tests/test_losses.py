@@ -394,9 +394,9 @@ def test_stable_reinforce_by_hand():
 def test_ppo_spends_its_clip_on_staleness_where_stable_reinforce_does_not():
     # What docs/off_policy.md measures: the pipeline takes one optimizer step per batch, so
     # on-policy (r = 1) PPO, importance_sampling and stable_reinforce have the same gradient,
-    # -r·A per token. Off-policy the ratio measures staleness: PPO
-    # zeroes every token the previous step already moved past its band in A's direction,
-    # importance_sampling weighs each by r, stable_reinforce by r capped at 2.
+    # -r·A per token. Off-policy the ratio measures staleness: PPO zeroes every token the
+    # previous step already moved past its band in A's direction, importance_sampling weighs
+    # each by r, stable_reinforce by r capped at 2.
     logp = [-1.0, -1.0, -1.0, -1.0]
     advantages = [1.0, -1.0, 1.0, 1.0]
     same = dict(logprobs=logp, advantages=advantages, weights=[1.0] * 4)
