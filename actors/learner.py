@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from mint_rl import types
 from mint_rl.errors import InvalidInputError
+from mint_rl.process_memory import learner_memory_metrics
 from mint_rl.rl.types import SavedPolicy
 from mint_rl.runtime import Actor, endpoint
 
@@ -86,6 +87,8 @@ class LearnerActor(Actor):
             "ratio/mean": out.metrics.get("ratio:mean", 1.0),
             "clip/frac": out.metrics.get("clip_frac:mean", 0.0),
             "optim/grad_norm": (optim.metrics or {}).get("grad_norm:mean", 0.0),
+            # Measured where the learner runs (its own process with the Ray backend).
+            **learner_memory_metrics(out.metrics),
         }
 
     @endpoint

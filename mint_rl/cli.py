@@ -2,6 +2,7 @@
 
     mint-rl run RECIPE|FILE.py [--log-dir DIR] [--wandb PROJECT] [recipe options...]
     mint-rl prepare-model [ID_OR_FOLDER] [--check]
+    mint-rl prepare-model --shape qwen3-0.6b --random [--out DIR]
     mint-rl list
     mint-rl show RUN_FOLDER
     mint-rl plot RUN_FOLDER [RUN_FOLDER ...] [--out comparison.png]
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "run":
         return _run(args, extra, subparser)
     if command == "prepare-model":
+        if args.shape is not None:
+            return _prepare_random_model(args, subparser)
         return _prepare_model(args.model, args.check)
     if command == "list":
         print("\n".join(_recipe_names()))
@@ -113,6 +116,16 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     prepare.add_argument("model", nargs="?", default=None)
     prepare.add_argument("--check", action="store_true",
                          help="also load it with transformers and ask it a question")
+    prepare.add_argument("--shape", default=None,
+                         help="instead: build a model of a real architecture (qwen3-0.6b, "
+                              "qwen3-1.7b, qwen2.5-0.5b, llama-3.2-1b, smollm2-360m) with random "
+                              "weights and the bundled tokenizer, for memory and speed at real "
+                              "shapes (needs --random)")
+    prepare.add_argument("--random", action="store_true",
+                         help="with --shape: random weights (the only kind: nothing downloads)")
+    prepare.add_argument("--out", type=Path, default=None,
+                         help="with --shape: the folder to write (default "
+                              "$MINT_RL_HOME/models/random-SHAPE)")
     commands = {"run": run, "prepare-model": prepare,
                 "list": sub.add_parser("list", help="list recipes")}
     show = sub.add_parser("show", help="a run's latest samples and a summary of its metrics")
@@ -326,6 +339,25 @@ def _prepare_model(model: str | None, check: bool) -> int:
     if (model or DEFAULT_MODEL) == DEFAULT_MODEL and "paris" not in answer.lower():
         console.print("[bold red]the default model did not answer 'Paris': it is not usable[/]")
         return 1
+    return 0
+
+
+def _prepare_random_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`--shape NAME --random`: an HF folder of that architecture with random weights."""
+    from mint_rl.model_shapes import SHAPES, prepare_random_model
+
+    if not args.random:
+        parser.error("--shape builds random weights only; say so with --random")
+    if args.model is not None or args.check:
+        parser.error("--shape takes neither a model id nor --check (its answers are noise)")
+    if args.shape not in SHAPES:
+        parser.error(f"unknown --shape {args.shape!r}; known: {', '.join(SHAPES)}")
+    start = time.perf_counter()
+    with console.status(f"building {args.shape} with random weights"):
+        path = prepare_random_model(args.shape, args.out)
+    console.print(f"{args.shape} (random weights, source shape {SHAPES[args.shape].source}) "
+                  f"ready in {time.perf_counter() - start:.1f} s: {path}")
+    console.print(f"use it as --base-model {path}")
     return 0
 
 

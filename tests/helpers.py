@@ -94,3 +94,24 @@ def served(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def rl_step_data(vocab: int, *, groups: int, samples: int, tokens: int, prompt: int,
+                 seed: int = 0) -> list:
+    """An RL batch at a real shape: `groups` x `samples` datums of `tokens` model-input tokens,
+    the first `prompt` shared within a group, the completion trained (ppo inputs)."""
+    g = torch.Generator().manual_seed(seed)
+    data = []
+    for _ in range(groups):
+        shared = torch.randint(100, vocab, (prompt,), generator=g).tolist()
+        for s in range(samples):
+            full = shared + torch.randint(100, vocab, (tokens + 1 - prompt,), generator=g).tolist()
+            weights = [0.0] * (prompt - 1) + [1.0] * (tokens + 1 - prompt)
+            advantage = 1.0 if s % 2 else -1.0
+            data.append(types.Datum(
+                model_input=types.ModelInput.from_ints(full[:-1]),
+                loss_fn_inputs={"target_tokens": full[1:], "weights": weights,
+                                "advantages": [advantage * w for w in weights],
+                                # about a random model's own logprob of a token
+                                "logprobs": [-10.8] * tokens}))
+    return data

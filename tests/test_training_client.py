@@ -228,9 +228,10 @@ def test_a_datum_too_long_to_train_on_is_refused_before_it_runs(tiny_model, monk
         client.forward_backward([datum], "cross_entropy")
     assert client.forward([datum], "cross_entropy").result().loss > 0  # no backward: fine
 
-    # By default the limit is what free memory holds: 40 tokens need more than 1 MiB here.
+    # By default the limit is what free memory holds, with per-layer recompute: 40 tokens need
+    # more than 64 KiB here.
     client = mint.ServiceClient().create_lora_training_client(str(tiny_model), rank=4)
-    monkeypatch.setattr(learner_engine, "_available_memory", lambda model: 1 << 20)
+    monkeypatch.setattr(learner_engine, "free_memory", lambda device: 1 << 16)
     with pytest.raises(mint.InvalidInputError, match="free memory"):
         client.forward_backward([datum], "cross_entropy")
 

@@ -3,13 +3,15 @@
 Blocking and single-threaded by design: the TrainingClient runs these methods one at a time, in
 submission order, on its worker thread. A step reads top to bottom:
 
-    prepare (validate) -> pack rows -> decoder forward -> logprobs at the needed positions
-    -> loss per datum (summed) -> backward (gradients accumulate until optim_step)
+    prepare (validate) -> plan micro-batches for the memory there is (memory.py)
+    -> per micro-batch: pack rows -> decoder forward -> logprobs at the needed positions
+       -> loss per datum (summed) -> backward (gradients accumulate until optim_step)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +27,22 @@ from mint_rl.learner.device import check_device, resolve_device
 from mint_rl.learner.inputs import PreparedDatum, prepare_batch
 from mint_rl.learner.logprobs import selective_logprobs
 from mint_rl.learner.lora import add_lora
-from mint_rl.learner.packing import PackedBatch, pack
+from mint_rl.learner.memory import (
+    DEFAULT_ACTIVATION_MEMORY,
+    RECOMPUTE_MODES,
+    RESIDENT_PER_SAVED_BYTE,
+    ActivationCost,
+    IdleRelease,
+    MemoryPlan,
+    Recompute,
+    SavedBytes,
+    estimated_cost,
+    free_memory,
+    longest_trainable,
+    plan_memory,
+    split_microbatches,
+)
+from mint_rl.learner.packing import PackedBatch, pack, prompt_groups
 from mint_rl.losses import Loss, get_loss
 from mint_rl.placement import parse_cores, pin_current_thread
 from mint_rl.types import AdamParams, Datum, ForwardBackwardOutput, LoraConfig, TensorData
@@ -44,7 +61,15 @@ class LearnerSettings:
     # (8 groups of ~110 tokens) rows of 256 made the step 7% faster than rows of 512, and on
     # mixed-length SFT sequences no slower (docs/learner.md).
     row_capacity: int = 256
-    tokens_per_microbatch: int = 4096  # bounds activation memory; gradients accumulate across
+    # Micro-batches (gradients accumulate across them) are sized so their activations fit the
+    # memory free at each call, at most `activation_memory` bytes (None = by device: 3 GiB on a
+    # CPU, where bigger ones compute no faster; free memory only on CUDA). tokens_per_microbatch
+    # fixes the packed positions per micro-batch instead. See mint_rl/learner/memory.py.
+    activation_memory: int | None = None
+    tokens_per_microbatch: int | None = None
+    # Per-layer activation recompute in the backward pass: "auto" when the longest datum would not
+    # fit a micro-batch without it, "on" always (least memory, ~30% slower), "off" never.
+    recompute: Recompute = "auto"
     share_prefixes: bool = True  # compute a prompt shared by several samples once
     num_threads: int | None = None  # torch intra-op threads (None = torch's default)
     # CPU cores the learner's compute thread is pinned to (None = not pinned); with cores given,
@@ -65,8 +90,17 @@ class LearnerSettings:
         if self.dtype not in ("float32", "bfloat16"):
             raise InvalidInputError("dtype", f"must be 'float32' or 'bfloat16', got {self.dtype!r}")
         check_device(self.device)
-        if self.row_capacity < 1 or self.tokens_per_microbatch < 1:
-            raise InvalidInputError("row_capacity", "and tokens_per_microbatch must be >= 1")
+        if self.row_capacity < 1:
+            raise InvalidInputError("row_capacity", f"must be >= 1, got {self.row_capacity}")
+        if self.tokens_per_microbatch is not None and self.tokens_per_microbatch < 1:
+            raise InvalidInputError("tokens_per_microbatch",
+                                    f"must be >= 1, got {self.tokens_per_microbatch}")
+        if self.activation_memory is not None and self.activation_memory < 1 << 20:
+            raise InvalidInputError("activation_memory", "must be at least 1 MiB (in bytes), "
+                                                         f"got {self.activation_memory}")
+        if self.recompute not in RECOMPUTE_MODES:
+            raise InvalidInputError("recompute", f"must be one of {', '.join(RECOMPUTE_MODES)}, "
+                                                 f"got {self.recompute!r}")
         if self.num_threads is not None and self.num_threads < 1:
             raise InvalidInputError("num_threads", f"must be >= 1, got {self.num_threads}")
         if self.cpu_cores is not None:
@@ -108,7 +142,13 @@ class LearnerEngine:
                                            eps=1e-12, weight_decay=0.0)
         self.step = 0  # optimizer steps taken: the policy version
         self.context = int(getattr(base.config, "max_position_embeddings", 0) or 1 << 30)
-        self.bytes_per_token = _training_bytes_per_token(base.config)
+        # Activation bytes per position: estimated from the shape, then measured (memory.py).
+        self.activation_cost: ActivationCost = estimated_cost(base.config)
+        self._saved = SavedBytes(self.model.parameters())
+        self._recompute_on = False
+        self._idle_release = IdleRelease(self.device)
+        # The memory metrics of the last call that trained (for runs that read them here).
+        self.last_train_metrics: dict[str, float] = {}
 
     def hf_model(self) -> PreTrainedModel:
         """The transformers model inside the peft wrapper (its layers carry the LoRA)."""
@@ -152,11 +192,42 @@ class LearnerEngine:
         if self.settings.max_tokens_per_datum is not None:
             limit = self.settings.max_tokens_per_datum
             return limit, f"LearnerSettings.max_tokens_per_datum ({limit})"
-        available = _available_memory(self.model)
-        return int(0.8 * available / self.bytes_per_token), (
+        available = free_memory(self.device)
+        recompute = self.settings.recompute
+        per_token = self.activation_cost.per_position(recompute != "off")
+        how = "with per-layer recompute" if recompute != "off" else "without recompute"
+        return longest_trainable(self.activation_cost, available, recompute), (
             f"what the {available / 2**30:.1f} GiB of free memory holds at "
-            f"~{self.bytes_per_token / 2**20:.1f} MiB per token "
+            f"~{per_token / 2**20:.2f} MiB per token {how} "
             "(LearnerSettings.max_tokens_per_datum overrides)")
+
+    def plan(self, batch: list[PreparedDatum], trained: list[torch.Tensor] | None,
+             backward: bool) -> tuple[MemoryPlan, list[list[int]]]:
+        """Micro-batches (datum indices) for `batch`, and the plan they follow (memory.py)."""
+        units = self._units(batch)
+        lengths = [len(d.tokens) for d in batch]
+        positions = [shared + sum(lengths[d] - shared for d in members)
+                     for shared, members in units]
+        longest = max((shared + max(lengths[d] - shared for d in members)
+                       for shared, members in units), default=1)
+        n_trained = sum(int(t.sum()) for t in trained) if trained is not None else sum(lengths)
+        share = min(1.0, n_trained / max(1, sum(positions)))
+        cap = self.settings.activation_memory
+        if cap is None:
+            cap = DEFAULT_ACTIVATION_MEMORY.get(self.device.type)
+        plan = plan_memory(self.activation_cost, longest, share, free_memory(self.device), cap,
+                           self.settings.recompute, backward)
+        if self.settings.tokens_per_microbatch is not None:
+            plan = dataclasses.replace(plan,
+                                       microbatch_positions=self.settings.tokens_per_microbatch)
+        return plan, split_microbatches(units, lengths, plan.microbatch_positions)
+
+    def _units(self, batch: list[PreparedDatum]) -> list[tuple[int, list[int]]]:
+        """Datums as the packer groups them: (shared prompt length, datum indices)."""
+        seqs = [d.tokens for d in batch]
+        if not self.settings.share_prefixes:
+            return [(0, [d]) for d in range(len(seqs))]
+        return prompt_groups(seqs)
 
     def forward_backward(
         self, batch: list[PreparedDatum], loss: Loss, config: dict[str, float], *, backward: bool,
@@ -167,14 +238,36 @@ class LearnerEngine:
         logprobs: list[torch.Tensor] = [torch.empty(0)] * len(batch)
         total = 0.0
         metric_sums: dict[str, float] = {}
+        trained = [loss.trained(d.x) for d in batch] if backward else None
+        plan, parts = self.plan(batch, trained, backward)
+        self._before_call(plan)
         with self._gradients_kept_unless_finite() if backward else contextlib.nullcontext():
-            for indices in self._microbatches(batch):
+            for indices in parts:
                 total += self._forward_backward_part(batch, indices, loss, config, backward,
                                                      full_precision, logprobs, metric_sums)
             if backward and not math.isfinite(total):
                 raise FloatingPointError("the loss is not finite")
-        metrics = {"loss:sum": total, **_finish_metrics(metric_sums)}
+        self._after_call(plan, len(parts), backward)
+        metrics = {"loss:sum": total, **_finish_metrics(metric_sums), **plan.metrics(len(parts))}
         return _output(logprobs, metrics)
+
+    def _set_recompute(self, on: bool) -> None:
+        if on != self._recompute_on:
+            if on:
+                self.hf_model().gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.hf_model().gradient_checkpointing_disable()
+            self._recompute_on = on
+
+    def _before_call(self, plan: MemoryPlan) -> None:
+        self._idle_release.busy()
+        self._set_recompute(plan.recompute)
+
+    def _after_call(self, plan: MemoryPlan, microbatches: int, backward: bool) -> None:
+        if backward:
+            self.last_train_metrics = plan.metrics(microbatches)
+        self._idle_release.idle()  # memory back to the system if no call follows soon
 
     def _forward_backward_part(
         self, batch: list[PreparedDatum], indices: list[int], loss: Loss,
@@ -185,7 +278,7 @@ class LearnerEngine:
         part = [batch[i].to(self.device) for i in indices]
         trained = [loss.trained(d.x) for d in part] if backward else None
         with contextlib.nullcontext() if backward else torch.no_grad():
-            lps = self._logprobs(part, trained, full_precision)
+            lps = self._logprobs(part, trained, full_precision, measure=backward)
             per_datum = [loss.per_token(lp, d.x, config).sum()
                          for lp, d in zip(lps, part, strict=True)]
             part_loss = torch.stack(per_datum).sum()
@@ -230,62 +323,83 @@ class LearnerEngine:
         The function gets the logprobs on the CPU, as Tinker's client does, so it can mix them
         with tensors built from the data whatever the learner's device; dL/dlogp is carried
         back onto the device's graph."""
-        lps = self._logprobs([d.to(self.device) for d in batch], trained=None)
+        plan, parts = self.plan(batch, None, backward=True)
+        self._before_call(plan)
+        one_pass = len(parts) == 1
+        # One micro-batch: the graph of the logprobs is kept for the backward pass. More: the
+        # logprobs are computed without a graph, and each micro-batch is computed again with one
+        # to carry dL/dlogp back (one more forward pass, memory of one micro-batch).
+        lps: list[torch.Tensor] = [torch.empty(0)] * len(batch)
+        for indices in parts:
+            with contextlib.nullcontext() if one_pass else torch.no_grad():
+                part = self._logprobs([batch[i].to(self.device) for i in indices], trained=None,
+                                      measure=one_pass)
+            for i, lp in zip(indices, part, strict=True):
+                lps[i] = lp
         handed = [lp.detach().cpu().requires_grad_() for lp in lps]
         loss, metrics = _custom_result(fn(list(data), handed))
         with self._gradients_kept_unless_finite():
             if not torch.isfinite(loss):
                 raise FloatingPointError("the custom loss is not finite")
             grads = torch.autograd.grad(loss, handed, allow_unused=True)
-            used = [(g, lp) for g, lp in zip(grads, lps, strict=True) if g is not None]
             # Tinker reports the linear surrogate sum(dL/dlogp * logp) as loss:sum; same here.
             surrogate = sum(float((g * h.detach()).sum())
                             for g, h in zip(grads, handed, strict=True) if g is not None)
-            if used:
-                torch.autograd.backward([lp for _, lp in used],
-                                        [g.to(lp.device) for g, lp in used])
-        metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()), **metrics}
+            for indices in parts:
+                used = [i for i in indices if grads[i] is not None]
+                if not used:
+                    continue
+                live = lps if one_pass else self._logprobs(
+                    [batch[i].to(self.device) for i in indices], trained=None, measure=True)
+                by_datum = dict(zip(indices, live, strict=True)) if not one_pass else None
+                outputs = [lps[i] if by_datum is None else by_datum[i] for i in used]
+                torch.autograd.backward(outputs, [grads[i].to(lp.device)  # type: ignore[union-attr]
+                                                  for i, lp in zip(used, outputs, strict=True)])
+        self._after_call(plan, len(parts), backward=True)
+        metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()), **metrics,
+                   **plan.metrics(len(parts))}
         return _output([h.detach() for h in handed], metrics)
-
-    def _microbatches(self, batch: list[PreparedDatum]) -> list[list[int]]:
-        """Splits the batch by token budget, keeping datums with the same prompt together."""
-        order = sorted(range(len(batch)), key=lambda i: batch[i].tokens)
-        out: list[list[int]] = [[]]
-        used = 0
-        budget = self.settings.tokens_per_microbatch
-        for i in order:
-            n = len(batch[i].tokens)
-            if out[-1] and used + n > budget:
-                out.append([])
-                used = 0
-            out[-1].append(i)
-            used += n
-        return out
 
     def _logprobs(
         self, batch: list[PreparedDatum], trained: list[torch.Tensor] | None,
-        full_precision: bool = False,
+        full_precision: bool = False, measure: bool = False,
     ) -> list[torch.Tensor]:
+        """Per-datum logprobs of one micro-batch. With `measure` (and a graph being built, no
+        recompute) the activation bytes it keeps update `activation_cost`."""
         packed = self.pack([d.tokens for d in batch])
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if self.settings.dtype == "bfloat16" and not full_precision
             else contextlib.nullcontext()
         )
+        measure = measure and torch.is_grad_enabled() and not self._recompute_on
+        counting = self._saved.counting if measure else contextlib.nullcontext
         with autocast:
-            hidden = self.decoder(
-                input_ids=packed.input_ids,
-                attention_mask=packed.attention_mask,
-                position_ids=packed.position_ids,
-            ).last_hidden_state
+            with counting():
+                hidden = self.decoder(
+                    input_ids=packed.input_ids,
+                    attention_mask=packed.attention_mask,
+                    position_ids=packed.position_ids,
+                ).last_hidden_state
+            decoder_bytes = self._saved.bytes
             hidden_flat = hidden.reshape(-1, hidden.shape[-1])
-            flat = selective_logprobs(
-                hidden_flat,
-                self.lm_head,
-                torch.cat(packed.columns),
-                torch.cat([d.targets for d in batch]),
-                torch.cat(trained) if trained is not None else None,
-            )
+            targets = torch.cat(trained) if trained is not None else None
+            with counting():
+                flat = selective_logprobs(
+                    hidden_flat,
+                    self.lm_head,
+                    torch.cat(packed.columns),
+                    torch.cat([d.targets for d in batch]),
+                    targets,
+                )
+        if measure:
+            n_trained = int(targets.sum()) if targets is not None else len(flat)
+            resident = RESIDENT_PER_SAVED_BYTE
+            self.activation_cost = dataclasses.replace(
+                self.activation_cost, decoder=resident * decoder_bytes / packed.real_tokens,
+                head=(resident * self._saved.bytes / n_trained if n_trained
+                      else self.activation_cost.head),
+                measured=True)
         return list(flat.split([len(d.tokens) for d in batch]))
 
     def pack(self, seqs: list[list[int]]) -> PackedBatch:
@@ -439,28 +553,3 @@ def _finish_metrics(sums: dict[str, float]) -> dict[str, float]:
         if key in sums:
             out[name] = sums[key] / n
     return out
-
-
-def _training_bytes_per_token(config: Any) -> int:
-    """Activation memory forward_backward keeps per token of one datum (fp32).
-
-    Per layer ~20 hidden-sized and ~10 intermediate-sized tensors are kept for the backward
-    pass, plus the logits row of the one position. Measured on SmolLM2-135M on CPU: 3.2 MiB per
-    token (1024, 2048 and 4096-token datums: 3.7, 6.5 and 12.8 GiB more at peak); this estimate
-    gives 3.5 MiB.
-    """
-    hidden = int(getattr(config, "hidden_size", 1024))
-    inter = int(getattr(config, "intermediate_size", 4 * hidden))
-    layers = int(getattr(config, "num_hidden_layers", 24))
-    vocab = int(getattr(config, "vocab_size", 32000))
-    return 4 * (layers * (20 * hidden + 10 * inter) + 2 * vocab)
-
-
-def _available_memory(model: torch.nn.Module) -> int:
-    """Bytes free on the device the model computes on."""
-    device = next(model.parameters()).device
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    import psutil
-
-    return int(psutil.virtual_memory().available)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-CHUNK = 1024  # positions per LM-head chunk: 1024 x 49k fp32 logits = 200 MB
+CHUNK = 512  # positions per LM-head chunk: 512 x 49k fp32 logits = 100 MB
 
 
 def token_logprobs(

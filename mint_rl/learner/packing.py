@@ -49,7 +49,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def _prompt_groups(seqs: list[list[int]], min_shared: int) -> list[tuple[int, list[int]]]:
+def prompt_groups(seqs: list[list[int]], min_shared: int = 8) -> list[tuple[int, list[int]]]:
     """Groups datums whose sequences share a prefix of at least `min_shared` tokens.
 
     Returns (shared prefix length, datum indices) per group; single datums have prefix 0.
@@ -90,7 +90,7 @@ def pack(
     """Packs token sequences into rows; `columns[d]` maps datum d's positions into the rows.
     The tensors are on `device`."""
     if share_prefixes:
-        groups = _prompt_groups(seqs, min_shared)
+        groups = prompt_groups(seqs, min_shared)
     else:
         groups = [(0, [d]) for d in range(len(seqs))]
     unit_len = [shared + sum(len(seqs[d]) - shared for d in members) for shared, members in groups]

@@ -93,3 +93,21 @@ def keep_rows_before(path: Path, step: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
+
+
+def peak_memory_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """"peak memory: learner X GiB, vLLM engine Y GiB (...)" from a run's metric rows."""
+    def peak(key: str) -> float | None:
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        return max(values) if values else None
+
+    learner, engine = peak("memory/learner_peak_rss_gib"), peak("memory/engine_peak_rss_gib")
+    if learner is None and engine is None:
+        return None
+    parts = [f"{name} {value:.2f} GiB" for name, value in
+             (("learner process", learner), ("vLLM engine process", engine)) if value is not None]
+    tokens, recompute = peak("memory/microbatch_tokens"), peak("memory/recompute")
+    if tokens is not None:
+        parts.append(f"micro-batches of up to {tokens:.0f} tokens"
+                     + (", with recompute" if recompute else ""))
+    return "peak memory (RSS): " + ", ".join(parts)

@@ -30,9 +30,16 @@ from mint_rl.errors import InvalidInputError
 from mint_rl.learner.device import check_device
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.models import DEFAULT_MODEL
+from mint_rl.process_memory import engine_memory_metrics, learner_memory_metrics
 from mint_rl.rl.checkpoints import RunCheckpoints
 from mint_rl.rl.config import option, write_config
-from mint_rl.rl.metrics import MetricsLogger, keep_rows_before, plot_metrics, read_metrics
+from mint_rl.rl.metrics import (
+    MetricsLogger,
+    keep_rows_before,
+    peak_memory_line,
+    plot_metrics,
+    read_metrics,
+)
 from mint_rl.terminal import console
 
 Metrics = dict[str, float]
@@ -171,6 +178,8 @@ def run_steps(run: OfflineRun, train_step: Callable[[int], Metrics],
             began = time.perf_counter()
             row |= train_step(step)
             row["time/step"] = time.perf_counter() - began
+            row |= learner_memory_metrics(run.client.engine.last_train_metrics)
+            row |= engine_memory_metrics()
             row["time/elapsed"] = time.perf_counter() - start
             logger.log(row)
             console.print(_line(row, cfg.steps))
@@ -193,7 +202,8 @@ def _timed_eval(evaluate: Callable[[int], Metrics], step: int) -> Metrics:
 
 def _line(row: dict[str, Any], steps: int) -> str:
     shown = ", ".join(f"{k} {v:.3g}" for k, v in row.items()
-                      if k != "step" and not k.startswith("time/") and isinstance(v, float))
+                      if k != "step" and not k.startswith(("time/", "memory/"))
+                      and isinstance(v, float))
     seconds = f" ({row['time/step']:.1f} s)" if "time/step" in row else ""
     return f"step {row['step']}/{steps}: {shown}{seconds}"
 
@@ -202,6 +212,10 @@ def _summarize(log_dir: Path, headline: str, plotted: list[str], title: str) -> 
     """The curves as a PNG, and the headline metric by step on the terminal."""
     metrics = log_dir / "metrics.jsonl"
     plot = plot_metrics(metrics, log_dir / "curves.png", plotted, title=title)
-    values = [(r["step"], r[headline]) for r in read_metrics(metrics) if headline in r]
+    rows = read_metrics(metrics)
+    values = [(r["step"], r[headline]) for r in rows if headline in r]
     console.print(f"{headline} by step: " + ", ".join(f"{s}: {v:.3f}" for s, v in values))
+    memory = peak_memory_line(rows)
+    if memory:
+        console.print(memory)
     console.print(f"metrics: {metrics}  plot: {plot}  tensorboard: {log_dir / 'tensorboard'}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
-from mint_rl.rl.metrics import keep_rows_before, read_metrics
+from mint_rl.rl.metrics import keep_rows_before, peak_memory_line, read_metrics
 from mint_rl.rl.types import TrajectoryGroup
 from mint_rl.terminal import console
 
@@ -82,6 +82,9 @@ def show_run(log_dir: Path, samples: int = 4) -> None:
         median = statistics.median(r["time/step"] for r in steps)
         table.add_row("time/step (median s)", "", f"{median:.2f}", "")
     console.print(table)
+    memory = peak_memory_line(rows)
+    if memory:
+        console.print(memory)
     path = log_dir / "samples.jsonl"
     if not path.exists():
         return

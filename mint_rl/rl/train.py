@@ -47,10 +47,11 @@ from mint_rl.actors.pipeline import (
 )
 from mint_rl.actors.reference import ReferenceActor
 from mint_rl.actors.sampler import SamplerActor
+from mint_rl.process_memory import engine_memory_metrics
 from mint_rl.rl.checkpoints import RunCheckpoints
 from mint_rl.rl.config import RLConfig, write_config
 from mint_rl.rl.display import RunDisplay
-from mint_rl.rl.metrics import MetricsLogger, plot_metrics, read_metrics
+from mint_rl.rl.metrics import MetricsLogger, peak_memory_line, plot_metrics, read_metrics
 from mint_rl.rl.samples import SampleLogger
 from mint_rl.rl.types import RLDataset
 from mint_rl.rl.wandb_sink import check_sinks, metric_sinks
@@ -78,6 +79,9 @@ SUPERVISION = RestartPolicy.never()
 # Samplers are the exception: a sampler whose engine died or whose env failed is replaced and
 # the group sampled again (RLPipeline.rollout); a fourth crash within 10 minutes stops the run.
 SAMPLER_SUPERVISION = RestartPolicy(max_restarts=3, window_s=600.0, backoff_s=1.0)
+
+# Tokens of prompt the sampler's KV cache sizing allows per sample, beside max_tokens.
+PROMPT_ALLOWANCE = 512
 
 PLOTTED = ["eval/accuracy", "reward/mean", "kl/sampler_learner", "staleness/max", "time/step"]
 
@@ -172,7 +176,11 @@ class TrainingRun:
         # One vLLM engine per sampler actor (slot i: its own engine process), each on its share
         # of the sampler's cores; on a GPU they share it, each with 1/N of the memory one
         # engine would take (vLLM places them).
-        base = EngineConfig(dtype=cfg.sampler_dtype, chunked_prefill=not cfg.reproducible)
+        # The KV cache holds a batch's samples at full length (a prompt allowance + max_tokens),
+        # within its share of memory (mint_rl/sampler/config.py: kv_cache_size).
+        base = EngineConfig(dtype=cfg.sampler_dtype, chunked_prefill=not cfg.reproducible,
+                            sequences=cfg.groups_per_batch * cfg.group_size,
+                            sequence_tokens=PROMPT_ALLOWANCE + cfg.max_tokens)
         engines = [replace(base, slot=i, cpu_cores=cores,
                            gpu_memory_utilization=base.gpu_memory_utilization / cfg.samplers)
                    for i, cores in enumerate(cpus.sampler_engine_cores(cfg.samplers))]
@@ -305,6 +313,7 @@ def _ray_resources(cfg: RLConfig, cpus: CpuPlacement, engines: Sequence[EngineCo
 def _log_step(logger: MetricsLogger, display: RunDisplay, pipeline: RLPipeline, start: float,
               metrics: dict[str, Any]) -> None:
     metrics["time/elapsed"] = time.perf_counter() - start
+    metrics |= engine_memory_metrics()  # the learner reports its own with its step
     logger.log(metrics)
     display.update(metrics, pipeline.state)
 
@@ -340,4 +349,7 @@ def _summarize(log_dir: Path, title: str) -> None:
     if evals:
         console.print("eval accuracy by step: "
                       + ", ".join(f"{s}: {a:.2f}" for s, a in evals))
+    memory = peak_memory_line(rows)
+    if memory:
+        console.print(memory)
     console.print(f"metrics: {metrics}  plot: {plot}  tensorboard: {log_dir / 'tensorboard'}")

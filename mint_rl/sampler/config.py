@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from mint_rl.errors import InvalidInputError
 from mint_rl.placement import available_cores, format_cores, parse_cores
@@ -21,8 +21,14 @@ class EngineConfig:
     strategy: Strategy = "auto"
     dtype: DType = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # CPU: KV cache budget in bytes (vLLM's default fraction of a NUMA node fails on small boxes).
-    kv_cache_bytes: int = 1 * GiB
+    # CPU: KV cache bytes (vLLM's default fraction of a NUMA node fails on small boxes). None =
+    # sized for the workload below from the model's shape, within KV_CACHE_SHARE of the memory
+    # available when the engine starts (see `kv_cache_size`).
+    kv_cache_bytes: int | None = None
+    # The workload the KV cache is sized for: sequences decoding at once, each up to
+    # `sequence_tokens` (prompt + completion). A run knows both from its batch and max_tokens.
+    sequences: int = 32
+    sequence_tokens: int = 1024
     gpu_memory_utilization: float = 0.5
     max_model_len: int | None = 4096
     max_lora_rank: int = 32  # adapter strategy: the largest adapter rank served
@@ -66,8 +72,11 @@ class EngineConfig:
             )
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise InvalidInputError("dtype", f"unsupported {self.dtype!r}")
-        if self.kv_cache_bytes < 16 * (1 << 20):
+        if self.kv_cache_bytes is not None and self.kv_cache_bytes < 16 * (1 << 20):
             raise InvalidInputError("kv_cache_bytes", f"at least 16 MiB, got {self.kv_cache_bytes}")
+        if self.sequences < 1 or self.sequence_tokens < 1:
+            raise InvalidInputError("sequences", "and sequence_tokens must be >= 1, got "
+                                                 f"{self.sequences}, {self.sequence_tokens}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise InvalidInputError("gpu_memory_utilization", "must be in (0, 1]")
         for name in ("max_lora_rank", "max_loras", "keep_versions", "max_logprobs"):
@@ -138,3 +147,41 @@ class EngineConfig:
         if self.device != "cpu" or self.cpu_cores in ("auto", "nobind"):
             return None
         return parse_cores(self.cpu_cores, "cpu_cores")
+
+
+# CPU: the most of the memory available at engine start that the KV cache may take. The rest is
+# the learner's (its weights, and activations planned from what is free at each call:
+# mint_rl/learner/memory.py) and the processes' own. See docs/memory.md.
+KV_CACHE_SHARE = 0.25
+MIN_KV_CACHE = 256 << 20
+
+
+@dataclass(frozen=True)
+class KVCacheSize:
+    bytes: int
+    # vLLM's max_num_seqs where the cache cannot hold `sequences` at full length (else None):
+    # admitted sequences then always finish, instead of evicting each other (preemption).
+    max_num_seqs: int | None
+    bytes_per_token: int
+
+
+def kv_bytes_per_token(model_config: Any, dtype: str) -> int:
+    """KV cache bytes one token takes: a key and a value per layer and KV head."""
+    heads = getattr(model_config, "num_key_value_heads", None) or model_config.num_attention_heads
+    head_dim = getattr(model_config, "head_dim", None) or (
+        model_config.hidden_size // model_config.num_attention_heads)
+    element = 4 if dtype == "float32" else 2
+    return 2 * model_config.num_hidden_layers * heads * head_dim * element
+
+
+def kv_cache_size(c: EngineConfig, model_config: Any, available: int) -> KVCacheSize:
+    """The CPU KV cache for a resolved config: `c.kv_cache_bytes` when set, else room for
+    `c.sequences` x `c.sequence_tokens`, between MIN_KV_CACHE and KV_CACHE_SHARE of `available`."""
+    per_token = kv_bytes_per_token(model_config, c.dtype)
+    tokens = min(c.sequence_tokens, c.max_model_len or c.sequence_tokens)
+    need = c.sequences * tokens * per_token
+    size = c.kv_cache_bytes
+    if size is None:
+        size = int(max(MIN_KV_CACHE, min(need, KV_CACHE_SHARE * available)))
+    fits = size // (tokens * per_token)
+    return KVCacheSize(size, max(1, int(fits)) if fits < c.sequences else None, per_token)

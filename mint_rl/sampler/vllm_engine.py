@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mint_rl.errors import SamplerEngineDeadError
-from mint_rl.sampler.config import EngineConfig
+from mint_rl.sampler.config import EngineConfig, kv_cache_size
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -72,7 +72,14 @@ def engine_args(c: EngineConfig, model_dir: Path) -> dict[str, Any]:
     if c.block_size is not None:
         kwargs["block_size"] = c.block_size
     if c.device == "cpu":
-        kwargs["kv_cache_memory_bytes"] = c.kv_cache_bytes
+        import psutil
+        from transformers import AutoConfig
+
+        kv = kv_cache_size(c, AutoConfig.from_pretrained(model_dir),
+                           psutil.virtual_memory().available)
+        kwargs["kv_cache_memory_bytes"] = kv.bytes
+        if kv.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = kv.max_num_seqs
     else:
         kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
     if c.strategy == "adapter":

@@ -9,10 +9,21 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from mint_rl.models import DEFAULT_MODEL
+from mint_rl.process_memory import current_rss, engine_pids, peak_rss
 from mint_rl.server import schemas
 from mint_rl.server.errors import HTTPError, failure
 from mint_rl.server.futures import wait
 from mint_rl.server.state import ServerState
+
+
+def server_status(state: ServerState) -> dict[str, Any]:
+    models = {model.id: {"base_model": model.base_model,
+                         "memory_plan": model.client.engine.last_train_metrics}
+              for model in list(state.registry.models.values())}
+    engines = {str(pid): peak_rss(pid) for pid in engine_pids()}
+    return {"models": models,
+            "memory": {"server_peak_rss": peak_rss(), "server_rss": current_rss(),
+                       "engine_peak_rss": engines}}
 
 
 def router(state: ServerState) -> APIRouter:
@@ -57,6 +68,13 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok"}
+
+    @api.get("/status")
+    async def status() -> dict[str, Any]:
+        """The models this server holds and the memory it takes: peak and current RSS of the
+        server process and the peak of each vLLM engine process it started, in bytes, and each
+        training model's last memory plan (micro-batch tokens, recompute)."""
+        return server_status(state)
 
     @api.get("/get_server_capabilities")
     async def capabilities() -> dict[str, Any]:
