@@ -128,6 +128,7 @@ async def _mint_main(args) -> dict:
     from mint_rl.learner.engine import LearnerSettings
     from mint_rl.models import resolve_model
     from mint_rl.placement import plan_cpus
+    from mint_rl.process_memory import engine_memory_metrics
     from mint_rl.rl.types import StepResult
     from mint_rl.runtime import open_system
     from mint_rl.sampler import EngineConfig
@@ -198,6 +199,7 @@ async def _mint_main(args) -> dict:
             def on_step(m: dict, rows=rows, k=k) -> None:
                 m["time/wall"] = time.perf_counter()
                 m["load1"] = os.getloadavg()[0]
+                m |= engine_memory_metrics()
                 rows.append(m)
                 log(f"[{args.setting} K={k}] step {m['step']}: "
                     f"{m['time/step']:.2f} s (sample_wait {m['time/sample_wait']:.2f}, "
@@ -239,6 +241,9 @@ def summarize_mint(run: dict) -> dict:
         "kl_sampler_learner": statistics.mean(r.get("kl/sampler_learner", float("nan"))
                                               for r in measured),
         "tokens_mean": run["tokens_mean"], "load1": mean("load1"),
+        # GiB: the learner's process (this one) and the vLLM engine process, at their peaks.
+        "peak_rss": max(r.get("memory/learner_peak_rss_gib", 0.0) for r in rows),
+        "engine_peak_rss": max(r.get("memory/engine_peak_rss_gib", 0.0) for r in rows),
     }
 
 
@@ -252,6 +257,7 @@ def trl_child(args) -> dict:
     import trl
     from datasets import Dataset
     from peft import LoraConfig
+    from results import proc_status  # stdlib only: this child runs in TRL's own venv
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -311,6 +317,8 @@ def trl_child(args) -> dict:
             "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                          "torch": torch.__version__},
             "torch_threads": torch.get_num_threads(),
+            # GiB: generation and training both in this process.
+            "peak_rss": proc_status().get("VmHWM", 0) / 2**30,
             "gradient_checkpointing": config.gradient_checkpointing, "bf16": config.bf16}
 
 
@@ -318,7 +326,7 @@ def summarize_trl(res: dict) -> dict:
     steps = res["steps"][res["warmup"]:]
     return {"step": statistics.mean(steps), "step_median": statistics.median(steps),
             "step_min": min(steps), "step_max": max(steps), "n": len(steps),
-            "tokens_mean": res["tokens_mean"],
+            "tokens_mean": res["tokens_mean"], "peak_rss": res.get("peak_rss", float("nan")),
             "load1": statistics.mean(res["loads"][res["warmup"]:])}
 
 
@@ -348,19 +356,21 @@ def trl_label(setting: str, res: dict) -> str:
 
 def report(mint: dict[str, dict], trl: dict[str, dict], args, elapsed: float) -> str:
     out = ["| system | setting | s/step (mean) | median | min–max | measured steps | "
-           "tokens/sample | load avg (1 min) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+           "tokens/sample | peak RSS GiB | load avg (1 min) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for setting, res in trl.items():
         t = res["summary"]
         out.append(f"| TRL {res['versions']['trl']} GRPOTrainer (HF generate) | "
                    f"{trl_label(setting, res)}, torch {res['torch_threads']} threads | "
                    f"{t['step']:.2f} | {t['step_median']:.2f} | "
                    f"{t['step_min']:.2f}–{t['step_max']:.2f} | {t['n']} | "
-                   f"{t['tokens_mean']:.1f} | {t['load1']:.1f} |")
+                   f"{t['tokens_mean']:.1f} | {t['peak_rss']:.2f} | {t['load1']:.1f} |")
     for setting, res in mint.items():
         for k, s in res["summary"].items():
             out.append(f"| mint_rl K={k} ({res['precision']}) | {setting} | {s['step']:.2f} | "
                        f"{s['step_median']:.2f} | {s['step_min']:.2f}–{s['step_max']:.2f} | "
-                       f"{s['n']} | {s['tokens_mean']:.1f} | {s['load1']:.1f} |")
+                       f"{s['n']} | {s['tokens_mean']:.1f} | {s['peak_rss']:.2f} + engine "
+                       f"{s['engine_peak_rss']:.2f} | {s['load1']:.1f} |")
     out += ["", *speedups(mint, trl)]
     out += ["", "mint_rl phases (means over the measured steps). The samplers load step n's "
             "weights in the background: at K=0 the next batch's sampling waits for the load, so "

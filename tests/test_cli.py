@@ -95,7 +95,10 @@ def test_bad_recipe_files_are_refused(capsys, tmp_path: Path, content, message) 
 
 
 def test_show_prints_the_latest_samples_and_a_metrics_summary(capfd, tmp_path: Path) -> None:
-    rows = [{"step": s, "reward/mean": r, "time/step": 2.0} for s, r in enumerate([0.25, 0.75])]
+    rows = [{"step": s, "reward/mean": r, "time/step": 2.0, "memory/learner_peak_rss_gib": m,
+             "memory/engine_peak_rss_gib": 2.5, "memory/microbatch_tokens": 640.0,
+             "memory/recompute": 0.0}
+            for s, (r, m) in enumerate([(0.25, 3.25), (0.75, 3.75)])]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     samples = [{"step": 1, "batch": 1, "tag": "t", "prompt": "What is 2 + 2?",
                 "completion": "The answer is four", "reward": 1.0, "group_rewards": [1.0, 0.5],
@@ -105,6 +108,9 @@ def test_show_prints_the_latest_samples_and_a_metrics_summary(capfd, tmp_path: P
     out = capfd.readouterr().out
     assert "The answer is four" in out and "samples of step 1" in out
     assert "reward/mean" in out and "0.25" in out and "0.75" in out
+    # The run's peaks: the largest of its steps.
+    assert "learner process 3.75 GiB" in out and "vLLM engine process 2.50 GiB" in out
+    assert "micro-batches of up to 640 tokens" in out and "recompute" not in out
 
 
 def test_show_refuses_a_folder_without_a_run(capsys, tmp_path: Path) -> None:

@@ -114,6 +114,11 @@ def test_run_shows_our_progress_logs_the_rest_and_stops_on_ctrl_c(tmp_path: Path
     order = ["imports done", "vLLM sampler ready",
              "sampler serves policy v0 (checked against the learner)", "step 0 done"]
     assert [phases[p] for p in order] == sorted(phases[p] for p in order)
-    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert 1 <= len(rows) < 5  # stopped early, after whole steps only
+    # Memory, a figure like time: the engine's peak every step, the learner's where it trained.
+    assert all(r["memory/engine_peak_rss_gib"] > 0.2 for r in rows), rows
+    trained = [r for r in rows if "loss/sum" in r]
+    assert all(r["memory/learner_peak_rss_gib"] > 0.2 and r["memory/microbatches"] >= 1
+               for r in trained), trained
     assert _left_behind(started) == []

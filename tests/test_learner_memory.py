@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from helpers import lora_grads, randomize_lora_b, rl_batch, to_datums
 
 import mint_rl as mint
 from mint_rl.learner.engine import LearnerSettings
-from mint_rl.learner.memory import ActivationCost, plan_memory, split_microbatches
+from mint_rl.learner.memory import ActivationCost, MemoryPlan, plan_memory, split_microbatches
 
 MiB = 1 << 20
 
@@ -63,41 +64,50 @@ def _assert_same(a, grads_a, b, grads_b) -> None:
 COST = ActivationCost(decoder=1000.0, head=100.0, layers=10, hidden=10)
 
 
-def test_recompute_is_chosen_only_when_the_longest_datum_would_not_fit_free_memory():
-    # Without recompute 1,100 bytes a position; with it 4*10*10 + 1000/10 + 100 = 600.
-    fits = plan_memory(COST, longest_unit=100, trained_share=1.0, free_bytes=10**9,
-                       cap_bytes=200_000, recompute="auto")
-    assert not fits.recompute and fits.microbatch_positions == 200_000 // 1100
-    # The cap saves memory but never forces recompute: a longer datum raises it, if free memory
-    # has room ...
-    long = plan_memory(COST, longest_unit=300, trained_share=1.0, free_bytes=10**9,
-                       cap_bytes=200_000, recompute="auto")
-    assert not long.recompute and long.microbatch_positions == 300
-    # ... and where it has not (half of 400 kB < 300 x 1,100), layers recompute.
-    short_of_memory = plan_memory(COST, longest_unit=300, trained_share=1.0, free_bytes=400_000,
-                                  cap_bytes=200_000, recompute="auto")
-    assert short_of_memory.recompute and short_of_memory.microbatch_positions == 200_000 // 600
-    assert plan_memory(COST, 1, 1.0, 10**9, 200_000, "on").recompute
-    assert not plan_memory(COST, 300, 1.0, 400_000, 200_000, "off").recompute
-
-
 def test_the_budget_is_the_smaller_of_free_memory_and_the_cap():
+    # Without recompute 1,100 bytes a position; with it 4*10*10 + 1000/10 + 100 = 600.
     # Half of the free memory at most: the rest covers what the cost per token leaves out.
-    assert plan_memory(COST, 1, 1.0, 1_000_000, None, "off").budget_bytes == 500_000
-    assert plan_memory(COST, 1, 1.0, 1_000_000, 100_000, "off").budget_bytes == 100_000
+    plan = plan_memory(COST, 1.0, free_bytes=1_000_000, cap_bytes=None, recompute="auto")
+    assert plan.budget_bytes == 500_000 and plan.microbatch_positions == 500_000 // 1100
+    assert plan.recompute_positions == 500_000 // 600 and not plan.recompute_all
+    plan = plan_memory(COST, 1.0, free_bytes=1_000_000, cap_bytes=100_000, recompute="auto")
+    assert plan.budget_bytes == 100_000
     # The LM head's share is what a position costs only where it trains.
-    assert plan_memory(COST, 1, 0.5, 10**9, 105_000, "off").microbatch_positions == 100
+    assert plan_memory(COST, 0.5, 10**9, 105_000, "off").microbatch_positions == 100
+    assert plan_memory(COST, 0.5, 10**9, 105_000, "off").recompute_positions is None
+    assert plan_memory(COST, 1.0, 10**9, 60_000, "on").recompute_all
+
+
+def test_only_micro_batches_holding_a_datum_too_long_for_the_budget_recompute():
+    plan = plan_memory(COST, 1.0, free_bytes=10**9, cap_bytes=66_000, recompute="auto")
+    assert (plan.microbatch_positions, plan.recompute_positions) == (60, 110)
+    lengths = [30, 30, 30, 30, 50, 80, 100]
+    units = [(20, [0, 1, 2, 3]), (0, [4]), (0, [5]), (0, [6])]
+    parts = split_microbatches(units, lengths, plan)
+    # The group (20 + 4 x 10 = 60 positions) and the 50 fit without recompute; 80 and 100 do not:
+    # they go to micro-batches that recompute, each alone (80 + 100 > 110).
+    assert [(p.datums, p.recompute) for p in parts] == [
+        ([0, 1, 2, 3], False), ([4], False), ([5], True), ([6], True)]
+    off = split_microbatches(units, lengths, plan_memory(COST, 1.0, 10**9, 66_000, "off"))
+    assert [(p.datums, p.recompute) for p in off] == [
+        ([0, 1, 2, 3], False), ([4], False), ([5], False), ([6], False)]
+    on = split_microbatches(units, lengths, plan_memory(COST, 1.0, 10**9, 66_000, "on"))
+    assert [(p.datums, p.recompute) for p in on] == [
+        ([0, 1, 2, 3, 4], True), ([5], True), ([6], True)]
 
 
 def test_microbatches_keep_groups_whole_where_they_fit_and_count_a_shared_prompt_once():
     lengths = [30, 30, 30, 30, 50, 20]
     units = [(20, [0, 1, 2, 3]), (0, [4]), (0, [5])]  # a group: 20 + 4 x 10 = 60 positions
-    assert split_microbatches(units, lengths, capacity=60) == [[0, 1, 2, 3], [4], [5]]
-    assert split_microbatches(units, lengths, capacity=200) == [[0, 1, 2, 3, 4, 5]]
+
+    def split(capacity: int) -> list[list[int]]:
+        plan = MemoryPlan(budget_bytes=1, microbatch_positions=capacity, recompute_positions=None)
+        return [p.datums for p in split_microbatches(units, lengths, plan)]
+
+    assert split(60) == [[0, 1, 2, 3], [4], [5]]
+    assert split(200) == [[0, 1, 2, 3, 4, 5]]
     # A group bigger than a micro-batch is cut; each part computes the prompt again.
-    assert split_microbatches(units, lengths, capacity=40) == [[0, 1], [2, 3], [4], [5]]
-    # A datum longer than the capacity gets a micro-batch of its own.
-    assert split_microbatches([(0, [0])], [500], capacity=40) == [[0]]
+    assert split(40) == [[0, 1], [2, 3], [4], [5]]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,3 +228,36 @@ def test_a_real_shape_trains_within_the_weights_plus_its_activation_budget(tmp_p
     # ... and the step's peak is the loaded model plus that budget, with room for what the
     # estimate leaves out (activation gradients in flight, the LM head's chunk, the allocator).
     assert result["peak"] - result["loaded"] < 2.5 * budget, result
+
+
+def test_memory_goes_back_to_the_system_only_after_the_learner_idles(monkeypatch):
+    from mint_rl.learner import memory
+
+    released = []
+    monkeypatch.setattr(memory, "give_back_memory", lambda device: released.append(device))
+    idle = memory.IdleRelease(torch.device("cpu"), after_s=0.2)
+    idle.idle()
+    idle.busy()  # a call came in: nothing is released under it
+    time.sleep(0.4)
+    assert released == []
+    idle.idle()
+    time.sleep(0.4)
+    assert released == [torch.device("cpu")]
+
+
+def test_counting_saved_bytes_keeps_no_graph_alive():
+    """A graph whose backward never runs (an error, nothing trained) must be freed as usual."""
+    import gc
+    import weakref
+
+    from mint_rl.learner.memory import SavedBytes
+
+    x = torch.randn(1000, requires_grad=True)
+    saved = SavedBytes(iter([]))
+    with saved.counting():
+        y = x.exp()  # saves its own result
+    assert saved.bytes == 4000
+    alive = weakref.ref(y)
+    del y
+    gc.collect()
+    assert alive() is None

@@ -57,7 +57,7 @@ def test_a_batch_split_into_micro_batches_and_rows_equals_one_piece(tiny_model, 
     trained = [loss.trained(d.x) for d in prepared]
     _, parts = split.engine.plan(prepared, trained, backward=True)
     assert len(parts) >= 4 and len(whole.engine.plan(prepared, trained, backward=True)[1]) == 1
-    assert max(split.engine.pack([prepared[i].tokens for i in p]).input_ids.shape[0]
+    assert max(split.engine.pack([prepared[i].tokens for i in p.datums]).input_ids.shape[0]
                for p in parts) >= 2  # a micro-batch packed into several rows too
 
     a, grads_a = _run(whole, datums, loss_fn)

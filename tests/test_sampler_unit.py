@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,31 @@ def test_sampler_imports_point_one_way() -> None:
     assert not graph["vllm_engine"] & {"weight_sync", "engine", "version_store", "version_stamps"}
     assert not graph["version_store"] & {"weight_sync", "engine", "vllm_engine"}
     assert "engine" not in graph["weight_sync"]
+
+
+def test_the_cpu_kv_cache_is_sized_for_the_workload_within_its_share_of_memory() -> None:
+    from types import SimpleNamespace
+
+    from mint_rl.sampler.config import MIN_KV_CACHE, kv_bytes_per_token, kv_cache_size
+
+    GiB = 1 << 30
+    # Qwen3-0.6B's shape: 2 (K, V) x 28 layers x 8 KV heads x 128 x 4 bytes per token in fp32.
+    qwen = SimpleNamespace(num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+                           head_dim=128, hidden_size=1024)
+    assert kv_bytes_per_token(qwen, "float32") == 229_376
+    assert kv_bytes_per_token(qwen, "bfloat16") == 114_688
+    config = EngineConfig(device="cpu", sequences=32, sequence_tokens=576).resolve()
+    # Plenty of memory: exactly the batch at full length, vLLM's own concurrency.
+    roomy = kv_cache_size(config, qwen, available=64 * GiB)
+    assert roomy.bytes == 32 * 576 * 229_376 and roomy.max_num_seqs is None
+    # A quarter of 8 GiB holds 16 of the 32 sequences at full length: vLLM runs 16 at a time,
+    # so the admitted ones finish instead of evicting each other.
+    tight = kv_cache_size(config, qwen, available=8 * GiB)
+    assert tight.bytes == 2 * GiB and tight.max_num_seqs == 2 * GiB // (576 * 229_376) == 16
+    # Never below the floor; an explicit size wins.
+    assert kv_cache_size(config, qwen, available=GiB).bytes == MIN_KV_CACHE
+    fixed = replace(config, kv_cache_bytes=GiB)
+    assert kv_cache_size(fixed, qwen, available=64 * GiB).bytes == GiB
+    assert kv_cache_size(fixed, qwen, available=64 * GiB).max_num_seqs == GiB // (576 * 229_376)
+    with pytest.raises(InvalidInputError, match="sequences"):
+        EngineConfig(sequences=0)

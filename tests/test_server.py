@@ -197,6 +197,18 @@ def test_metrics_keys_are_name_colon_reduction(pair) -> None:
         == {"loss:sum": 1.0, "entropy:mean": 2.0, "a_b:max": 3.0, "x_avg:mean": 4.0}
 
 
+def test_status_reports_the_servers_memory_and_each_models_plan(server, pair) -> None:
+    remote, local = pair
+    sdk, _ = _batch(local, "importance_sampling")
+    remote.forward_backward(sdk, "importance_sampling").result()
+    status = httpx.get(f"{server}/api/v1/status").json()
+    memory = status["memory"]
+    assert memory["server_peak_rss"] >= memory["server_rss"] > 0
+    plans = [m["memory_plan"] for m in status["models"].values() if m["memory_plan"]]
+    assert plans and all(p["memory/microbatches:sum"] >= 1 and p["memory/recompute:max"] == 0
+                         for p in plans)
+
+
 # --------------------------------------------------------------------------------------------
 # stable_reinforce with provenance, as the cookbook sends it
 

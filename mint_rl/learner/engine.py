@@ -28,12 +28,13 @@ from mint_rl.learner.inputs import PreparedDatum, prepare_batch
 from mint_rl.learner.logprobs import selective_logprobs
 from mint_rl.learner.lora import add_lora
 from mint_rl.learner.memory import (
-    DEFAULT_ACTIVATION_MEMORY,
+    EFFICIENT_POSITIONS,
     RECOMPUTE_MODES,
     RESIDENT_PER_SAVED_BYTE,
     ActivationCost,
     IdleRelease,
     MemoryPlan,
+    Microbatch,
     Recompute,
     SavedBytes,
     estimated_cost,
@@ -61,14 +62,16 @@ class LearnerSettings:
     # (8 groups of ~110 tokens) rows of 256 made the step 7% faster than rows of 512, and on
     # mixed-length SFT sequences no slower (docs/learner.md).
     row_capacity: int = 256
-    # Micro-batches (gradients accumulate across them) are sized so their activations fit the
-    # memory free at each call, at most `activation_memory` bytes (None = by device: 3 GiB on a
-    # CPU, where bigger ones compute no faster; free memory only on CUDA). tokens_per_microbatch
-    # fixes the packed positions per micro-batch instead. See mint_rl/learner/memory.py.
+    # Micro-batches (gradients accumulate across them) are sized so their activations fit half
+    # the memory free at each call, and at most `activation_memory` bytes (None = by device: what
+    # 512 positions take on a CPU, where bigger ones compute no faster; on CUDA free memory only).
+    # tokens_per_microbatch fixes the packed positions per micro-batch instead. See
+    # mint_rl/learner/memory.py.
     activation_memory: int | None = None
     tokens_per_microbatch: int | None = None
     # Per-layer activation recompute in the backward pass: "auto" when the longest datum would not
-    # fit a micro-batch without it, "on" always (least memory, ~30% slower), "off" never.
+    # fit the free memory's share without it, "on" always (least memory, ~30% slower), "off"
+    # never.
     recompute: Recompute = "auto"
     share_prefixes: bool = True  # compute a prompt shared by several samples once
     num_threads: int | None = None  # torch intra-op threads (None = torch's default)
@@ -202,25 +205,25 @@ class LearnerEngine:
             "(LearnerSettings.max_tokens_per_datum overrides)")
 
     def plan(self, batch: list[PreparedDatum], trained: list[torch.Tensor] | None,
-             backward: bool) -> tuple[MemoryPlan, list[list[int]]]:
-        """Micro-batches (datum indices) for `batch`, and the plan they follow (memory.py)."""
+             backward: bool) -> tuple[MemoryPlan, list[Microbatch]]:
+        """Micro-batches for `batch`, and the plan they follow (memory.py)."""
         units = self._units(batch)
         lengths = [len(d.tokens) for d in batch]
-        positions = [shared + sum(lengths[d] - shared for d in members)
-                     for shared, members in units]
-        longest = max((shared + max(lengths[d] - shared for d in members)
-                       for shared, members in units), default=1)
+        positions = sum(shared + sum(lengths[d] - shared for d in members)
+                        for shared, members in units)
         n_trained = sum(int(t.sum()) for t in trained) if trained is not None else sum(lengths)
-        share = min(1.0, n_trained / max(1, sum(positions)))
+        share = min(1.0, n_trained / max(1, positions))
         cap = self.settings.activation_memory
-        if cap is None:
-            cap = DEFAULT_ACTIVATION_MEMORY.get(self.device.type)
-        plan = plan_memory(self.activation_cost, longest, share, free_memory(self.device), cap,
+        efficient = EFFICIENT_POSITIONS.get(self.device.type)
+        if cap is None and efficient is not None:
+            cap = math.ceil(efficient * self.activation_cost.per_position(False, share))
+        plan = plan_memory(self.activation_cost, share, free_memory(self.device), cap,
                            self.settings.recompute, backward)
         if self.settings.tokens_per_microbatch is not None:
-            plan = dataclasses.replace(plan,
-                                       microbatch_positions=self.settings.tokens_per_microbatch)
-        return plan, split_microbatches(units, lengths, plan.microbatch_positions)
+            fixed = self.settings.tokens_per_microbatch
+            plan = dataclasses.replace(plan, microbatch_positions=fixed,
+                                       recompute_positions=fixed if plan.recompute_all else None)
+        return plan, split_microbatches(units, lengths, plan)
 
     def _units(self, batch: list[PreparedDatum]) -> list[tuple[int, list[int]]]:
         """Datums as the packer groups them: (shared prompt length, datum indices)."""
@@ -240,15 +243,16 @@ class LearnerEngine:
         metric_sums: dict[str, float] = {}
         trained = [loss.trained(d.x) for d in batch] if backward else None
         plan, parts = self.plan(batch, trained, backward)
-        self._before_call(plan)
+        self._idle_release.busy()
         with self._gradients_kept_unless_finite() if backward else contextlib.nullcontext():
-            for indices in parts:
-                total += self._forward_backward_part(batch, indices, loss, config, backward,
+            for part in parts:
+                self._set_recompute(part.recompute)
+                total += self._forward_backward_part(batch, part.datums, loss, config, backward,
                                                      full_precision, logprobs, metric_sums)
             if backward and not math.isfinite(total):
                 raise FloatingPointError("the loss is not finite")
-        self._after_call(plan, len(parts), backward)
-        metrics = {"loss:sum": total, **_finish_metrics(metric_sums), **plan.metrics(len(parts))}
+        self._after_call(plan, parts, backward)
+        metrics = {"loss:sum": total, **_finish_metrics(metric_sums), **plan.metrics(parts)}
         return _output(logprobs, metrics)
 
     def _set_recompute(self, on: bool) -> None:
@@ -260,13 +264,9 @@ class LearnerEngine:
                 self.hf_model().gradient_checkpointing_disable()
             self._recompute_on = on
 
-    def _before_call(self, plan: MemoryPlan) -> None:
-        self._idle_release.busy()
-        self._set_recompute(plan.recompute)
-
-    def _after_call(self, plan: MemoryPlan, microbatches: int, backward: bool) -> None:
+    def _after_call(self, plan: MemoryPlan, parts: list[Microbatch], backward: bool) -> None:
         if backward:
-            self.last_train_metrics = plan.metrics(microbatches)
+            self.last_train_metrics = plan.metrics(parts)
         self._idle_release.idle()  # memory back to the system if no call follows soon
 
     def _forward_backward_part(
@@ -277,6 +277,8 @@ class LearnerEngine:
         """One micro-batch: logprobs into `logprobs`, metrics into `metric_sums`; its loss."""
         part = [batch[i].to(self.device) for i in indices]
         trained = [loss.trained(d.x) for d in part] if backward else None
+        # A micro-batch that trains no token (all weights 0) needs no graph.
+        backward = backward and any(bool(t.any()) for t in trained or [])
         with contextlib.nullcontext() if backward else torch.no_grad():
             lps = self._logprobs(part, trained, full_precision, measure=backward)
             per_datum = [loss.per_token(lp, d.x, config).sum()
@@ -324,17 +326,18 @@ class LearnerEngine:
         with tensors built from the data whatever the learner's device; dL/dlogp is carried
         back onto the device's graph."""
         plan, parts = self.plan(batch, None, backward=True)
-        self._before_call(plan)
+        self._idle_release.busy()
         one_pass = len(parts) == 1
         # One micro-batch: the graph of the logprobs is kept for the backward pass. More: the
         # logprobs are computed without a graph, and each micro-batch is computed again with one
         # to carry dL/dlogp back (one more forward pass, memory of one micro-batch).
         lps: list[torch.Tensor] = [torch.empty(0)] * len(batch)
-        for indices in parts:
+        for part in parts:
+            self._set_recompute(part.recompute and one_pass)
             with contextlib.nullcontext() if one_pass else torch.no_grad():
-                part = self._logprobs([batch[i].to(self.device) for i in indices], trained=None,
-                                      measure=one_pass)
-            for i, lp in zip(indices, part, strict=True):
+                found = self._logprobs([batch[i].to(self.device) for i in part.datums],
+                                       trained=None, measure=one_pass)
+            for i, lp in zip(part.datums, found, strict=True):
                 lps[i] = lp
         handed = [lp.detach().cpu().requires_grad_() for lp in lps]
         loss, metrics = _custom_result(fn(list(data), handed))
@@ -345,19 +348,20 @@ class LearnerEngine:
             # Tinker reports the linear surrogate sum(dL/dlogp * logp) as loss:sum; same here.
             surrogate = sum(float((g * h.detach()).sum())
                             for g, h in zip(grads, handed, strict=True) if g is not None)
-            for indices in parts:
-                used = [i for i in indices if grads[i] is not None]
+            for part in parts:
+                used = [i for i in part.datums if grads[i] is not None]
                 if not used:
                     continue
+                self._set_recompute(part.recompute)
                 live = lps if one_pass else self._logprobs(
-                    [batch[i].to(self.device) for i in indices], trained=None, measure=True)
-                by_datum = dict(zip(indices, live, strict=True)) if not one_pass else None
+                    [batch[i].to(self.device) for i in part.datums], trained=None, measure=True)
+                by_datum = dict(zip(part.datums, live, strict=True)) if not one_pass else None
                 outputs = [lps[i] if by_datum is None else by_datum[i] for i in used]
                 torch.autograd.backward(outputs, [grads[i].to(lp.device)  # type: ignore[union-attr]
                                                   for i, lp in zip(used, outputs, strict=True)])
-        self._after_call(plan, len(parts), backward=True)
+        self._after_call(plan, parts, backward=True)
         metrics = {"loss:sum": surrogate, "custom_loss:sum": float(loss.detach()), **metrics,
-                   **plan.metrics(len(parts))}
+                   **plan.metrics(parts)}
         return _output([h.detach() for h in handed], metrics)
 
     def _logprobs(

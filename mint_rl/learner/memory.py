@@ -43,10 +43,10 @@ GiB = 1 << 30
 # Share of the free memory one learner call may fill with activations: the rest covers what the
 # estimate leaves out (gradients of activations in flight, the LM head's chunk, allocator slack).
 FREE_MEMORY_SHARE = 0.5
-# By device, the activation memory past which a bigger micro-batch computes no faster. On this
-# project's CPU, micro-batches of ~500 positions ran as fast per token as ones of ~1,900
-# (docs/memory.md); None: only free memory bounds it.
-DEFAULT_ACTIVATION_MEMORY = {"cpu": 2 * GiB, "cuda": None}
+# By device, the packed positions past which a bigger micro-batch computes no faster: on this
+# project's CPU, micro-batches of 512 positions ran as fast per token as ones of ~1,900
+# (docs/memory.md). The budget is what that many positions take. None: free memory only.
+EFFICIENT_POSITIONS = {"cpu": 512, "cuda": None}
 # Peak resident memory per byte autograd saves. Measured on this project's 2-core CPU box
 # (2026-12-07, fp32, micro-batches of 512 positions): Qwen3-0.6B's shape saves 3.2 MiB per
 # position and its peak RSS grew by 6.6 MiB per position beyond the weights and the LM head's
@@ -93,45 +93,48 @@ def estimated_cost(config: Any) -> ActivationCost:
 @dataclass(frozen=True)
 class MemoryPlan:
     """How one forward_backward call computes: micro-batches of at most `microbatch_positions`
-    packed positions, with or without per-layer recompute."""
+    packed positions, and those holding a datum longer than that with per-layer recompute, at
+    most `recompute_positions` (None: never recompute; `recompute_all`: every micro-batch)."""
 
-    microbatch_positions: int
-    recompute: bool
     budget_bytes: int  # what one micro-batch's activations may take
-    bytes_per_position: float  # the cost the plan was made with (recompute as planned)
+    microbatch_positions: int
+    recompute_positions: int | None
+    recompute_all: bool = False
 
-    def metrics(self, microbatches: int) -> dict[str, float]:
+    def metrics(self, parts: Sequence[Microbatch]) -> dict[str, float]:
         """The plan as forward_backward metrics (Tinker's `name:reduction` keys)."""
+        recomputed = sum(part.recompute for part in parts)
         return {"memory/microbatch_tokens:max": float(self.microbatch_positions),
-                "memory/microbatches:sum": float(microbatches),
-                "memory/recompute:max": float(self.recompute),
+                "memory/microbatches:sum": float(len(parts)),
+                "memory/recompute:max": float(recomputed > 0),
+                "memory/recomputed_microbatches:sum": float(recomputed),
                 "memory/budget_gib:max": self.budget_bytes / GiB}
 
 
+@dataclass(frozen=True)
+class Microbatch:
+    datums: list[int]  # indices into the batch
+    recompute: bool
 
-def plan_memory(cost: ActivationCost, longest_unit: int, trained_share: float, free_bytes: int,
+
+def plan_memory(cost: ActivationCost, trained_share: float, free_bytes: int,
                 cap_bytes: int | None, recompute: Recompute, backward: bool = True) -> MemoryPlan:
-    """The plan for a batch whose largest piece that cannot be split (one datum, with its
-    prompt) has `longest_unit` positions.
-
-    The budget is FREE_MEMORY_SHARE of the free memory, and at most `cap_bytes` (where bigger
-    micro-batches compute no faster) unless the longest datum needs more and free memory has
-    it: the cap saves memory, it never forces recompute. Recompute ("auto") only when the
-    longest datum would not fit the free memory's share without it (it costs ~30% more
-    compute). A forward pass without backward keeps nothing: one layer's activations at a time.
-    """
-    free_share = max(1, int(FREE_MEMORY_SHARE * free_bytes))
-    whole = longest_unit * cost.per_position(False, trained_share)
-    use_recompute = recompute == "on" or (recompute == "auto" and whole > free_share)
-    if not backward:
-        use_recompute = False
-        per_position = cost.decoder / cost.layers + trained_share * cost.head
-    else:
-        per_position = cost.per_position(use_recompute, trained_share)
-    budget = free_share
+    """The budget is FREE_MEMORY_SHARE of the free memory, at most `cap_bytes` (past which
+    bigger micro-batches compute no faster). Micro-batches hold what fits it without recompute;
+    with "auto", a datum longer than that goes to a micro-batch that recomputes (it costs ~30%
+    more compute, so only where needed). A forward pass without backward keeps nothing: one
+    layer's activations at a time."""
+    budget = max(1, int(FREE_MEMORY_SHARE * free_bytes))
     if cap_bytes is not None:
-        budget = min(free_share, max(cap_bytes, int(longest_unit * per_position)))
-    return MemoryPlan(max(1, int(budget // per_position)), use_recompute, budget, per_position)
+        budget = min(budget, cap_bytes)
+    if not backward:
+        forward_only = cost.decoder / cost.layers + trained_share * cost.head
+        return MemoryPlan(budget, max(1, int(budget // forward_only)), None)
+    plain = max(1, int(budget // cost.per_position(False, trained_share)))
+    recomputing = max(1, int(budget // cost.per_position(True, trained_share)))
+    if recompute == "on":
+        return MemoryPlan(budget, recomputing, recomputing, recompute_all=True)
+    return MemoryPlan(budget, plain, recomputing if recompute == "auto" else None)
 
 
 def longest_trainable(cost: ActivationCost, free_bytes: int, recompute: Recompute) -> int:
@@ -145,13 +148,32 @@ def longest_trainable(cost: ActivationCost, free_bytes: int, recompute: Recomput
 
 
 def split_microbatches(units: Sequence[tuple[int, list[int]]], lengths: Sequence[int],
-                       capacity: int) -> list[list[int]]:
-    """Datum indices per micro-batch, each at most `capacity` packed positions where possible.
+                       plan: MemoryPlan) -> list[Microbatch]:
+    """The batch's micro-batches under `plan`.
 
     `units` are (shared prefix length, datum indices) as the packer groups them: a group that
-    shares a prompt counts it once. A group too big for one micro-batch is cut into parts, each
-    computing the prompt again; a datum longer than `capacity` gets a micro-batch of its own.
+    shares a prompt counts it once. A datum longer than the plan's micro-batches goes to one
+    that recomputes (where the plan allows; else it gets one of its own); a group too big for
+    one micro-batch is cut into parts, each computing the prompt again.
     """
+    if plan.recompute_all:
+        assert plan.recompute_positions is not None
+        return [Microbatch(d, True) for d in _pack(units, lengths, plan.recompute_positions)]
+    if plan.recompute_positions is None:
+        return [Microbatch(d, False) for d in _pack(units, lengths, plan.microbatch_positions)]
+    fits, long = [], []
+    for shared, members in units:
+        short = [d for d in members if lengths[d] <= plan.microbatch_positions]
+        longer = [d for d in members if lengths[d] > plan.microbatch_positions]
+        fits += [(shared, short)] if short else []
+        long += [(shared, longer)] if longer else []
+    return ([Microbatch(d, False) for d in _pack(fits, lengths, plan.microbatch_positions)]
+            + [Microbatch(d, True) for d in _pack(long, lengths, plan.recompute_positions)])
+
+
+def _pack(units: Sequence[tuple[int, list[int]]], lengths: Sequence[int],
+          capacity: int) -> list[list[int]]:
+    """Datum indices per micro-batch of at most `capacity` positions (a longer datum alone)."""
     parts: list[tuple[int, list[int]]] = []  # (positions, datums)
     for shared, members in units:
         current: list[int] = []
@@ -198,7 +220,10 @@ class SavedBytes:
             if ptr not in self._params and ptr not in self._seen:
                 self._seen.add(ptr)
                 self.bytes += storage.nbytes()
-            return t
+            # Detached (a view, no copy): a tensor saved by its own grad_fn (exp's result) and
+            # kept as itself would hold that grad_fn, which holds it: a cycle Python cannot
+            # collect, leaking the whole graph of a call whose backward never runs.
+            return t.detach()
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             yield
