@@ -65,11 +65,11 @@ COST = ActivationCost(decoder=1000.0, head=100.0, layers=10, hidden=10)
 
 
 def test_the_budget_is_the_smaller_of_free_memory_and_the_cap():
-    # Without recompute 1,100 bytes a position; with it 4*10*10 + 1000/10 + 100 = 600.
+    # Without recompute 1,100 bytes a position; with it 0.4 x 1,100 = 440.
     # Half of the free memory at most: the rest covers what the cost per token leaves out.
     plan = plan_memory(COST, 1.0, free_bytes=1_000_000, cap_bytes=None, recompute="auto")
     assert plan.budget_bytes == 500_000 and plan.microbatch_positions == 500_000 // 1100
-    assert plan.recompute_positions == 500_000 // 600 and not plan.recompute_all
+    assert plan.recompute_positions == plan.microbatch_positions and not plan.recompute_all
     plan = plan_memory(COST, 1.0, free_bytes=1_000_000, cap_bytes=100_000, recompute="auto")
     assert plan.budget_bytes == 100_000
     # The LM head's share is what a position costs only where it trains.
@@ -80,20 +80,21 @@ def test_the_budget_is_the_smaller_of_free_memory_and_the_cap():
 
 def test_only_micro_batches_holding_a_datum_too_long_for_the_budget_recompute():
     plan = plan_memory(COST, 1.0, free_bytes=10**9, cap_bytes=66_000, recompute="auto")
-    assert (plan.microbatch_positions, plan.recompute_positions) == (60, 110)
+    assert (plan.microbatch_positions, plan.recompute_positions) == (60, 60)
     lengths = [30, 30, 30, 30, 50, 80, 100]
     units = [(20, [0, 1, 2, 3]), (0, [4]), (0, [5]), (0, [6])]
     parts = split_microbatches(units, lengths, plan)
     # The group (20 + 4 x 10 = 60 positions) and the 50 fit without recompute; 80 and 100 do not:
-    # they go to micro-batches that recompute, each alone (80 + 100 > 110).
+    # each gets a micro-batch of its own that recomputes.
     assert [(p.datums, p.recompute) for p in parts] == [
         ([0, 1, 2, 3], False), ([4], False), ([5], True), ([6], True)]
     off = split_microbatches(units, lengths, plan_memory(COST, 1.0, 10**9, 66_000, "off"))
     assert [(p.datums, p.recompute) for p in off] == [
         ([0, 1, 2, 3], False), ([4], False), ([5], False), ([6], False)]
+    # "on": every micro-batch recomputes, 66,000 // 440 = 150 positions each.
     on = split_microbatches(units, lengths, plan_memory(COST, 1.0, 10**9, 66_000, "on"))
-    assert [(p.datums, p.recompute) for p in on] == [
-        ([0, 1, 2, 3, 4], True), ([5], True), ([6], True)]
+    assert [(p.datums, p.recompute) for p in on] == [([0, 1, 2, 3, 4], True), ([5], True),
+                                                      ([6], True)]
 
 
 def test_microbatches_keep_groups_whole_where_they_fit_and_count_a_shared_prompt_once():
