@@ -3,9 +3,8 @@
     .venv/bin/python bench/memory_tables.py          # rewrite the tables in docs/memory.md
     .venv/bin/python bench/memory_tables.py --check  # fail if the doc differs from the data
 
-Tables: the learner at real shapes (bench_learner_memory.py: learner_memory_*.json), the server
-under the cookbook's guess_number (bench_serve_memory.py: serve_memory_*.json) and the runs
-(run_memory_*.json, written by hand-run commands listed in the doc).
+Tables: the learner at real shapes (bench_learner_memory.py: learner_memory_*.json) and the
+server under the cookbook's guess_number (bench_serve_memory.py: serve_memory_*.json).
 """
 
 from __future__ import annotations

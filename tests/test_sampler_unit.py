@@ -266,3 +266,12 @@ def test_the_cpu_kv_cache_is_sized_for_the_workload_within_its_share_of_memory()
     assert kv_cache_size(fixed, qwen, available=64 * GiB).max_num_seqs == GiB // (576 * 229_376)
     with pytest.raises(InvalidInputError, match="sequences"):
         EngineConfig(sequences=0)
+
+
+def test_an_engine_sized_for_another_workload_still_serves_a_run() -> None:
+    running = EngineConfig(device="cpu").resolve()
+    # A run's batch sized the KV cache only at the engine's start: a second run reuses it ...
+    assert EngineConfig(device="cpu", sequences=64, sequence_tokens=518).served_by(running)
+    # ... but not an engine that computes differently.
+    assert not EngineConfig(device="cpu", dtype="bfloat16").served_by(running)
+    assert not EngineConfig(device="cpu", kv_cache_bytes=1 << 30).served_by(running)

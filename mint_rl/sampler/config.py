@@ -124,6 +124,13 @@ class EngineConfig:
                        enforce_eager=enforce_eager, probe_tolerance=probe_tolerance,
                        block_size=block_size)
 
+    def served_by(self, running: EngineConfig) -> bool:
+        """Whether an engine started with `running` (resolved) serves this config: the same but
+        for the workload the KV cache was sized for, which mattered only at its start (a second
+        run in a notebook or a test session reuses the engine)."""
+        return replace(self.resolve(), sequences=running.sequences,
+                       sequence_tokens=running.sequence_tokens) == running
+
     def vllm_environment(self) -> dict[str, str]:
         """Environment for the engine's processes that applies `cpu_cores` (resolved config).
 

@@ -208,7 +208,7 @@ def _running(key: tuple[Path, int], config: EngineConfig | None,
         engine = _ENGINES.get(key)
     if engine is None or engine.closed or engine.dead:
         return None
-    if config is not None and config.resolve() != engine.config:
+    if config is not None and not config.served_by(engine.config):
         raise InvalidInputError(
             "engine_config", f"an engine for {base_model!r} (slot {key[1]}) already runs with "
             f"{engine.config}; close_all() first to change it"
