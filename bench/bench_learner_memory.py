@@ -68,10 +68,9 @@ def rl_batch(groups: int, samples: int, tokens: int, prompt: int, vocab: int) ->
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
-    from results import proc_status
-
     from mint_rl import ServiceClient, types
     from mint_rl.learner.engine import LearnerSettings
+    from mint_rl.process_memory import current_rss, peak_rss
 
     settings = LearnerSettings(**dict(parse_setting(s) for s in args.setting))
     service = ServiceClient(learner_settings=settings)
@@ -80,7 +79,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     groups, samples, tokens = parse_batch(args.batch[0])
     data = rl_batch(groups, samples, tokens, args.prompt, client.engine.vocab_size)
-    after_load = proc_status()
+    after_load = current_rss()
     steps = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
@@ -88,13 +87,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         client.optim_step(types.AdamParams(learning_rate=1e-5)).result()
         seconds = time.perf_counter() - t0
         steps.append({"seconds": seconds, "tokens_per_s": groups * samples * tokens / seconds,
-                      "metrics": out.metrics, "rss_after": proc_status().get("VmRSS")})
-    status = proc_status()
+                      "metrics": out.metrics, "rss_after": current_rss()})
     return {"batch": args.batch[0], "prompt": args.prompt, "datums": groups * samples,
             "tokens": groups * samples * tokens, "settings": dict(parse_setting(s)
                                                                  for s in args.setting),
-            "load_s": load_s, "rss_after_load": after_load.get("VmRSS"),
-            "peak_rss": status.get("VmHWM"), "steps": steps}
+            "load_s": load_s, "rss_after_load": after_load,
+            "peak_rss": peak_rss(), "steps": steps}
 
 
 def main() -> int:

@@ -53,12 +53,12 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 300) -> No
 
 def peaks(pid: int) -> dict[str, Any]:
     """VmHWM of the process and of each child (the vLLM engine core), in bytes."""
-    from results import proc_status
+    from mint_rl.process_memory import peak_rss
 
-    out: dict[str, Any] = {"server": proc_status(pid).get("VmHWM"), "children": {}}
+    out: dict[str, Any] = {"server": peak_rss(pid), "children": {}}
     for child in psutil.Process(pid).children(recursive=True):
         out["children"][f"{child.pid} {' '.join(child.cmdline()[:3])[:80]}"] = \
-            proc_status(child.pid).get("VmHWM")
+            peak_rss(child.pid)
     return out
 
 

@@ -20,7 +20,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def proc_status(pid: int | str = "self") -> dict[str, int]:
-    """VmRSS / VmHWM (peak RSS) of a process, in bytes; {} where /proc is not there."""
+    """VmRSS / VmHWM (peak RSS) of a process, in bytes; {} where /proc is not there. Only for
+    children running in another venv without mint_rl (TRL's); elsewhere use
+    mint_rl.process_memory."""
     out: dict[str, int] = {}
     with contextlib.suppress(OSError):
         with open(f"/proc/{pid}/status") as f:

@@ -61,7 +61,7 @@ def _assert_same(a, grads_a, b, grads_b) -> None:
 # the plan, as a function
 
 
-COST = ActivationCost(decoder=1000.0, head=100.0, layers=10, hidden=10)
+COST = ActivationCost(decoder=1000.0, head=100.0, layers=10)
 
 
 def test_the_budget_is_the_smaller_of_free_memory_and_the_cap():

@@ -247,7 +247,7 @@ class LearnerEngine:
         with self._gradients_kept_unless_finite() if backward else contextlib.nullcontext():
             for part in parts:
                 self._set_recompute(part.recompute)
-                total += self._forward_backward_part(batch, part.datums, loss, config, backward,
+                total += self._forward_backward_part(batch, part.datums, loss, config, trained,
                                                      full_precision, logprobs, metric_sums)
             if backward and not math.isfinite(total):
                 raise FloatingPointError("the loss is not finite")
@@ -271,14 +271,16 @@ class LearnerEngine:
 
     def _forward_backward_part(
         self, batch: list[PreparedDatum], indices: list[int], loss: Loss,
-        config: dict[str, float], backward: bool, full_precision: bool,
-        logprobs: list[torch.Tensor], metric_sums: dict[str, float],
+        config: dict[str, float], batch_trained: list[torch.Tensor] | None,
+        full_precision: bool, logprobs: list[torch.Tensor], metric_sums: dict[str, float],
     ) -> float:
-        """One micro-batch: logprobs into `logprobs`, metrics into `metric_sums`; its loss."""
+        """One micro-batch: logprobs into `logprobs`, metrics into `metric_sums`; its loss.
+        `batch_trained`: the batch's trained-token masks (None: a forward pass only)."""
         part = [batch[i].to(self.device) for i in indices]
-        trained = [loss.trained(d.x) for d in part] if backward else None
+        trained = (None if batch_trained is None
+                   else [batch_trained[i].to(self.device) for i in indices])
         # A micro-batch that trains no token (all weights 0) needs no graph.
-        backward = backward and any(bool(t.any()) for t in trained or [])
+        backward = trained is not None and any(bool(t.any()) for t in trained)
         with contextlib.nullcontext() if backward else torch.no_grad():
             lps = self._logprobs(part, trained, full_precision, measure=backward)
             per_datum = [loss.per_token(lp, d.x, config).sum()

@@ -25,16 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
-import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-
-log = logging.getLogger(__name__)
 
 Recompute = Literal["auto", "on", "off"]
 RECOMPUTE_MODES = ("auto", "on", "off")
@@ -68,7 +64,6 @@ class ActivationCost:
     decoder: float
     head: float
     layers: int
-    hidden: int
     measured: bool = False
 
     def per_position(self, recompute: bool, trained_share: float = 1.0) -> float:
@@ -89,7 +84,7 @@ def estimated_cost(config: Any) -> ActivationCost:
     layers = int(getattr(config, "num_hidden_layers", 24))
     vocab = int(getattr(config, "vocab_size", 32000))
     return ActivationCost(decoder=4 * layers * (20 * hidden + 10 * inter), head=8 * vocab,
-                          layers=layers, hidden=hidden)
+                          layers=layers)
 
 
 @dataclass(frozen=True)
@@ -283,7 +278,3 @@ def give_back_memory(device: torch.device) -> None:
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def gib(n: float) -> str:
-    return f"{n / GiB:.1f} GiB" if math.isfinite(n) else "?"
