@@ -304,6 +304,26 @@ LOSSES: dict[str, Loss] = {
 }
 
 
+# Tinker's CISPO (docs /tinker/losses, tutorial 202): the ratio hard-clipped to [0, 4], detached.
+TINKER_CISPO_CLIP = (0.0, 4.0)
+
+
+def tinker_loss_config(loss_fn: str, user: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The config a Tinker SDK user means, in this module's terms (what the server applies).
+
+    Tinker and the seed agree on every loss but CISPO. Tinker's CISPO clips the ratio hard, by
+    default to [0.0, 4.0]; the seed's clips softly with sharpness `beta` on [0.8, 1.2]. A config
+    without `beta` is Tinker's (beta = inf; Tinker's default thresholds unless given); one with
+    `beta` asks for the seed's soft clip and is taken as is."""
+    if loss_fn != "cispo" or not isinstance(user, Mapping | None) or "beta" in (user or {}):
+        return user  # a config that is not a mapping is refused by Loss.config, by name
+    tinker = dict(user or {})
+    if "clip_ratio" not in tinker:  # mint_rl's epsilon form sets both bounds itself
+        lo, hi = TINKER_CISPO_CLIP
+        tinker = {"clip_low_threshold": lo, "clip_high_threshold": hi, **tinker}
+    return {**tinker, "beta": math.inf}
+
+
 def get_loss(name: str) -> Loss:
     if not isinstance(name, str):
         raise InvalidInputError("loss_fn", f"must be a loss name, one of {sorted(LOSSES)}; "

@@ -141,7 +141,9 @@ LOSS_CONFIGS = {
     "cross_entropy": None,
     "importance_sampling": None,
     "ppo": {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1},
-    "cispo": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2},
+    # With `beta`, the seed's soft clip: what the in-process client computes (Tinker's CISPO, the
+    # server's default, is checked against Tinker's formula below).
+    "cispo": {"beta": 2.0, "clip_low_threshold": 0.8, "clip_high_threshold": 1.2},
     "dro": {"beta": 0.1},
     "gspo": {"clip_low_threshold": 0.9, "clip_high_threshold": 1.1},
     "stable_reinforce": {"kl_coeff": 0.1, "clip_high_threshold": 1.2},
@@ -170,6 +172,115 @@ def test_losses_match_in_process(pair, loss_fn: str) -> None:
     _assert_same(after_r, local.forward(ours, loss_fn, config).result())
     before = fb_l.result().loss_fn_outputs[0]["logprobs"].to_numpy()
     assert np.abs(after_r.loss_fn_outputs[0]["logprobs"].to_numpy() - before).max() > 1e-4
+
+
+def _tinker_rl_batch(local, log_ratio_shift: float) -> tuple[list, list[dict]]:
+    """RL datums as the cookbook sends them (target_tokens, logprobs, advantages; no weights).
+    The sampler logprobs are the model's own minus `log_ratio_shift` on every other completion
+    token, so those tokens' ratios are exp(shift) and a clip at 4 binds when shift > log 4."""
+    items = rl_batch(local.engine.vocab_size, groups=1, samples=3, prompt_len=5)
+    plain = [mint.types.Datum(model_input=mint.types.ModelInput.from_ints(it["tokens"]),
+                              loss_fn_inputs={"target_tokens": it["targets"],
+                                              "weights": [1.0] * it["n"]}) for it in items]
+    own = local.forward(plain, "cross_entropy").result().loss_fn_outputs
+    sdk, inputs = [], []
+    for it, out in zip(items, own, strict=True):
+        shift = np.where(np.arange(it["n"]) % 2 == 0, log_ratio_shift, -0.3)
+        x = {"target_tokens": it["targets"], "advantages": it["advantages"],
+             "logprobs": (out["logprobs"].to_numpy() - shift).astype(np.float32).tolist()}
+        inputs.append(x)
+        sdk.append(tt.Datum(model_input=tt.ModelInput.from_ints(it["tokens"]), loss_fn_inputs=x))
+    return sdk, inputs
+
+
+def _tinker_cispo(logp: np.ndarray, x: dict, lo: float, hi: float) -> tuple[float, np.ndarray]:
+    """Tinker's CISPO (docs /tinker/losses; tutorial 202): L = -sum sg(clip(rho, lo, hi))·logp·A
+    with rho = exp(logp - logq). Returns L and dL/dlogp = -clip(rho)·A (the ratio detached)."""
+    adv = np.asarray(x["advantages"], dtype=np.float64)
+    coef = np.clip(np.exp(logp - np.asarray(x["logprobs"], dtype=np.float64)), lo, hi)
+    return float(-(coef * logp * adv).sum()), -coef * adv
+
+
+@pytest.mark.parametrize("config, bounds", [(None, (0.0, 4.0)),
+                                            ({"clip_low_threshold": 0.5,
+                                              "clip_high_threshold": 1.5}, (0.5, 1.5))])
+def test_cispo_is_tinkers_hard_clip(service, pair, tiny_model, config, bounds) -> None:
+    """Through the SDK, CISPO is Tinker's: its loss is Tinker's formula on the returned logprobs,
+    and its gradient is that of -sum g·logp with g = Tinker's dL/dlogp (a cross-entropy with
+    weights -g), in norm and in the step it takes, on a twin client with the same start."""
+    remote, local = pair
+    sdk, inputs = _tinker_rl_batch(local, log_ratio_shift=2.0)  # ratios e^2 > 4: clipped
+    twin = service.create_lora_training_client(str(tiny_model), rank=RANK, seed=SEED).result()
+    fb = remote.forward_backward(sdk, "cispo", config).result()
+    expected, grads = 0.0, []
+    for out, x in zip(fb.loss_fn_outputs, inputs, strict=True):
+        value, grad = _tinker_cispo(out["logprobs"].to_numpy().astype(np.float64), x, *bounds)
+        expected += value
+        grads.append(grad)
+    assert fb.metrics["loss:sum"] == pytest.approx(expected, rel=1e-4)
+    clipped = [np.exp(o["logprobs"].to_numpy() - np.asarray(x["logprobs"])) > bounds[1]
+               for o, x in zip(fb.loss_fn_outputs, inputs, strict=True)]
+    assert any(c.any() for c in clipped)  # the high clip binds somewhere
+    same_gradient = [tt.Datum(model_input=d.model_input,
+                              loss_fn_inputs={"target_tokens": x["target_tokens"],
+                                              "weights": (-g).astype(np.float32).tolist()})
+                     for d, x, g in zip(sdk, inputs, grads, strict=True)]
+    twin.forward_backward(same_gradient, "cross_entropy").result()
+    step = tt.AdamParams(learning_rate=1e-2)
+    norm, twin_norm = (c.optim_step(step).result().metrics["grad_norm:mean"]
+                       for c in (remote, twin))
+    assert norm > 0 and norm == pytest.approx(twin_norm, rel=1e-4)
+    after, twin_after = (c.forward(sdk, "cispo", config).result() for c in (remote, twin))
+    for a, b in zip(after.loss_fn_outputs, twin_after.loss_fn_outputs, strict=True):
+        np.testing.assert_allclose(a["logprobs"].to_numpy(), b["logprobs"].to_numpy(),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def _tinker_formula(loss_fn: str, logp: np.ndarray, x: dict, config: dict) -> float:
+    """Tinker's documented losses (docs /tinker/losses/*), token sums, rho = exp(logp - logq)."""
+    adv, logq = np.asarray(x["advantages"]), np.asarray(x["logprobs"])
+    rho = np.exp(logp - logq)
+    if loss_fn == "importance_sampling":
+        return float(-(rho * adv).sum())
+    if loss_fn == "ppo":
+        clipped = np.clip(rho, config.get("clip_low_threshold", 0.8),
+                          config.get("clip_high_threshold", 1.2))
+        return float(-np.minimum(rho * adv, clipped * adv).sum())
+    assert loss_fn == "dro"
+    return float(-(logp * adv - 0.5 * config["beta"] * (logp - logq) ** 2).sum())
+
+
+@pytest.mark.parametrize("loss_fn, config", [("importance_sampling", None), ("ppo", None),
+                                             ("ppo", {"clip_low_threshold": 0.9,
+                                                      "clip_high_threshold": 1.1}),
+                                             ("dro", {"beta": 0.3})])
+def test_other_losses_are_tinkers_formulas(pair, loss_fn, config) -> None:
+    """The losses Tinker documents with a formula, on datums whose every token has an advantage
+    (where A = 0, dro's quadratic term is masked here; Tinker's docs leave that open)."""
+    remote, local = pair
+    sdk, inputs = _tinker_rl_batch(local, log_ratio_shift=0.5)
+    for x in inputs:
+        x["advantages"] = [a if a else 0.25 for a in x["advantages"]]
+    sdk = [tt.Datum(model_input=d.model_input, loss_fn_inputs=x)
+           for d, x in zip(sdk, inputs, strict=True)]
+    out = remote.forward(sdk, loss_fn, config).result()
+    expected = sum(_tinker_formula(loss_fn, o["logprobs"].to_numpy().astype(np.float64), x,
+                                   config or {})
+                   for o, x in zip(out.loss_fn_outputs, inputs, strict=True))
+    assert out.metrics["loss:sum"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_cispo_soft_clip_by_beta_is_the_seeds(pair) -> None:
+    """`beta` asks the server for the seed's soft clip: the in-process default, with its
+    default bounds [0.8, 1.2]; without it the same datums give Tinker's hard clip."""
+    remote, local = pair
+    sdk, inputs = _tinker_rl_batch(local, log_ratio_shift=2.0)
+    ours = [mint.types.Datum(model_input=mint.types.ModelInput.from_ints(d.model_input.to_ints()),
+                             loss_fn_inputs=x) for d, x in zip(sdk, inputs, strict=True)]
+    soft = remote.forward(sdk, "cispo", {"beta": 1.0}).result()
+    _assert_same(soft, local.forward(ours, "cispo").result(), means_too=False)
+    hard = remote.forward(sdk, "cispo").result()
+    assert hard.metrics["loss:sum"] != pytest.approx(soft.metrics["loss:sum"], rel=1e-3)
 
 
 def test_chunked_batch_matches_in_process(pair) -> None:

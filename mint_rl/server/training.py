@@ -13,6 +13,7 @@ from mint_rl.client import TrainingClient
 from mint_rl.errors import InvalidInputError
 from mint_rl.learner import checkpoint as ckpt
 from mint_rl.learner.engine import LearnerEngine
+from mint_rl.losses import tinker_loss_config
 from mint_rl.models import resolve_model
 from mint_rl.server import paths, schemas, wire
 from mint_rl.server import tinker_wire_pb2 as pb
@@ -76,7 +77,9 @@ def forward_backward(state: ServerState, msg: pb.ForwardBackwardRequest) -> dict
     def produce() -> Reply:
         data = wire.decode_data(msg)
         run = model.client.forward if msg.forward_only else model.client.forward_backward
-        out = run(data, msg.loss_fn, wire.loss_config(msg)).result()  # type: ignore[arg-type]
+        # Tinker SDK users get Tinker's loss semantics (CISPO: a hard clip on [0, 4]).
+        config = tinker_loss_config(msg.loss_fn, wire.loss_config(msg))
+        out = run(data, msg.loss_fn, config).result()  # type: ignore[arg-type]
         return Reply.protobuf(wire.encode_forward_backward_output(out))
 
     return state.start_in_order(model, msg.seq_id, produce)
