@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from mint_rl.errors import InvalidInputError
 from mint_rl.futures import APIFuture
 from mint_rl.learner import checkpoint as ckpt
+from mint_rl.learner.base_models import BaseModels
 from mint_rl.learner.engine import CustomLossFn, LearnerEngine, LearnerSettings
 from mint_rl.models import DEFAULT_MODEL, resolve_model
 from mint_rl.types import (
@@ -55,6 +56,8 @@ class ServiceClient:
         self.user_metadata = user_metadata or {}
         self.project_id = project_id
         self.learner_settings = learner_settings or LearnerSettings()
+        # The training clients it creates share each base model's frozen weights.
+        self.base_models = BaseModels()
 
     def get_server_capabilities(self) -> GetServerCapabilitiesResponse:
         return GetServerCapabilitiesResponse([SupportedModel(DEFAULT_MODEL, 8192)])
@@ -71,7 +74,8 @@ class ServiceClient:
     ) -> TrainingClient:
         lora = LoraConfig(rank=rank, seed=seed, train_mlp=train_mlp, train_attn=train_attn,
                           train_unembed=train_unembed)
-        engine = LearnerEngine(resolve_model(base_model), lora, self.learner_settings)
+        engine = LearnerEngine(resolve_model(base_model), lora, self.learner_settings,
+                               base_models=self.base_models)
         return TrainingClient(engine, base_model=base_model, user_metadata=user_metadata)
 
     def create_training_client_from_state(

@@ -15,6 +15,7 @@ from helpers import rl_batch, to_datums
 import mint_rl as mint
 from mint_rl import types
 from mint_rl.errors import InvalidInputError
+from mint_rl.learner import base_models as base_models_module
 from mint_rl.learner import checkpoint as ckpt
 from mint_rl.learner import engine as engine_module
 from mint_rl.learner.engine import LearnerEngine, LearnerSettings
@@ -58,7 +59,7 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             raise AssertionError(f"{self.what} loaded")
 
     monkeypatch.setattr(engine_module, "AutoTokenizer", Loader("tokenizer"))
-    monkeypatch.setattr(engine_module, "AutoModelForCausalLM", Loader("model"))
+    monkeypatch.setattr(base_models_module, "AutoModelForCausalLM", Loader("model"))
     return seen
 
 

@@ -318,6 +318,12 @@ def test_status_reports_the_servers_memory_and_each_models_plan(server, pair) ->
     plans = [m["memory_plan"] for m in status["models"].values() if m["memory_plan"]]
     assert plans and all(p["memory/microbatches:sum"] >= 1 and p["memory/recompute:max"] == 0
                          for p in plans)
+    # every model of the tiny model's base shares one copy of its weights
+    tiny = [b for b in status["base_models"] if b["folder"] == str(Path(local.engine.model_dir)
+                                                                   .resolve())]
+    assert len(tiny) == 1 and tiny[0]["bytes"] > 0
+    own = [m for m in status["models"].values() if m["base_model"] == str(local.engine.model_dir)]
+    assert own and all(0 < m["adapter_bytes"] < tiny[0]["bytes"] for m in own)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel
 
 from mint_rl.errors import InvalidInputError
+from mint_rl.learner.base_models import BaseModels, load_base, sharing_weights, tensor_bytes
 from mint_rl.learner.device import check_device, resolve_device
 from mint_rl.learner.inputs import PreparedDatum, prepare_batch
 from mint_rl.learner.logprobs import selective_logprobs
@@ -123,17 +124,25 @@ class LearnerSettings:
 
 class LearnerEngine:
     def __init__(
-        self, model_dir: Path, lora: LoraConfig, settings: LearnerSettings | None = None
+        self, model_dir: Path, lora: LoraConfig, settings: LearnerSettings | None = None,
+        base_models: BaseModels | None = None,
     ) -> None:
+        """`base_models`: where engines of the same base model share its frozen weights (the
+        server's, a ServiceClient's); without it this engine loads a copy of its own."""
         self.model_dir = Path(model_dir)
         self.lora_config = lora
         self.settings = settings or LearnerSettings()
         self.device = self.settings.resolve_device()  # before loading: a bad device fails fast
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        base = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
-        # LoRA is initialised on the CPU, then moved: a seed gives the same adapter on any device.
+        # Held for this engine's lifetime: it is what keeps shared weights loaded.
+        self.shared_base: PreTrainedModel | None = None
+        if base_models is None:
+            base = load_base(self.model_dir, self.device)
+        else:
+            self.shared_base = base_models.get(self.model_dir, self.device)
+            base = sharing_weights(self.shared_base)
         self.model = add_lora(base, lora)
-        self.model.to(self.device)
+        self.model.to(self.device)  # the LoRA layers; the base is there already
         self.model.train()
         self.vocab_size = int(base.config.vocab_size)
         self.decoder = self.hf_model().get_decoder()
@@ -476,6 +485,16 @@ class LearnerEngine:
 
     def reset_optimizer(self) -> None:
         self.optimizer.state.clear()
+
+    def own_bytes(self) -> dict[str, int]:
+        """What this engine holds beyond the base weights: its adapter with its gradients, and
+        the optimizer's moments."""
+        adapter = list(self.params.values())
+        grads = [p.grad for p in adapter if p.grad is not None]
+        moments = [v for state in self.optimizer.state.values() for v in state.values()
+                   if isinstance(v, torch.Tensor)]
+        return {"adapter_bytes": tensor_bytes(adapter) + tensor_bytes(grads),
+                "optimizer_bytes": tensor_bytes(moments)}
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)

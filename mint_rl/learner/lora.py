@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import cast
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -42,7 +44,11 @@ def target_modules(model: PreTrainedModel, config: LoraConfig) -> list[str]:
 
 
 def add_lora(model: PreTrainedModel, config: LoraConfig) -> PeftModel:
-    """Wraps `model` with a fresh LoRA adapter. `config.seed` makes the init reproducible."""
+    """Wraps `model` with a fresh LoRA adapter (B = 0, so it starts as the base model).
+
+    `config.seed` makes A reproducible on any device: it is drawn on the CPU from its own
+    generator (peft's init, kaiming-uniform, in parameter-name order) and copied to the layer's
+    device, so a seed gives the same adapter on a CPU and a GPU."""
     peft_config = PeftLoraConfig(
         r=config.rank,
         lora_alpha=LORA_ALPHA,
@@ -51,8 +57,13 @@ def add_lora(model: PreTrainedModel, config: LoraConfig) -> PeftModel:
         bias="none",
         task_type="CAUSAL_LM",
     )
+    lora_model = get_peft_model(model, peft_config)
     if config.seed is not None:
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed)
-            return get_peft_model(model, peft_config)
-    return get_peft_model(model, peft_config)
+        generator = torch.Generator().manual_seed(config.seed)
+        with torch.no_grad():
+            for name, param in sorted(lora_model.named_parameters()):
+                if ".lora_A." in name:
+                    init = torch.empty(param.shape, dtype=param.dtype)
+                    torch.nn.init.kaiming_uniform_(init, a=math.sqrt(5), generator=generator)
+                    param.copy_(init)
+    return cast(PeftModel, lora_model)

@@ -18,10 +18,11 @@ from mint_rl.server.state import ServerState
 
 def server_status(state: ServerState) -> dict[str, Any]:
     models = {model.id: {"base_model": model.base_model,
-                         "memory_plan": model.client.engine.last_train_metrics}
+                         "memory_plan": model.client.engine.last_train_metrics,
+                         **model.client.engine.own_bytes()}
               for model in list(state.registry.models.values())}
     engines = {str(pid): peak_rss(pid) for pid in engine_pids()}
-    return {"models": models,
+    return {"models": models, "base_models": state.base_models.held(),
             "memory": {"server_peak_rss": peak_rss(), "server_rss": current_rss(),
                        "engine_peak_rss": engines}}
 
@@ -72,8 +73,9 @@ def router(state: ServerState) -> APIRouter:
     @api.get("/status")
     async def status() -> dict[str, Any]:
         """The models this server holds and the memory it takes: peak and current RSS of the
-        server process and the peak of each vLLM engine process it started, in bytes, and each
-        training model's last memory plan (micro-batch tokens, recompute)."""
+        server process and the peak of each vLLM engine process it started, in bytes; the base
+        models held (one copy each, shared by their training models); each training model's
+        own bytes (adapter with gradients, optimizer moments) and last memory plan."""
         return server_status(state)
 
     @api.get("/get_server_capabilities")

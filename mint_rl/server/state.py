@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mint_rl.learner.base_models import BaseModels
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.server.config import ServerConfig
 from mint_rl.server.futures import FutureStore, Reply, settle
@@ -30,6 +31,8 @@ class ServerState:
         self.config = config
         self.learner_settings = learner_settings or LearnerSettings()
         self.registry = Registry()
+        # Training models of one base model share its frozen weights (many LoRAs, one base).
+        self.base_models = BaseModels()
         self.futures = FutureStore()
         # model id -> request_id of its create_model / load_weights, so a retried one is no-op.
         self.creations: dict[str, str] = {}

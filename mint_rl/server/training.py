@@ -26,8 +26,9 @@ from mint_rl.types import AdamParams, LoraConfig
 
 def new_model(state: ServerState, mid: str, session_id: str, base_model: str,
               lora: LoraConfig) -> Model:
-    """Loads the base model with a fresh LoRA and registers it (the slow part: seconds)."""
-    engine = LearnerEngine(resolve_model(base_model), lora, state.learner_settings)
+    """A fresh LoRA on the base model (loaded once for all models of it), registered."""
+    engine = LearnerEngine(resolve_model(base_model), lora, state.learner_settings,
+                           base_models=state.base_models)
     client = TrainingClient(engine, base_model=base_model, run_id=mid)
     model = Model(id=mid, session_id=session_id, base_model=base_model, client=client,
                   sequencer=Sequencer(mid, gap_timeout_s=state.config.seq_gap_timeout_s))
