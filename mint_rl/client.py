@@ -254,6 +254,27 @@ class TrainingClient:
 
         return self._submit(save)
 
+    def save_weights_external(
+        self, name: str, ttl_seconds: int | None = None,
+        age_encryption_recipients: list[str] | None = None,
+    ) -> APIFuture[SaveWeightsResponse]:
+        """The adapter as a standard PEFT folder to take away (`<run>/external_weights/<name>`),
+        each file age-encrypted to the recipients when they are given."""
+        target = ckpt.checkpoint_dir(self.run_id, "external_weights", name)
+        recipients = (ckpt.check_age_recipients(age_encryption_recipients)
+                      if age_encryption_recipients is not None else None)
+
+        def save() -> SaveWeightsResponse:
+            def write(folder: Path) -> None:
+                ckpt.write_adapter(folder, self.engine.model)
+                if recipients is not None:
+                    ckpt.encrypt_files(folder, recipients)
+
+            ckpt.write_atomically(target, write, overwrite=True)
+            return SaveWeightsResponse(ckpt.public_path(self.run_id, "external_weights", name))
+
+        return self._submit(save)
+
     def save_weights_and_get_sampling_client(self, name: str | None = None,
                                              record_stability_info: bool = False, **_: Any):
         """A SamplingClient frozen on the current weights; the policy version is the step.

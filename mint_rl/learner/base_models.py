@@ -27,7 +27,8 @@ def load_base(model_dir: Path, device: torch.device) -> PreTrainedModel:
     """The model's weights in fp32 on `device`, frozen."""
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.requires_grad_(False)
-    return model.to(device)
+    torch.nn.Module.to(model, device)  # (transformers' typing of .to is narrower than torch's)
+    return model
 
 
 def sharing_weights(base: PreTrainedModel) -> PreTrainedModel:

@@ -6,6 +6,8 @@
         optimizer.safetensors       AdamW moments and step counts, keyed "<param>::<field>"
         mint_state.json             base model, LoRA settings, optimizer step
     <run>/sampler_weights/<name>/   adapter only (save_weights_for_sampler): vLLM and peft load it
+    <run>/external_weights/<name>/  adapter only, to take away (save_weights_external); each file
+                                    age-encrypted to <file>.age when recipients are given
 
 safetensors records no device: tensors are read onto the device asked for, so a checkpoint saved
 on a GPU loads on a CPU and the other way round.
@@ -30,7 +32,7 @@ from mint_rl.errors import ConflictError, CorruptCheckpointError, InvalidInputEr
 from mint_rl.models import mint_home
 from mint_rl.types import LoraConfig
 
-KINDS = ("weights", "sampler_weights")
+KINDS = ("weights", "sampler_weights", "external_weights")
 
 
 def runs_dir() -> Path:
@@ -59,7 +61,7 @@ def resolve_path(path: str) -> Path:
             if len(parts) != 3 or parts[1] not in KINDS:
                 raise InvalidInputError(
                     "path", f"{path!r} is not of the form {scheme}<run_id>/<weights|"
-                    "sampler_weights>/<name>"
+                    "sampler_weights|external_weights>/<name>"
                 )
             local = runs_dir() / parts[0] / parts[1] / parts[2]
             break
@@ -93,6 +95,34 @@ def write_atomically(target: Path, write: Any, *, overwrite: bool) -> None:
 def write_adapter(folder: Path, model: Any) -> None:
     """A standard PEFT adapter folder (peft writes safetensors by default)."""
     model.save_pretrained(folder, safe_serialization=True)
+
+
+def check_age_recipients(recipients: list[str]) -> list[Any]:
+    """age recipients (X25519 `age1...` or SSH public keys) parsed, or a typed error naming the
+    bad one; at most 10, as Tinker allows."""
+    import pyrage.ssh  # pyright: ignore[reportMissingImports]
+    import pyrage.x25519  # pyright: ignore[reportMissingImports]
+
+    if not isinstance(recipients, list) or not 1 <= len(recipients) <= 10:
+        raise InvalidInputError("age_encryption_recipients", "must be a list of 1 to 10 keys")
+    parsed = []
+    for i, key in enumerate(recipients):
+        kind = pyrage.ssh if isinstance(key, str) and key.startswith("ssh-") else pyrage.x25519
+        try:
+            parsed.append(kind.Recipient.from_str(key))
+        except Exception as e:  # pyrage.RecipientError and type errors alike
+            raise InvalidInputError(f"age_encryption_recipients[{i}]",
+                                    f"is not an age or SSH public key ({e})") from None
+    return parsed
+
+
+def encrypt_files(folder: Path, recipients: list[Any]) -> None:
+    """Replaces each file of `folder` by `<file>.age`, encrypted to every recipient."""
+    from pyrage import encrypt_file  # pyright: ignore[reportAttributeAccessIssue]
+
+    for file in sorted(f for f in folder.iterdir() if f.is_file()):
+        encrypt_file(str(file), str(file.with_name(file.name + ".age")), recipients)
+        file.unlink()
 
 
 def write_state(folder: Path, meta: dict[str, Any], optimizer: dict[str, Any]) -> None:

@@ -9,7 +9,14 @@ import anyio
 from fastapi import FastAPI
 
 from mint_rl.learner.engine import LearnerSettings
-from mint_rl.server import openai, routes_runs, routes_sampling, routes_session, routes_training
+from mint_rl.server import (
+    openai,
+    paths,
+    routes_runs,
+    routes_sampling,
+    routes_session,
+    routes_training,
+)
 from mint_rl.server.config import ServerConfig
 from mint_rl.server.errors import install_handlers
 from mint_rl.server.middleware import GuardMiddleware
@@ -19,11 +26,13 @@ PREFIX = "/api/v1"
 
 
 async def expire_sessions(state: ServerState) -> None:
-    """Frees the models of clients that went away without finishing their session."""
+    """Frees the models of clients that went away without finishing their session, and deletes
+    the checkpoints whose TTL has passed."""
     timeout = state.config.session_timeout_s
     while True:
         await anyio.sleep(min(30.0, timeout / 4))
         state.release(state.registry.expire(timeout))
+        await anyio.to_thread.run_sync(paths.sweep_expired)
 
 
 def create_app(config: ServerConfig | None = None, *,
@@ -48,6 +57,7 @@ def create_app(config: ServerConfig | None = None, *,
     for module in (routes_session, routes_training, routes_sampling, routes_runs):
         app.include_router(module.router(state), prefix=PREFIX)
     app.include_router(openai.router(state), prefix=openai.PREFIX)  # OpenAI clients
+    app.include_router(routes_runs.downloads_router(state))  # signed links, no API key
     app.add_middleware(GuardMiddleware, api_key=config.api_key,
                        max_body_bytes=config.max_request_bytes)
     return app

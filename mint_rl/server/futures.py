@@ -100,7 +100,10 @@ async def wait(future: ReplyFuture, timeout: float) -> bool:
 
 
 def settle(target: ReplyFuture, produce: Callable[[], Reply]) -> None:
-    """Runs `produce` and settles `target` with its reply or with the exception it raised."""
+    """Runs `produce` and settles `target` with its reply or with the exception it raised;
+    a request cancelled before it started (cancel_future) runs nothing."""
+    if not (target.running() or target.set_running_or_notify_cancel()):
+        return
     try:
         reply = produce()
     except BaseException as e:  # noqa: BLE001 — every failure is the request's answer

@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mint_rl.server.errors import openai_error_body
 
 OPEN_PATHS = ("/api/v1/healthz",)  # liveness probes need no key
+# Download links of external weights carry their own signature (downloads.py): no key.
+SIGNED_PREFIX = "/downloads/"
 OPENAI_PATHS = "/v1/"  # mint_rl/server/openai.py
 
 
@@ -50,7 +52,8 @@ class GuardMiddleware:
             return
         headers = dict(scope["headers"])
         openai = scope["path"].startswith(OPENAI_PATHS)
-        if self.api_key is not None and scope["path"] not in OPEN_PATHS:
+        open_path = scope["path"] in OPEN_PATHS or scope["path"].startswith(SIGNED_PREFIX)
+        if self.api_key is not None and not open_path:
             given = _given_key(headers, openai)
             if not hmac.compare_digest(given, self.api_key):  # constant time
                 what = "X-API-Key or Authorization: Bearer" if openai else "X-API-Key"

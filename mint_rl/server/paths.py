@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ from mint_rl.errors import InvalidInputError, NotFoundError
 from mint_rl.learner import checkpoint as ckpt
 
 SCHEME = "tinker://"
-KINDS = {"weights": "training", "sampler_weights": "sampler"}  # path segment -> checkpoint_type
+# path segment -> the SDK's checkpoint_type
+KINDS = {"weights": "training", "sampler_weights": "sampler", "external_weights": "external"}
 RUN_INFO = "server_run.json"  # what the server knows of a run, next to its checkpoint folders
+TTLS = "checkpoint_ttl.json"  # checkpoint_id -> when it expires (ISO time), per run
 
 
 def storage_root() -> Path:
@@ -68,6 +70,18 @@ def existing_folder(path: str) -> Path:
     return target
 
 
+def existing_checkpoint(run: str, checkpoint_id: str) -> Path:
+    """The folder of checkpoint `<kind>/<name>` of a run (encrypted or not)."""
+    kind, _, name = checkpoint_id.partition("/")
+    if kind not in KINDS:
+        raise InvalidInputError("checkpoint_id", f"must be <{'|'.join(KINDS)}>/<name>, "
+                                                 f"got {checkpoint_id!r}")
+    target = folder(run, kind, name)
+    if not target.is_dir():
+        raise NotFoundError(f"checkpoint_id: no checkpoint {checkpoint_id!r} in run {run!r}")
+    return target
+
+
 def public_path(run: str, kind: str, name: str) -> str:
     return f"{SCHEME}{run}/{kind}/{name}"
 
@@ -81,6 +95,7 @@ def from_mint_path(mint_path: str) -> str:
 def list_checkpoints(run: str) -> list[dict[str, Any]]:
     """The run's checkpoints, newest last, as the SDK's Checkpoint objects."""
     root = storage_root().resolve() / check_part("run_id", run)
+    expiries = read_ttls(run)
     found = []
     for kind, checkpoint_type in KINDS.items():
         base = root / kind
@@ -93,19 +108,70 @@ def list_checkpoints(run: str) -> list[dict[str, Any]]:
                 "time": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
                 "tinker_path": public_path(run, kind, entry.name),
                 "size_bytes": sum(f.stat().st_size for f in entry.iterdir() if f.is_file()),
+                "expires_at": expiries.get(f"{kind}/{entry.name}"),
             })
     return sorted(found, key=lambda c: c["time"])
 
 
 def delete_checkpoint(run: str, checkpoint_id: str) -> None:
-    kind, _, name = checkpoint_id.partition("/")
-    if kind not in KINDS:
-        raise InvalidInputError("checkpoint_id", f"must be <weights|sampler_weights>/<name>, "
-                                                 f"got {checkpoint_id!r}")
-    target = folder(run, kind, name)
-    if not target.is_dir():
-        raise NotFoundError(f"checkpoint_id: no checkpoint {checkpoint_id!r} in run {run!r}")
-    shutil.rmtree(target)
+    shutil.rmtree(existing_checkpoint(run, checkpoint_id))
+    set_ttl(run, checkpoint_id, None)
+
+
+def list_runs() -> list[str]:
+    """The runs this server made (they have its run info), most recently active first."""
+    root = storage_root()
+    runs = [d for d in root.iterdir() if (d / RUN_INFO).is_file()] if root.is_dir() else []
+    runs.sort(key=lambda d: max((f.stat().st_mtime for f in d.rglob("*")), default=0.0),
+              reverse=True)
+    return [d.name for d in runs]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint TTLs: a checkpoint with a TTL is deleted once it has passed (sweep_expired).
+
+
+def read_ttls(run: str) -> dict[str, str]:
+    try:
+        ttls = json.loads((storage_root() / check_part("run_id", run) / TTLS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return ttls if isinstance(ttls, dict) else {}
+
+
+def set_ttl(run: str, checkpoint_id: str, ttl_seconds: int | None) -> str | None:
+    """Sets (or with None clears) when a checkpoint expires; returns the expiry time."""
+    if ttl_seconds is not None and (isinstance(ttl_seconds, bool) or ttl_seconds <= 0):
+        raise InvalidInputError("ttl_seconds", f"must be a positive number of seconds or null, "
+                                               f"got {ttl_seconds!r}")
+    ttls = read_ttls(run)
+    expires = None
+    if ttl_seconds is None:
+        ttls.pop(checkpoint_id, None)
+    else:
+        expires = (datetime.now(UTC) + timedelta(seconds=ttl_seconds)).isoformat()
+        ttls[checkpoint_id] = expires
+    run_dir = storage_root() / check_part("run_id", run)
+    if run_dir.is_dir():
+        tmp = run_dir / f".{TTLS}.tmp"
+        tmp.write_text(json.dumps(ttls, indent=2))
+        tmp.replace(run_dir / TTLS)
+    return expires
+
+
+def sweep_expired() -> list[str]:
+    """Deletes the checkpoints whose TTL has passed; returns their tinker paths."""
+    now = datetime.now(UTC)
+    gone = []
+    for run in list_runs():
+        for checkpoint_id, expires in read_ttls(run).items():
+            if datetime.fromisoformat(expires) <= now:
+                try:
+                    delete_checkpoint(run, checkpoint_id)
+                except NotFoundError:
+                    set_ttl(run, checkpoint_id, None)
+                gone.append(public_path(run, *checkpoint_id.split("/", 1)))
+    return gone
 
 
 def write_run_info(run: str, info: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -14,6 +15,35 @@ from mint_rl.server import schemas
 from mint_rl.server.errors import HTTPError, failure
 from mint_rl.server.futures import wait
 from mint_rl.server.state import ServerState
+
+# What the SDK can ask for that this server refuses, by name, at the call (docs/server.md).
+UNSUPPORTED = (
+    "retrieve_futures", "join_sampling_session", "create_custom_loss (server-side custom losses)",
+    "copy_weights", "publish_checkpoint", "auth/token (JWT auth, whoami)",
+    "image and audio chunks", "2-D [N, K] cross-entropy targets", "target_prompt_logprobs",
+    "topk_sample_logprobs", "prompt_alt_tokens_k", "optimizers other than adamw",
+)
+
+
+REFUSED_ROUTES = (
+    ("POST", "/retrieve_futures", "retrieve_futures (sample_use_retrieve_futures is off)"),
+    ("POST", "/join_sampling_session", "join_sampling_session"),
+    ("POST", "/create_custom_loss", "server-side custom losses (forward_backward_custom runs "
+                                    "the loss in the client)"),
+    ("POST", "/copy_weights", "copy_weights"),
+    ("POST", "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish",
+     "publishing checkpoints"),
+    ("DELETE", "/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish",
+     "publishing checkpoints"),
+    ("POST", "/auth/token", "JWT auth (the server takes API keys)"),
+)
+
+
+def refuse(what: str) -> Callable[[], Awaitable[Any]]:
+    async def refused() -> Any:
+        raise HTTPError(400, f"{what}: not supported by this server (see "
+                             "get_server_capabilities' `unsupported`)")
+    return refused
 
 
 def server_status(state: ServerState) -> dict[str, Any]:
@@ -44,12 +74,27 @@ def router(state: ServerState) -> APIRouter:
 
     @api.post("/client/dynamic_config")
     async def dynamic_config() -> dict[str, Any]:
-        return {}
+        # A sample the caller stops waiting for is cancelled here (if it has not started).
+        return {"sample_cancel_enabled": True}
 
     @api.post("/create_session")
     async def create_session(body: schemas.CreateSession) -> dict[str, Any]:
         session = state.registry.new_session(body.user_metadata or {})
         return {"session_id": session.id, "type": "create_session"}
+
+    @api.get("/sessions")
+    async def list_sessions(limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        ids = [s.id for s in list(state.registry.sessions.values()) if not s.finished]
+        return {"sessions": ids[offset:offset + max(limit, 0)]}
+
+    @api.get("/sessions/{session_id}")
+    async def get_session(session_id: str) -> dict[str, Any]:
+        session = state.registry.session(session_id)
+        return {"training_run_ids": [m.id for m in list(state.registry.models.values())
+                                     if m.session_id == session.id],
+                "sampler_ids": [s.id for s in list(state.registry.samplers.values())
+                                if s.session_id == session.id],
+                "user_metadata": session.user_metadata}
 
     @api.post("/session_heartbeat")
     async def heartbeat(body: schemas.SessionRef) -> dict[str, Any]:
@@ -80,12 +125,25 @@ def router(state: ServerState) -> APIRouter:
 
     @api.get("/get_server_capabilities")
     async def capabilities() -> dict[str, Any]:
+        # `unsupported`: what this server refuses by name (the SDK reads only supported_models).
         return {"supported_models": [{"model_name": DEFAULT_MODEL, "trainable": True,
-                                      "sampleable": True}]}
+                                      "sampleable": True}],
+                "unsupported": list(UNSUPPORTED)}
 
     @api.post("/retrieve_future")
     async def retrieve_future(body: schemas.RetrieveFuture) -> Response:
         return await retrieve(state, body.request_id)
+
+    # Routes of features this server does not have: a clear refusal, never a 404.
+    for method, path, what in REFUSED_ROUTES:
+        api.add_api_route(path, refuse(what), methods=[method])
+
+    @api.post("/cancel_future")
+    async def cancel_future(body: schemas.CancelFuture) -> dict[str, Any]:
+        """Cancels a request that has not started; one that runs or ran is left alone (the SDK
+        only logs what this answers)."""
+        future = state.futures.get(body.request_id)
+        return {"cancelled": bool(future is not None and future.cancel())}
 
     return api
 
@@ -101,6 +159,9 @@ async def retrieve(state: ServerState, request_id: str) -> Response:
         return JSONResponse({"type": "try_again", "request_id": request_id,
                              "queue_state": "active"}, status_code=408)
     state.futures.retrieved(request_id)
+    if future.cancelled():
+        return JSONResponse({"error": f"request_id: {request_id!r} was cancelled",
+                             "category": "user"})
     error = future.exception()
     if error is not None:
         return JSONResponse(failure(error))

@@ -67,6 +67,10 @@ def router(state: ServerState) -> APIRouter:
     async def save_for_sampler(body: schemas.SaveWeightsForSampler) -> dict[str, Any]:
         return training.save_weights_for_sampler(state, body)
 
+    @api.post("/save_weights_external")
+    async def save_weights_external(body: schemas.SaveWeightsExternal) -> dict[str, Any]:
+        return training.save_weights_external(state, body)
+
     @api.post("/load_weights")
     async def load_weights(body: schemas.LoadWeights) -> dict[str, Any]:
         return training.load_weights(state, body)

@@ -84,6 +84,8 @@ def asample(state: ServerState, body: schemas.Sample) -> dict[str, Any]:
 def _run(sampler: Sampler, body: schemas.Sample, sequence_ids: list[str],
          future: ReplyFuture) -> None:
     """Starts the sampling (the engine batches it with everyone else's) and returns."""
+    if not future.set_running_or_notify_cancel():  # cancelled while it waited for the pool
+        return
     try:
         prompt = _prompt(body)
         params = SamplingParams(**body.sampling_params.model_dump())

@@ -72,6 +72,7 @@ class SaveWeights(Body):
     path: str | None = None  # the checkpoint's name
     overwrite: bool = False
     ttl_seconds: int | None = None
+    user_metadata: dict[str, Any] | None = None
 
 
 class SaveWeightsForSampler(Body):
@@ -92,6 +93,7 @@ class LoadWeights(Body):
     session_id: str | None = None
     model_seq_id: int | None = None
     base_model: str | None = None
+    user_metadata: dict[str, Any] | None = None  # of the new model's run
 
 
 class CreateSamplingSession(Body):
@@ -134,6 +136,26 @@ class Sample(Body):
     prompt_alt_tokens_k: int = 0
     prompt_logprobs_last_n: int | None = None
     record_stability_info: bool | None = None  # record what stable_reinforce reads
+
+
+class SetTTL(Body):
+    ttl_seconds: int | None = None
+
+
+class WeightsInfo(Body):
+    tinker_path: str
+
+
+class SaveWeightsExternal(Body):
+    model_id: str
+    seq_id: int | None = None
+    path: str  # the checkpoint's name
+    ttl_seconds: int | None = None
+    age_encryption_recipients: list[str] | None = None
+
+
+class CancelFuture(Body):
+    request_id: str
 
 
 class RetrieveFuture(Body):

@@ -16,6 +16,7 @@ from typing import Any
 from mint_rl.learner.base_models import BaseModels
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.server.config import ServerConfig
+from mint_rl.server.downloads import Signer
 from mint_rl.server.futures import FutureStore, Reply, settle
 from mint_rl.server.registry import Model, Registry
 from mint_rl.server.turns import Turns
@@ -33,6 +34,7 @@ class ServerState:
         self.registry = Registry()
         # Training models of one base model share its frozen weights (many LoRAs, one base).
         self.base_models = BaseModels()
+        self.downloads = Signer()  # links to external weights that need no API key
         self.futures = FutureStore()
         # model id -> request_id of its create_model / load_weights, so a retried one is no-op.
         self.creations: dict[str, str] = {}

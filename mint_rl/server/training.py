@@ -7,6 +7,7 @@ storage) surfaces there as a typed mint_rl error and becomes the request's failu
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from mint_rl.client import TrainingClient
@@ -25,7 +26,7 @@ from mint_rl.types import AdamParams, LoraConfig
 
 
 def new_model(state: ServerState, mid: str, session_id: str, base_model: str,
-              lora: LoraConfig) -> Model:
+              lora: LoraConfig, user_metadata: dict[str, Any] | None) -> Model:
     """A fresh LoRA on the base model (loaded once for all models of it), registered."""
     engine = LearnerEngine(resolve_model(base_model), lora, state.learner_settings,
                            base_models=state.base_models)
@@ -37,8 +38,11 @@ def new_model(state: ServerState, mid: str, session_id: str, base_model: str,
     except BaseException:
         client.close()
         raise
+    # The run's user_metadata comes back in get_training_run: the cookbook keeps its
+    # renderer_name there and reads it when it loads the run's checkpoints.
     paths.write_run_info(mid, {"base_model": base_model, "lora_rank": lora.rank,
-                               "session_id": session_id})
+                               "lora": dataclasses.asdict(lora), "session_id": session_id,
+                               "user_metadata": user_metadata})
     return model
 
 
@@ -53,7 +57,7 @@ def create_model(state: ServerState, body: schemas.CreateModel) -> dict[str, Any
             raise InvalidInputError("optimizer_config", f"only 'adamw' is supported, got "
                                                         f"{body.optimizer_config.type!r}")
         lora = LoraConfig(**(body.lora_config or schemas.LoraSettings()).model_dump())
-        new_model(state, mid, session.id, body.base_model, lora)
+        new_model(state, mid, session.id, body.base_model, lora, body.user_metadata)
         return Reply.json({"model_id": mid, "type": "create_model"})
 
     state.creations[mid] = state.start(produce)
@@ -106,6 +110,7 @@ def save_weights(state: ServerState, body: schemas.SaveWeights) -> dict[str, Any
     def produce() -> Reply:
         name = paths.check_part("path", body.path or f"seq-{body.seq_id or 0:06d}")
         saved = model.client.save_state(name, overwrite=body.overwrite).result()
+        paths.set_ttl(model.id, f"weights/{name}", body.ttl_seconds)
         return Reply.json({"path": paths.from_mint_path(saved.path), "type": "save_weights"})
 
     return state.start_in_order(model, body.seq_id, produce)
@@ -121,6 +126,7 @@ def save_weights_for_sampler(state: ServerState,
         if body.path is not None:
             name = paths.check_part("path", body.path)
             saved = model.client.save_weights_for_sampler(name).result()
+            paths.set_ttl(model.id, f"sampler_weights/{name}", body.ttl_seconds)
             return Reply.json({"path": paths.from_mint_path(saved.path),
                                "type": "save_weights_for_sampler"})
         if body.sampling_session_seq_id is None:
@@ -129,6 +135,25 @@ def save_weights_for_sampler(state: ServerState,
 
         sampler = snapshot_sampler(state, model, body.sampling_session_seq_id)
         return Reply.json({"sampling_session_id": sampler.id, "type": "save_weights_for_sampler"})
+
+    return state.start_in_order(model, body.seq_id, produce)
+
+
+def save_weights_external(state: ServerState,
+                          body: schemas.SaveWeightsExternal) -> dict[str, Any]:
+    """The adapter to take away, at tinker://<model_id>/external_weights/<name> (age-encrypted
+    to the recipients when given); get_external_weights_urls then hands out links to it."""
+    model = state.registry.model(body.model_id)
+
+    def produce() -> Reply:
+        name = paths.check_part("path", body.path)
+        saved = model.client.save_weights_external(
+            name, age_encryption_recipients=body.age_encryption_recipients).result()
+        paths.set_ttl(model.id, f"external_weights/{name}", body.ttl_seconds)
+        folder = paths.existing_checkpoint(model.id, f"external_weights/{name}")
+        return Reply.json({"path": paths.from_mint_path(saved.path),
+                           "size_bytes": sum(f.stat().st_size for f in folder.iterdir()),
+                           "type": "save_weights_external"})
 
     return state.start_in_order(model, body.seq_id, produce)
 
@@ -149,7 +174,8 @@ def load_weights(state: ServerState, body: schemas.LoadWeights) -> dict[str, Any
     def produce() -> Reply:
         meta = ckpt.read_meta(paths.existing_folder(body.path))  # a save_state checkpoint
         lora = LoraConfig(**meta["lora"])
-        model = new_model(state, mid, session.id, body.base_model or meta["base_model"], lora)
+        model = new_model(state, mid, session.id, body.base_model or meta["base_model"], lora,
+                          body.user_metadata)
         try:
             return _load(model, body)
         except BaseException:  # the SDK gets no client for a model it could not load
