@@ -2,12 +2,14 @@
 client, serving the server's own sampler checkpoints.
 
 Greedy replies are compared with mint_rl's SamplingClient on the same prompt tokens: the endpoint
-must add nothing and lose nothing. Refusals are checked without an engine; sampling tests share
-the session's vLLM engine (marked slow).
+must add nothing and lose nothing; streamed replies with the same request unstreamed. Refusals,
+model names and the tool format are checked without an engine; sampling tests share the session's
+vLLM engine (marked slow).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +23,12 @@ from helpers import served
 
 import mint_rl as mint
 from mint_rl.learner import checkpoint as ckpt
-from mint_rl.models import DEFAULT_MODEL
+from mint_rl.models import DEFAULT_MODEL, mint_home
 from mint_rl.sampler import chat_prompt
 from mint_rl.server import ServerConfig, create_app, paths
+from mint_rl.server import openai as endpoint
+from mint_rl.server import openai_format as fmt
+from mint_rl.server.openai_format import OpenAIError
 from mint_rl.types import ModelInput, SamplingParams
 
 KEY = "tml-openai-test"
@@ -31,6 +36,21 @@ BEARER = {"Authorization": f"Bearer {KEY}"}
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 HELLO = [{"role": "user", "content": "hi"}]
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+# A chat template with a tool format (Hermes, as Qwen's), small enough to read.
+HERMES_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\nYou may call these tools:\n<tools>"
+    "{% for t in tools %}\n{{ t | tojson }}{% endfor %}\n</tools>\nAnswer a call as "
+    "<tool_call>\n{\"name\": <name>, \"arguments\": <object>}\n</tool_call><|im_end|>\n"
+    "{% endif %}{% for m in messages %}{% if m.role == 'assistant' and m.tool_calls %}"
+    "<|im_start|>assistant\n{% for c in m.tool_calls %}<tool_call>\n{\"name\": "
+    "\"{{ c.function.name }}\", \"arguments\": {{ c.function.arguments | tojson }}}\n"
+    "</tool_call>{% endfor %}<|im_end|>\n{% elif m.role == 'tool' %}<|im_start|>user\n"
+    "<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n{% else %}"
+    "<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 def _error(response: httpx.Response, status: int, param: str | None,
@@ -62,14 +82,25 @@ NOWHERE = "no-such-model"
 
 
 @pytest.mark.parametrize("route, change, param, code", [
-    (CHAT, {"stream": True}, "stream", "unsupported_parameter"),
-    (COMPLETIONS, {"stream": True}, "stream", "unsupported_parameter"),
-    (CHAT, {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools",
+    (CHAT, {"stream": "yes"}, "stream", None),
+    (CHAT, {"stream_options": {"include_usage": True}}, "stream_options", None),  # no stream
+    (COMPLETIONS, {"stream": True, "stream_options": {"chunks": 2}}, "stream_options.chunks",
      "unsupported_parameter"),
+    (COMPLETIONS, {"tools": WEATHER}, "tools", "unsupported_parameter"),
+    (CHAT, {"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type", None),
+    (CHAT, {"tools": [{"type": "function", "function": {}}]}, "tools[0].function.name", None),
+    (CHAT, {"tools": WEATHER, "tool_choice": "required"}, "tool_choice",
+     "unsupported_parameter"),
+    (CHAT, {"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id", None),
+    (CHAT, {"messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{nope"}}]}]},
+     "messages[0].tool_calls[0].function.arguments", None),
     (CHAT, {"frequency_penalty": 0.5}, "frequency_penalty", "unsupported_parameter"),
     (COMPLETIONS, {"echo": True}, "echo", "unsupported_parameter"),
     (CHAT, {"guided_json": {}}, "guided_json", "unsupported_parameter"),
-    (CHAT, {"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role", None),
+    (CHAT, {"messages": [{"role": "function", "content": "x"}]}, "messages[0].role", None),
+    (CHAT, {"messages": [{"role": "user", "content": "x", "audio": {"id": "a"}}]},
+     "messages[0].audio", None),
     (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
      "messages[0].content[0]", None),
     (CHAT, {"messages": []}, "messages", None),
@@ -96,6 +127,20 @@ def test_fields_that_ask_for_nothing_are_accepted(api) -> None:
     for route, field in ((CHAT, {"messages": HELLO}), (COMPLETIONS, {"prompt": "hi"})):
         # they pass every check, up to the model (unknown here, so no engine starts)
         _error(api.post(route, json={"model": NOWHERE, **field, **harmless}), 404, "model")
+
+
+def test_streams_and_tools_pass_the_checks_and_errors_stay_json(api) -> None:
+    earlier = [*HELLO, {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+        {"id": "c1", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+               {"role": "tool", "tool_call_id": "c1", "content": "snow"}]
+    streamed = {"stream": True, "stream_options": {"include_usage": True}}
+    for route, field in ((CHAT, {"messages": earlier, "tools": WEATHER, "tool_choice": "auto"}),
+                         (COMPLETIONS, {"prompt": "hi"})):
+        # an error found before the stream starts is a plain OpenAI error, with its status
+        response = api.post(route, json={"model": NOWHERE, **field, **streamed})
+        assert response.headers["content-type"].startswith("application/json")
+        _error(response, 404, "model")
 
 
 @pytest.mark.parametrize("model, status", [
@@ -166,11 +211,73 @@ def test_models_lists_sampler_checkpoints_and_base_models(api, tiny_model: Path)
     assert cards[DEFAULT_MODEL]["parent"] is None
     card = cards[sampler]
     assert card["object"] == "model" and card["owned_by"] == "mint-rl"
-    assert Path(card["parent"]).resolve() == tiny_model.resolve()  # from its adapter config
+    # its adapter config names the folder: listed by the folder's name, which is a model name
+    assert card["parent"] == card["root"] == tiny_model.name and tiny_model.name in cards
+    resolver = endpoint.ModelResolver(api.app.state.server)
+    base, adapter = resolver.resolve(tiny_model.name)
+    assert Path(base).resolve() == tiny_model.resolve() and adapter is None
+    for shown in (c[k] for c in listing["data"] for k in ("id", "root", "parent")):
+        assert shown is None or not (shown.startswith(("/", "~", ".")) or str(mint_home()) in shown
+                                     or str(paths.storage_root()) in shown), shown
     assert state not in cards
     # a training checkpoint is no model to sample
     _error(api.post(CHAT, json={"model": state, "messages": HELLO}), 404, "model",
            "model_not_found")
+
+
+def test_local_folders_are_named_without_their_path(tmp_path) -> None:
+    bundled = mint_home() / "models" / DEFAULT_MODEL.rpartition("/")[2]
+    snapshot = tmp_path / "hub" / "models--org--some-model" / "snapshots" / "abc123"
+    twins = [tmp_path / "a" / "model-x", tmp_path / "b" / "model-x"]
+    names = endpoint._public_names({DEFAULT_MODEL, str(bundled), str(snapshot), "org/other",
+                                    "bare-name", *map(str, twins), str(tmp_path / "bare-name")})
+    assert names[str(bundled)] == names[DEFAULT_MODEL] == DEFAULT_MODEL  # the same model
+    assert names[str(snapshot)] == "org/some-model"
+    assert names["org/other"] == "org/other" and names["bare-name"] == "bare-name"
+    twin_names = [names[str(t)] for t in twins]  # one folder name, two folders: told apart
+    assert len(set(twin_names)) == 2 and all(n.startswith("model-x-") for n in twin_names)
+    assert names[str(tmp_path / "bare-name")].startswith("bare-name-")  # a name already taken
+    assert not any(str(tmp_path) in n for n in names.values())
+
+
+def test_tools_go_through_a_template_with_a_tool_format(tiny_model) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)  # its template renders no tools
+    with pytest.raises(OpenAIError) as refused:
+        fmt.check_tools(tokenizer, WEATHER, HELLO)
+    assert refused.value.param == "tools" and "no tool format" in refused.value.message
+    history = [{"role": "tool", "content": "snow", "tool_call_id": "c1"}]
+    with pytest.raises(OpenAIError) as refused:
+        fmt.check_tools(tokenizer, None, history)
+    assert refused.value.param == "messages[0].role"
+    fmt.check_tools(tokenizer, None, HELLO)  # no tools asked for: nothing to refuse
+
+    tokenizer.chat_template = HERMES_TEMPLATE
+    assert fmt.tool_format(tokenizer) == fmt.HERMES
+    fmt.check_tools(tokenizer, WEATHER, history)
+    prompt = tokenizer.decode(fmt.chat_tokens(tokenizer, HELLO, WEATHER))
+    assert '"name": "get_weather"' in prompt and prompt.endswith("<|im_start|>assistant\n")
+    tokenizer.chat_template = HERMES_TEMPLATE.replace("tool_call>", "call>")  # another format
+    with pytest.raises(OpenAIError) as refused:
+        fmt.check_tools(tokenizer, WEATHER, HELLO)
+    assert refused.value.param == "tools" and "Hermes" in refused.value.message
+
+
+@pytest.mark.parametrize("text, content, calls", [
+    ('<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>', None, [("f", {"x": 1})]),
+    ('Let me look.<tool_call>{"name": "f", "arguments": {}}</tool_call>\n'
+     '<tool_call>{"name": "g", "arguments": {"y": "z"}}</tool_call>', "Let me look.",
+     [("f", {}), ("g", {"y": "z"})]),
+    ("no call here", "no call here", []),
+    ('<tool_call>{"name": "f", "argu', '<tool_call>{"name": "f", "argu', []),  # cut short
+    ('<tool_call>{"name": f}</tool_call>', '<tool_call>{"name": f}</tool_call>', []),
+])
+def test_hermes_tool_calls_are_read_back(text, content, calls) -> None:
+    got_content, got = fmt.hermes_tool_calls(text)
+    assert got_content == content
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in got] == calls
+    assert all(c["type"] == "function" and c["id"].startswith("call_") for c in got)
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,6 +424,87 @@ def test_the_openai_client(server, adapter) -> None:
     assert reply.usage is not None and reply.usage.completion_tokens == len(local.tokens)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model=NOWHERE, messages=messages)
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model=path, messages=messages, stream=True)
-    assert refused.value.param == "stream"
+    with pytest.raises(openai.NotFoundError):  # found out before the stream starts
+        client.chat.completions.create(model=NOWHERE, messages=messages, stream=True)
+
+
+@pytest.mark.slow
+def test_a_streamed_chat_is_the_reply_in_chunks(server, adapter) -> None:
+    import openai
+    path, _ = adapter
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    ask = {"model": path, "messages": [{"role": "user", "content": "Name a fruit."}],
+           "max_tokens": 6, "temperature": 0, "seed": 0, "logprobs": True}
+    reply = client.chat.completions.create(**ask)
+    chunks = list(client.chat.completions.create(
+        **ask, stream=True, stream_options={"include_usage": True}))
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].model == path
+    *parts, last = chunks
+    assert last.choices == [] and last.usage == reply.usage  # the usage comes last, alone
+    assert all(c.usage is None and len(c.choices) == 1 for c in parts)
+    assert parts[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in parts)
+    assert text == reply.choices[0].message.content and text
+    tokens = [e.token for c in parts if c.choices[0].logprobs
+              for e in c.choices[0].logprobs.content or []]
+    assert reply.choices[0].logprobs and reply.choices[0].logprobs.content
+    assert tokens == [e.token for e in reply.choices[0].logprobs.content]
+    finished = [c.choices[0].finish_reason for c in parts if c.choices[0].finish_reason]
+    assert finished == [reply.choices[0].finish_reason]
+
+
+@pytest.mark.slow
+def test_a_streamed_completion_with_two_choices(server) -> None:
+    import openai
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    ask = {"model": DEFAULT_MODEL, "prompt": "Once upon a time", "max_tokens": 5, "n": 2,
+           "temperature": 1.0, "seed": 7}
+    reply = client.completions.create(**ask)
+    chunks = list(client.completions.create(**ask, stream=True))
+    assert all(c.object == "text_completion" and c.usage is None for c in chunks)
+    for choice in reply.choices:
+        mine = [c.choices[0] for c in chunks if c.choices[0].index == choice.index]
+        assert "".join(c.text for c in mine) == choice.text
+        assert [c.finish_reason for c in mine if c.finish_reason] == [choice.finish_reason]
+    assert len({c.text for c in reply.choices}) == 2  # two samples (seed + i each)
+
+
+@pytest.mark.slow
+def test_tools_need_a_template_with_a_tool_format(server) -> None:
+    import openai
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:  # SmolLM2's template has none
+        client.chat.completions.create(model=DEFAULT_MODEL, messages=HELLO, tools=WEATHER,
+                                       stream=True)
+    assert refused.value.param == "tools" and "no tool format" in refused.value.message
+
+
+def _tool_call(city: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": None, "tool_calls": [{
+        "id": f"call_{city}", "type": "function",
+        "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}]}
+
+
+@pytest.mark.slow
+def test_tool_calls_are_read_out_of_the_reply(server, sampler_engine, monkeypatch) -> None:
+    """The default model under a Hermes template (swapped into the engine's tokenizer for this
+    test), shown two calls: greedily it calls the tool for a third city."""
+    import openai
+    monkeypatch.setattr(sampler_engine.tokenizer, "chat_template", HERMES_TEMPLATE)
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    messages = [{"role": "user", "content": "Weather in Paris?"}, _tool_call("Paris"),
+                {"role": "user", "content": "Weather in Rome?"}, _tool_call("Rome"),
+                {"role": "user", "content": "Weather in Oslo?"}]
+    ask = {"model": DEFAULT_MODEL, "messages": messages, "tools": WEATHER, "max_tokens": 40,
+           "temperature": 0}
+    choice = client.chat.completions.create(**ask).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Oslo"})]
+    streamed = [c.choices[0] for c in client.chat.completions.create(**ask, stream=True)]
+    deltas = [call for c in streamed for call in c.delta.tool_calls or []]
+    assert [(d.index, d.function and d.function.name) for d in deltas] == [(0, "get_weather")]
+    assert deltas[0].function and deltas[0].function.arguments == calls[0].function.arguments
+    assert streamed[-1].finish_reason == "tool_calls"

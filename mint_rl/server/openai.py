@@ -2,29 +2,42 @@
 
 Any OpenAI client can sample the checkpoints the server holds. The `model` is a sampler
 checkpoint's `tinker://<run>/sampler_weights/<name>` path (mapped into the storage like every
-other tinker path) or a base model id. Sampling runs on mint_rl's SamplingClient, on the same
-vLLM engine as the Tinker routes. Chat prompts go through the model tokenizer's chat template.
+other tinker path) or a base model's name as /v1/models lists it. Sampling runs on mint_rl's
+SamplingClient, on the same vLLM engine as the Tinker routes. Chat prompts go through the model
+tokenizer's chat template, with the request's tools where the template has a tool format.
 
-What the engine cannot do (streaming, tools, penalties, ...) is refused with an OpenAI error body
+Model names never show where the server keeps its files: a base model given as a local folder is
+listed by what it holds (the default model's id, a hub cache's repo id) or its folder's name.
+
+Streaming (`stream: true`) sends the finished answer as server-sent events: the SamplingClient
+returns whole samples (its vLLM requests report only their final output, and go through the
+weight-sync and version-stamping layers as one call), so token-by-token streaming would mean a
+second, incremental path through the sampler. Generating first also means every error, the
+engine's included, is still an OpenAI error body with its status, never a broken stream.
+
+What the engine cannot do (penalties, forced tool calls, ...) is refused with an OpenAI error body
 `{"error": {"message", "type", "param", "code"}}` naming the field, never silently ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from mint_rl.errors import InvalidInputError, ModelNotAvailableError, NotFoundError
-from mint_rl.models import DEFAULT_MODEL
-from mint_rl.sampler import SamplingClient, chat_prompt
+from mint_rl.models import DEFAULT_MODEL, mint_home
+from mint_rl.sampler import SamplingClient
 from mint_rl.server import openai_format as fmt
 from mint_rl.server import paths
 from mint_rl.server.errors import USER_ERRORS, message, openai_error_body
@@ -36,6 +49,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/v1"
 SAMPLER_KIND = "sampler_weights"  # the only checkpoints the endpoint serves
+# A name that is no path: a hub id (`org/name`), or a bare name a client gave.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_HUB_CACHE = re.compile(r"models--(.+?)--(.+)")  # huggingface_hub's cache folder of a repo
 
 
 def router(state: ServerState) -> APIRouter:
@@ -43,25 +59,27 @@ def router(state: ServerState) -> APIRouter:
     models = ModelResolver(state)
 
     @api.get("/models")
-    async def list_models() -> JSONResponse:  # reads the storage: off the event loop
+    async def list_models() -> Response:  # reads the storage: off the event loop
         return await _answer(
             lambda: asyncio.get_running_loop().run_in_executor(state.pool, models.listing))
 
     @api.post("/chat/completions")
-    async def chat_completions(request: Request) -> JSONResponse:
+    async def chat_completions(request: Request) -> Response:
         return await _answer(lambda: _chat(models, request))
 
     @api.post("/completions")
-    async def completions(request: Request) -> JSONResponse:
+    async def completions(request: Request) -> Response:
         return await _answer(lambda: _completion(models, request))
 
     return api
 
 
-async def _answer(produce: Callable[[], Awaitable[dict[str, Any]]]) -> JSONResponse:
-    """The reply, or the OpenAI error body for whatever went wrong (tracebacks stay here)."""
+async def _answer(produce: Callable[[], Awaitable[dict[str, Any] | Response]]) -> Response:
+    """The reply (a JSON body, or a stream), or the OpenAI error body for whatever went wrong
+    (tracebacks stay here)."""
     try:
-        return JSONResponse(await produce())
+        reply = await produce()
+        return reply if isinstance(reply, Response) else JSONResponse(reply)
     except OpenAIError as e:
         error = e
     except InvalidInputError as e:  # mint_rl's checks name the field
@@ -88,25 +106,22 @@ class ModelResolver:
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    def base_models(self) -> list[str]:
-        """The default model, and every base model a client trained or sampled here."""
+    def base_models(self) -> dict[str, str]:
+        """Base model -> its public name: the default model, every base model a client trained
+        or sampled here, and the base of every sampler checkpoint in the storage."""
         known = {DEFAULT_MODEL}
         known.update(m.base_model for m in list(self.state.registry.models.values()))
         known.update(s.base_model for s in list(self.state.registry.samplers.values()))
         for run in _runs():
-            base = (paths.read_run_info(run) or {}).get("base_model")
-            if isinstance(base, str) and base:
-                known.add(base)
-        return sorted(known)
+            known.update(_run_bases(run))
+        return _public_names(known)
 
     def resolve(self, model: Any) -> tuple[str, Path | None]:
         """(base model, adapter folder or None) for a request's `model`."""
         if not isinstance(model, str) or not model:
             raise OpenAIError(400, "model: must be a non-empty string", "model")
         if not model.startswith(paths.SCHEME):
-            if model not in self.base_models():
-                raise _unknown(model)
-            return model, None
+            return _base_named(model, self.base_models()), None
         try:
             run, kind, name = paths.parse(model)
             folder = paths.folder(run, kind, name)
@@ -121,10 +136,13 @@ class ModelResolver:
         return base, folder
 
     def listing(self) -> dict[str, Any]:
-        """GET /v1/models: the base models, then every sampler checkpoint, oldest first."""
-        data = [fmt.model_card(base, created=0, parent=None) for base in self.base_models()]
+        """GET /v1/models: the base models by name, then every sampler checkpoint, oldest
+        first, with its base model's name as parent."""
+        names = self.base_models()
+        data = [fmt.model_card(name, created=0, parent=None)
+                for name in sorted(set(names.values()))]
         for run in _runs():
-            data += _sampler_cards(run)
+            data += _sampler_cards(run, names)
         return {"object": "list", "data": data}
 
     async def client(self, model: Any) -> SamplingClient:
@@ -134,6 +152,56 @@ class ModelResolver:
             return SamplingClient(*self.resolve(model))
 
         return await asyncio.get_running_loop().run_in_executor(self.state.pool, make)
+
+
+def _base_named(model: str, names: dict[str, str]) -> str:
+    """The base model a client means: its listed name, or the base model as a client gave it
+    when training or sampling here (what a Tinker client knows it by)."""
+    if model in names:
+        return model
+    for base, name in sorted(names.items()):
+        if name == model:
+            return base
+    raise _unknown(model)
+
+
+def _public_names(bases: Iterable[str]) -> dict[str, str]:
+    """Base model -> the name the endpoint lists it under, which shows nothing of the server's
+    files. A hub id, or any bare name a client gave, is its own name. A local folder is named by
+    what it holds where that is known (the bundled default model, a hub cache's repo), else by
+    its folder name, with a short hash of its path where two folders share a name."""
+    names = {b: b for b in bases if _is_name(b)}
+    folders: dict[str, set[str]] = {}  # folder name -> real paths of the folders named so
+    for base in set(bases) - set(names):
+        name, real = _folder_name(base)
+        if _is_name(name) and "/" in name:  # a model id: the same model as that id, if listed
+            names[base] = name
+        else:
+            folders.setdefault(name, set()).add(real)
+    taken = set(names.values())
+    for base in set(bases) - set(names):
+        name, real = _folder_name(base)
+        shared = len(folders[name]) > 1 or name in taken
+        names[base] = f"{name}-{hashlib.sha256(real.encode()).hexdigest()[:8]}" if shared else name
+    return names
+
+
+def _is_name(base: str) -> bool:
+    return bool(_HUB_ID.fullmatch(base)) and ".." not in base.split("/")
+
+
+def _folder_name(base: str) -> tuple[str, str]:
+    """(public name, real path) of a base model given as a local folder."""
+    real = os.path.realpath(os.path.expanduser(base))
+    # where mint_rl.models unpacks the bundled default model
+    bundled = os.path.realpath(mint_home() / "models" / DEFAULT_MODEL.rpartition("/")[2])
+    if real == bundled:
+        return DEFAULT_MODEL, real
+    folder = Path(real)
+    hub = _HUB_CACHE.fullmatch(folder.parent.parent.name)
+    if folder.parent.name == "snapshots" and hub:
+        return f"{hub[1]}/{hub[2]}", real
+    return folder.name or "model", real
 
 
 def _unknown(model: str) -> OpenAIError:
@@ -157,7 +225,26 @@ def _runs() -> list[str]:
     return runs
 
 
-def _sampler_cards(run: str) -> list[dict[str, Any]]:
+def _run_bases(run: str) -> set[str]:
+    """The base models of a run: its record's, else its sampler checkpoints' own configs."""
+    base = (paths.read_run_info(run) or {}).get("base_model")
+    if isinstance(base, str) and base:
+        return {base}
+    bases = set()
+    for ckpt in paths.list_checkpoints(run):
+        kind, _, name = ckpt["checkpoint_id"].partition("/")
+        if kind != SAMPLER_KIND:
+            continue
+        try:
+            base = _checkpoint_base(run, paths.folder(run, kind, name))
+        except InvalidInputError:  # a folder no client could name
+            continue
+        if base is not None:
+            bases.add(base)
+    return bases
+
+
+def _sampler_cards(run: str, names: dict[str, str]) -> list[dict[str, Any]]:
     cards = []
     for ckpt in paths.list_checkpoints(run):
         kind, _, name = ckpt["checkpoint_id"].partition("/")
@@ -166,8 +253,9 @@ def _sampler_cards(run: str) -> list[dict[str, Any]]:
         except InvalidInputError:  # a folder no client could name
             continue
         if kind == SAMPLER_KIND and weights.is_file():
+            base = _checkpoint_base(run, weights.parent)
             cards.append(fmt.model_card(ckpt["tinker_path"], created=int(weights.stat().st_mtime),
-                                        parent=_checkpoint_base(run, weights.parent)))
+                                        parent=None if base is None else names.get(base)))
     return cards
 
 
@@ -198,31 +286,49 @@ async def _body(request: Request, fields: frozenset[str]) -> dict[str, Any]:
     return body
 
 
-async def _chat(models: ModelResolver, request: Request) -> dict[str, Any]:
+async def _chat(models: ModelResolver, request: Request) -> dict[str, Any] | Response:
     body = await _body(request, fmt.CHAT_FIELDS)
-    messages = fmt.messages(body)  # everything checked before an engine may start
+    messages, tools = fmt.messages(body), fmt.tools(body)  # all checked before an engine starts
     params = fmt.sampling_params(body, default_max_tokens=None)
-    top_k, n = fmt.chat_top_logprobs(body), fmt.choice_count(body, 1)
+    top_k, n, stream = fmt.chat_top_logprobs(body), fmt.choice_count(body, 1), fmt.streaming(body)
     client = await models.client(body.get("model"))
     tokenizer = client.get_tokenizer()
-    prompt = chat_prompt(tokenizer, messages).to_ints()
+    fmt.check_tools(tokenizer, tools, messages)
+    prompt = fmt.chat_tokens(tokenizer, messages, tools)
     samples = await _generate(client, prompt, n, params, top_k)
-    return fmt.chat_reply(body["model"], tokenizer, samples, len(prompt), params,
-                          with_logprobs=top_k is not None)
+    answer = dict(with_logprobs=top_k is not None, tools=tools is not None)
+    if stream is None:
+        return fmt.chat_reply(body["model"], tokenizer, samples, len(prompt), params, **answer)
+    return _events(fmt.chat_chunks(body["model"], tokenizer, samples, len(prompt), params,
+                                   include_usage=stream, **answer))
 
 
-async def _completion(models: ModelResolver, request: Request) -> dict[str, Any]:
+async def _completion(models: ModelResolver, request: Request) -> dict[str, Any] | Response:
     body = await _body(request, fmt.COMPLETION_FIELDS)
     params = fmt.sampling_params(body, default_max_tokens=fmt.COMPLETION_MAX_TOKENS)
-    top_k = fmt.completion_top_logprobs(body)
+    top_k, stream = fmt.completion_top_logprobs(body), fmt.streaming(body)
     client = await models.client(body.get("model"))
     tokenizer = client.get_tokenizer()
     prompts = fmt.completion_prompts(body, tokenizer)
     n = fmt.choice_count(body, len(prompts))
     per_prompt = await asyncio.gather(*(_generate(client, p, n, params, top_k) for p in prompts))
-    return fmt.completion_reply(body["model"], tokenizer, per_prompt,
-                                sum(len(p) for p in prompts), params,
-                                with_logprobs=top_k is not None)
+    prompt_tokens, with_logprobs = sum(len(p) for p in prompts), top_k is not None
+    if stream is None:
+        return fmt.completion_reply(body["model"], tokenizer, per_prompt, prompt_tokens, params,
+                                    with_logprobs=with_logprobs)
+    return _events(fmt.completion_chunks(body["model"], tokenizer, per_prompt, prompt_tokens,
+                                         params, with_logprobs=with_logprobs,
+                                         include_usage=stream))
+
+
+def _events(chunks: list[dict[str, Any]]) -> StreamingResponse:
+    """A finished answer as an event stream (see the module docstring for why finished)."""
+    async def events() -> AsyncIterator[str]:
+        for event in fmt.server_sent_events(chunks):
+            yield event
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
 
 
 async def _generate(client: SamplingClient, prompt: list[int], n: int, params: SamplingParams,
