@@ -141,6 +141,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
                        help="checkpoint folder (default: $MINT_RL_RUNS or ~/.mint_rl/runs)")
     serve.add_argument("--api-key", default=None,
                        help="require this X-API-Key (starts with tml-; default $MINT_RL_API_KEY)")
+    serve.add_argument("--model-alias", action="append", default=[], metavar="NAME=FOLDER",
+                       help="serve the model in FOLDER to clients asking for base model NAME "
+                            "(repeatable); also makes NAME's tokenizer loadable offline here")
     commands["serve"] = serve
     return parser, commands
 
@@ -304,18 +307,24 @@ def _serve(args: argparse.Namespace) -> int:
     """Runs the Tinker-protocol server (mint_rl/server) until Ctrl-C."""
     import os
 
+    from mint_rl.models import hub_cache_entry
     from mint_rl.server import ServerConfig, serve
-    from mint_rl.server.config import api_key_from_env
+    from mint_rl.server.config import api_key_from_env, parse_alias
 
     if args.storage is not None:
         # The training clients write checkpoints under $MINT_RL_RUNS; tinker paths map there.
         os.environ["MINT_RL_RUNS"] = str(args.storage.expanduser().resolve())
     try:
+        aliases = tuple(parse_alias(a) for a in args.model_alias)
         config = ServerConfig(host=args.host, port=args.port,
-                              api_key=api_key_from_env(args.api_key))
+                              api_key=api_key_from_env(args.api_key), model_aliases=aliases)
     except BadRequestError as e:  # a public host without a key, a key the SDK cannot send
         console.print(f"[bold red]mint-rl serve: {e}[/]")
         return 2
+    for name, folder in aliases:
+        # Recipes load the tokenizer of a hard-coded name from the hub cache (HF_HUB_OFFLINE=1).
+        entry = hub_cache_entry(name, Path(folder))
+        console.print(f"model alias {name} -> {folder} (tokenizer: {entry})")
     serve(config)
     return 0
 

@@ -165,3 +165,28 @@ def _pickled_by_name(cls: type, base_model: str) -> type:
     return type(cls.__name__, (cls,), {"__reduce__": reduce, "__copy__": copy_whole,
                                        "__deepcopy__": copy_whole,
                                        "__module__": cls.__module__})
+
+
+def hub_cache_entry(repo_id: str, folder: Path, hf_home: Path | None = None) -> Path:
+    """Makes `folder` what the Hugging Face hub cache holds for `repo_id` (files linked, not
+    copied), so `from_pretrained(repo_id)` finds it offline; an existing entry is kept.
+
+    For code that loads a model or tokenizer by a hub name this machine cannot download, such
+    as a recipe with a hard-coded model name. Returns the snapshot folder."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    cache = Path(hf_home) / "hub" if hf_home is not None else Path(HF_HUB_CACHE)
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    refs = repo / "refs" / "main"
+    if refs.is_file() and (repo / "snapshots" / refs.read_text().strip()).is_dir():
+        return repo / "snapshots" / refs.read_text().strip()
+    revision = "0" * 40  # no real commit: a local stand-in
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for file in Path(folder).resolve().iterdir():
+        link = snapshot / file.name
+        if file.is_file() and not link.exists():
+            link.symlink_to(file)
+    refs.parent.mkdir(parents=True, exist_ok=True)
+    refs.write_text(revision)
+    return snapshot

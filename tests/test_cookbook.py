@@ -15,7 +15,6 @@ import importlib
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import httpx
 import pytest
 from helpers import served
 
-from mint_rl.models import DEFAULT_MODEL, resolve_model
+from mint_rl.models import DEFAULT_MODEL, hub_cache_entry, resolve_model
 from mint_rl.server import ServerConfig, create_app
 
 # The recipe's own needs (installed by .ci/setup): a missing one fails here, not halfway.
@@ -41,23 +40,6 @@ RECIPE = "tinker_cookbook.recipes.math_rl.train"
 def server(sampler_engine) -> Iterator[str]:
     with served(create_app(ServerConfig(api_key=KEY))) as url:
         yield url
-
-
-def _hub_cache(home: Path) -> Path:
-    """The default model's tokenizer as a Hugging Face hub cache entry under `home`.
-
-    The cookbook loads its tokenizer by model id from the hub, which this machine cannot reach;
-    the files are the bundled model's own."""
-    repo = home / "hub" / f"models--{DEFAULT_MODEL.replace('/', '--')}"
-    revision = "0" * 40
-    snapshot = repo / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    for file in resolve_model(DEFAULT_MODEL).iterdir():
-        if file.suffix in (".json", ".jinja"):
-            shutil.copy(file, snapshot / file.name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-    return home
 
 
 def _run_recipe(server: str, log_path: Path, hf_home: Path) -> None:
@@ -78,7 +60,9 @@ def _run_recipe(server: str, log_path: Path, hf_home: Path) -> None:
 @pytest.mark.slow
 def test_math_rl_recipe_trains_through_the_server(server, tmp_path) -> None:
     log_path = tmp_path / "math_rl"
-    _run_recipe(server, log_path, _hub_cache(tmp_path / "hf"))
+    # The cookbook loads its tokenizer by model id from the hub cache (HF_HUB_OFFLINE=1).
+    hub_cache_entry(DEFAULT_MODEL, resolve_model(DEFAULT_MODEL), hf_home=tmp_path / "hf")
+    _run_recipe(server, log_path, tmp_path / "hf")
 
     rows = [json.loads(line) for line in (log_path / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in rows if "env/all/reward/total" in row]

@@ -17,8 +17,10 @@ import torch
 from helpers import served
 from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from mint_rl.errors import InvalidInputError
+from mint_rl.models import hub_cache_entry
 from mint_rl.server import ServerConfig, create_app, paths
 
 tinker = pytest.importorskip("tinker")
@@ -29,10 +31,15 @@ from tinker import types as tt  # noqa: E402
 KEY = "tml-rest"
 
 
+ALIAS = "Qwen/Qwen3.5-9B"  # the cookbook's twenty_questions answerer, hard-coded
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """With an API key: download links must work without it."""
-    with served(create_app(ServerConfig(api_key=KEY, long_poll_s=1.0))) as url:
+def server(tiny_model: Path) -> Iterator[str]:
+    """With an API key (download links must work without it) and a model alias."""
+    config = ServerConfig(api_key=KEY, long_poll_s=1.0,
+                          model_aliases=((ALIAS, str(tiny_model)),))
+    with served(create_app(config)) as url:
         saved = os.environ.get("TINKER_API_KEY")
         os.environ["TINKER_API_KEY"] = KEY
         yield url
@@ -171,3 +178,22 @@ def test_unsupported_routes_are_refused_by_name_not_404(server) -> None:
     unsupported = httpx.get(f"{server}/api/v1/get_server_capabilities",
                             headers=headers).json()["unsupported"]
     assert any("copy_weights" in u for u in unsupported)
+
+
+def test_a_model_alias_serves_a_local_folder_under_a_hub_name(service, tiny_model,
+                                                               tmp_path) -> None:
+    client = service.create_lora_training_client(ALIAS, rank=2, seed=0).result()
+    info = client.get_info()
+    assert info.model_data.model_name == ALIAS
+    assert info.model_data.tokenizer_id == str(tiny_model.resolve())
+    assert client.get_tokenizer().vocab_size > 0
+    rest = service.create_rest_client()
+    assert rest.get_training_run(client.model_id).result().base_model == ALIAS
+    # what `mint-rl serve --model-alias` also does: the name loads offline from the hub cache
+    entry = hub_cache_entry(ALIAS, tiny_model, hf_home=tmp_path)
+    assert hub_cache_entry(ALIAS, tiny_model, hf_home=tmp_path) == entry  # kept, not redone
+    tokenizer = AutoTokenizer.from_pretrained(ALIAS, cache_dir=tmp_path / "hub",
+                                              local_files_only=True)
+    assert tokenizer.vocab_size == AutoTokenizer.from_pretrained(tiny_model).vocab_size
+    with pytest.raises(InvalidInputError, match="model_aliases"):
+        ServerConfig(model_aliases=(("x", str(tmp_path / "missing")),))

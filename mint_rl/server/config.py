@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from mint_rl.errors import InvalidInputError
 
@@ -34,8 +35,15 @@ class ServerConfig:
     # A session with no heartbeat and no request for this long is finished and its models are
     # freed (the SDK heartbeats every 10 s and warns after 2 minutes without one).
     session_timeout_s: float = 600.0
+    # (name, folder): a client asking for base model `name` gets the model in `folder`, for
+    # recipes that hard-code a hub model name (the cookbook's twenty_questions answerer).
+    model_aliases: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        for name, folder in self.model_aliases:
+            if not name or not (Path(folder).expanduser() / "config.json").is_file():
+                raise InvalidInputError("model_aliases", f"{name}={folder}: give NAME=FOLDER, "
+                                                         "FOLDER a model folder with config.json")
         if self.api_key is not None and not self.api_key.startswith(API_KEY_PREFIX):
             raise InvalidInputError(
                 "api_key", f"must start with {API_KEY_PREFIX!r}: the tinker SDK sends no other key")
@@ -64,3 +72,11 @@ def is_loopback(host: str) -> bool:
 def api_key_from_env(explicit: str | None) -> str | None:
     """The --api-key value, else $MINT_RL_API_KEY, else None (an empty value counts as unset)."""
     return explicit or os.environ.get(API_KEY_ENV) or None
+
+
+def parse_alias(text: str) -> tuple[str, str]:
+    """`NAME=FOLDER` (the --model-alias option) -> (NAME, absolute FOLDER)."""
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise InvalidInputError("model_alias", f"must be NAME=FOLDER, got {text!r}")
+    return name, str(Path(folder).expanduser().resolve())

@@ -58,6 +58,7 @@ class Sampler:
     model_path: str | None  # the tinker path it samples, None for the base model
     folder: Path | None
     client: SamplingClient | None = None  # made on first use: it may start a vLLM engine
+    source: str | None = None  # what to load for base_model (its alias's folder), if not itself
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sampling_client(self) -> SamplingClient:
@@ -65,7 +66,7 @@ class Sampler:
             if self.client is None:
                 from mint_rl.sampler.sampling_client import SamplingClient
 
-                self.client = SamplingClient(self.base_model, self.folder)
+                self.client = SamplingClient(self.source or self.base_model, self.folder)
             return self.client
 
 

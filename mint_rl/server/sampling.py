@@ -35,7 +35,9 @@ def create_sampling_session(state: ServerState,
                             body: schemas.CreateSamplingSession) -> dict[str, Any]:
     session = state.registry.session(body.session_id)
     sid = sampler_id(session.id, body.sampling_session_seq_id)
-    state.registry.add_sampler(_sampler(sid, session.id, body.model_path, body.base_model))
+    sampler = _sampler(sid, session.id, body.model_path, body.base_model)
+    sampler.source = state.model_source(sampler.base_model)
+    state.registry.add_sampler(sampler)
     return {"sampling_session_id": sid, "type": "create_sampling_session"}
 
 
@@ -70,6 +72,7 @@ def asample(state: ServerState, body: schemas.Sample) -> dict[str, Any]:
     else:  # the older form: the model named in the request itself
         key = f"adhoc:{body.model_path or body.base_model}"
         sampler = _sampler(key, "", body.model_path, body.base_model)
+        sampler.source = state.model_source(sampler.base_model)
     if not 1 <= body.num_samples <= MAX_SAMPLES:
         raise InvalidInputError("num_samples", f"must be in [1, {MAX_SAMPLES}], "
                                                f"got {body.num_samples}")

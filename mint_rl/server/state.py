@@ -42,6 +42,10 @@ class ServerState:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="mint-server-work")
 
+    def model_source(self, base_model: str) -> str:
+        """What to load for a client's `base_model`: its alias's folder, or the name itself."""
+        return dict(self.config.model_aliases).get(base_model, base_model)
+
     def start(self, produce: Callable[[], Reply]) -> str:
         """Runs `produce` on the shared pool; returns the request_id of its result."""
         request_id, future = self.futures.create()

@@ -28,7 +28,8 @@ from mint_rl.types import AdamParams, LoraConfig
 def new_model(state: ServerState, mid: str, session_id: str, base_model: str,
               lora: LoraConfig, user_metadata: dict[str, Any] | None) -> Model:
     """A fresh LoRA on the base model (loaded once for all models of it), registered."""
-    engine = LearnerEngine(resolve_model(base_model), lora, state.learner_settings,
+    engine = LearnerEngine(resolve_model(state.model_source(base_model)), lora,
+                           state.learner_settings,
                            base_models=state.base_models)
     client = TrainingClient(engine, base_model=base_model, run_id=mid)
     model = Model(id=mid, session_id=session_id, base_model=base_model, client=client,
