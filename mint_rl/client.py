@@ -21,6 +21,7 @@ from mint_rl.futures import APIFuture
 from mint_rl.learner import checkpoint as ckpt
 from mint_rl.learner.base_models import BaseModels
 from mint_rl.learner.engine import CustomLossFn, LearnerEngine, LearnerSettings
+from mint_rl.learner.inputs import join_2d_outputs, split_2d_targets
 from mint_rl.models import DEFAULT_MODEL, resolve_model
 from mint_rl.types import (
     AdamParams,
@@ -159,17 +160,28 @@ class TrainingClient:
         self, data: Sequence[Datum], loss_fn: str, loss_fn_config: dict[str, float] | None = None
     ) -> APIFuture[ForwardBackwardOutput]:
         """Loss and logprobs without touching gradients."""
-        loss, batch = self.engine.prepare(data, loss_fn, backward=False)
-        config = loss.config(loss_fn_config)
-        return self._submit(self.engine.forward_backward, batch, loss, config, backward=False)
+        return self._loss_call(data, loss_fn, loss_fn_config, backward=False)
 
     def forward_backward(
         self, data: Sequence[Datum], loss_fn: str, loss_fn_config: dict[str, float] | None = None
     ) -> APIFuture[ForwardBackwardOutput]:
         """Adds this batch's gradient to the accumulated one; applied by optim_step."""
-        loss, batch = self.engine.prepare(data, loss_fn)
+        return self._loss_call(data, loss_fn, loss_fn_config, backward=True)
+
+    def _loss_call(self, data: Sequence[Datum], loss_fn: str,
+                   loss_fn_config: dict[str, float] | None, *,
+                   backward: bool) -> APIFuture[ForwardBackwardOutput]:
+        widths: list[int] = []
+        if loss_fn == "cross_entropy":  # [N, K] targets (top-k distillation): K datums each
+            data, widths = split_2d_targets(data)
+        loss, batch = self.engine.prepare(data, loss_fn, backward=backward)
         config = loss.config(loss_fn_config)
-        return self._submit(self.engine.forward_backward, batch, loss, config, backward=True)
+
+        def run() -> ForwardBackwardOutput:
+            out = self.engine.forward_backward(batch, loss, config, backward=backward)
+            return join_2d_outputs(out, widths) if any(widths) else out
+
+        return self._submit(run)
 
     def forward_backward_custom(
         self, data: Sequence[Datum], loss_fn: CustomLossFn, **_: Any

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 import uvicorn
 from helpers import rl_batch
 
@@ -281,6 +282,39 @@ def test_cispo_soft_clip_by_beta_is_the_seeds(pair) -> None:
     _assert_same(soft, local.forward(ours, "cispo").result(), means_too=False)
     hard = remote.forward(sdk, "cispo").result()
     assert hard.metrics["loss:sum"] != pytest.approx(soft.metrics["loss:sum"], rel=1e-3)
+
+
+def test_two_dimensional_cross_entropy_targets(pair) -> None:
+    """[N, K] target_tokens and weights (top-k distillation; the SDK sends torch tensors as
+    CSR where that is smaller): logprobs come back [N, K], each column the logprob of that
+    column's tokens, and the loss is Tinker's -sum_n sum_k w[n,k]·logp(target[n,k])."""
+    remote, local = pair
+    vocab, n, k = local.engine.vocab_size, 12, 3
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, vocab, (n,), generator=g).tolist()
+    targets = torch.randint(3, vocab, (n, k), generator=g)
+    weights = torch.zeros(n, k)
+    weights[-1, :] = torch.rand(k, generator=g) + 0.1  # this sparse, the SDK sends it as CSR
+    datum = tt.Datum(model_input=tt.ModelInput.from_ints(tokens),
+                     loss_fn_inputs={"target_tokens": targets, "weights": weights})
+    out = remote.forward([datum], "cross_entropy").result()
+    logprobs = out.loss_fn_outputs[0]["logprobs"].to_numpy()
+    assert logprobs.shape == (n, k)
+    columns = [tt.Datum(model_input=tt.ModelInput.from_ints(tokens),
+                        loss_fn_inputs={"target_tokens": targets[:, j].tolist(),
+                                        "weights": weights[:, j].tolist()}) for j in range(k)]
+    one_d = remote.forward(columns, "cross_entropy").result()
+    for j in range(k):
+        np.testing.assert_allclose(logprobs[:, j], one_d.loss_fn_outputs[j]["logprobs"]
+                                   .to_numpy(), rtol=0, atol=1e-6)
+    expected = -(weights.numpy() * logprobs).sum()
+    assert out.metrics["loss:sum"] == pytest.approx(expected, rel=1e-5)
+    assert one_d.metrics["loss:sum"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(tinker.RequestFailedError, match="weights"):
+        remote.forward([tt.Datum(model_input=tt.ModelInput.from_ints(tokens),
+                                 loss_fn_inputs={"target_tokens": targets,
+                                                 "weights": weights[:, :2]})],
+                       "cross_entropy").result()
 
 
 def test_chunked_batch_matches_in_process(pair) -> None:

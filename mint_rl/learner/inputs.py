@@ -6,6 +6,7 @@ call leaves the accumulated gradient exactly as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import torch
 from mint_rl.errors import InvalidInputError, MissingLossInputError
 from mint_rl.losses import Loss
 from mint_rl.stability import behaviour_logprobs
-from mint_rl.types import Datum, ModelInput, TensorData, check_provenance
+from mint_rl.types import Datum, ForwardBackwardOutput, ModelInput, TensorData, check_provenance
 
 log = logging.getLogger(__name__)
 _warned_keys: set[tuple[str, str]] = set()
@@ -81,6 +82,53 @@ def _prepare(i: int, datum: Datum, loss: Loss | None, vocab_size: int) -> Prepar
 
     x = _loss_inputs(where, datum, loss, n) if loss is not None else {}
     return PreparedDatum(tokens=tokens, targets=torch.from_numpy(targets.astype(np.int64)), x=x)
+
+
+def split_2d_targets(data: Sequence[Datum]) -> tuple[list[Datum], list[int]]:
+    """Cross-entropy datums with [N, K] `target_tokens` and `weights` (K candidate tokens per
+    position: top-k distillation) as K datums of [N] each, with the same model input.
+
+    Tinker's 2-D cross-entropy is -sum_n sum_k w[n,k]·logp(target[n,k] | input[:n+1]): the
+    summed loss of those K datums. Their sequences are identical, so the learner's prefix
+    sharing computes them once. `widths[i]` is datum i's K (0 for a 1-D datum)."""
+    out: list[Datum] = []
+    widths: list[int] = []
+    for i, datum in enumerate(data):
+        targets = datum.loss_fn_inputs.get("target_tokens")
+        if not isinstance(targets, TensorData) or targets.shape is None or len(targets.shape) < 2:
+            out.append(datum)
+            widths.append(0)
+            continue
+        field = f"data[{i}].loss_fn_inputs"
+        t = _to_numpy(f"{field}['target_tokens']", targets)
+        weights = datum.loss_fn_inputs.get("weights")
+        if t.ndim != 2 or not isinstance(weights, TensorData):
+            raise InvalidInputError(f"{field}['target_tokens']", "2-D targets must be [N, K] "
+                                    "with weights of the same shape")
+        w = _to_numpy(f"{field}['weights']", weights).astype(np.float32)
+        if w.shape != t.shape:
+            raise InvalidInputError(f"{field}['weights']", f"must have the targets' shape "
+                                                           f"{list(t.shape)}, got {list(w.shape)}")
+        for k in range(t.shape[1]):
+            out.append(Datum(model_input=datum.model_input,
+                             loss_fn_inputs={"target_tokens": t[:, k].astype(np.int64),
+                                             "weights": w[:, k]}))
+        widths.append(t.shape[1])
+    return out, widths
+
+
+def join_2d_outputs(out: ForwardBackwardOutput, widths: list[int]) -> ForwardBackwardOutput:
+    """The outputs of split_2d_targets' datums as one per original datum: [N, K] logprobs."""
+    outputs, start = [], 0
+    for width in widths:
+        if width == 0:
+            outputs.append(out.loss_fn_outputs[start])
+            start += 1
+            continue
+        columns = [o["logprobs"].to_numpy() for o in out.loss_fn_outputs[start:start + width]]
+        outputs.append({"logprobs": TensorData.from_numpy(np.stack(columns, axis=1))})
+        start += width
+    return dataclasses.replace(out, loss_fn_outputs=outputs)
 
 
 def _loss_inputs(where: str, datum: Datum, loss: Loss, n: int) -> dict[str, torch.Tensor]:
