@@ -551,6 +551,8 @@ class SampledSequence:
     # Names this sequence in provenance spans (and, when recorded, its stability info). Never
     # empty: a sequence built without one gets a fresh id.
     sequence_id: str = field(default_factory=new_sequence_id)
+    # topk_sample_logprobs=k: the k most likely (token, logprob) at each generated position.
+    topk_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass

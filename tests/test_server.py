@@ -882,6 +882,15 @@ def test_compute_logprobs_match_the_learner(service, trained) -> None:
     topk = result.topk_prompt_logprobs
     assert topk[0] is None and all(len(row) == 3 for row in topk[1:])
     assert all(row[0][1] >= lp - 1e-4 for row, lp in zip(topk[1:], logprobs[1:], strict=True))
+    # top-k of each generated token: the best first, the sampled token's logprob among or
+    # below them, and greedy picks the best
+    greedy = sampler.sample(tt.ModelInput.from_ints(ids[:4]), 1,
+                            tt.SamplingParams(max_tokens=4, temperature=0.0),
+                            topk_sample_logprobs=2).result().sequences[0]
+    assert greedy.topk_logprobs is not None and len(greedy.topk_logprobs) == len(greedy.tokens)
+    for token, lp, row in zip(greedy.tokens, greedy.logprobs, greedy.topk_logprobs, strict=True):
+        assert len(row) == 2 and row[0][1] >= row[1][1]
+        assert row[0][0] == token and row[0][1] == pytest.approx(lp, abs=1e-4)
 
 
 def _learner_logprobs(client, prompt: list[int], completion: list[int]) -> np.ndarray:

@@ -174,7 +174,8 @@ class SamplerEngine:
                 self.stamps.discard(key)
                 raise
         return Generation(out.tokens, out.logprobs, out.finish_reason, out.prompt_logprobs,
-                          out.cached_prompt_tokens, self.stamps.finish(key, len(out.tokens)))
+                          out.cached_prompt_tokens, out.sampled_topk,
+                          self.stamps.finish(key, len(out.tokens)))
 
     async def prompt_logprobs(
         self, tokens: Sequence[int], policy_version: int,

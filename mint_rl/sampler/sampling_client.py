@@ -19,6 +19,7 @@ from typing import Any
 from mint_rl.errors import InvalidInputError
 from mint_rl.sampler.config import EngineConfig
 from mint_rl.sampler.engine import SamplerEngine, get_engine
+from mint_rl.sampler.vllm_engine import top_k
 from mint_rl.stability import RECORDED
 from mint_rl.types import (
     ModelInput,
@@ -84,31 +85,38 @@ class SamplingClient:
 
     def sample(
         self, prompt: ModelInput, num_samples: int, sampling_params: SamplingParams,
-        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0, *,
+        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0, *,
         record_stability_info: bool | None = None, sequence_ids: Sequence[str] | None = None,
     ) -> Future[SampleResponse]:
         """Starts sampling and returns at once; `.result()` gives the SampleResponse.
 
         Every sequence gets a fresh `sequence_id`; `sequence_ids` fixes them instead (one per
         sample, non-empty, distinct: the server answers with the ids before sampling starts).
-        `record_stability_info` None: the client's setting.
+        `topk_sample_logprobs` k > 0: each sequence's `topk_logprobs`, the k most likely
+        (token, logprob) at every generated position. `record_stability_info` None: the
+        client's setting.
         """
         ids = _sequence_ids(sequence_ids, num_samples)
         record = (self.record_stability_info if record_stability_info is None
                   else bool(record_stability_info))
+        top = _check_top_k("topk_sample_logprobs", topk_sample_logprobs,
+                           self._engine.config.max_logprobs)
         coro = self._sample(prompt, num_samples, sampling_params, include_prompt_logprobs,
-                            topk_prompt_logprobs, ids, record)
+                            topk_prompt_logprobs, ids, record, top)
         return self._engine.submit(coro)
 
     async def sample_async(
         self, prompt: ModelInput, num_samples: int, sampling_params: SamplingParams,
-        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0, *,
+        include_prompt_logprobs: bool = False, topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0, *,
         record_stability_info: bool | None = None, sequence_ids: Sequence[str] | None = None,
     ) -> SampleResponse:
         """Same as `sample`, awaited once, from any asyncio loop."""
         return await asyncio.wrap_future(self.sample(
             prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs,
-            record_stability_info=record_stability_info, sequence_ids=sequence_ids))
+            topk_sample_logprobs, record_stability_info=record_stability_info,
+            sequence_ids=sequence_ids))
 
     def compute_logprobs(self, prompt: ModelInput) -> Future[list[float | None]]:
         """Logprob of each prompt token given the ones before it; the first entry is None."""
@@ -129,7 +137,7 @@ class SamplingClient:
     async def _sample(
         self, prompt: ModelInput, num_samples: int, params: SamplingParams,
         include_prompt_logprobs: bool, topk_prompt_logprobs: int,
-        sequence_ids: list[str] | None, record: bool,
+        sequence_ids: list[str] | None, record: bool, topk_sample_logprobs: int = 0,
     ) -> SampleResponse:
         tokens = _prompt_tokens(prompt, self._engine)
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
@@ -153,7 +161,7 @@ class SamplingClient:
         jobs = [
             self._engine.generate(tokens, _vllm_params(
                 params, i, room, topk_prompt_logprobs if want_prompt and i == 0 else None,
-            ), self._served_as)
+                topk_sample_logprobs), self._served_as)
             for i in range(num_samples)
         ]
         gens = await asyncio.gather(*jobs)  # one vLLM request each: the engine batches them
@@ -162,7 +170,7 @@ class SamplingClient:
             SampledSequence(tokens=g.tokens, logprobs=g.logprobs,
                             stop_reason="length" if g.finish_reason == "length" else "stop",
                             policy_versions=self._labels(g.policy_versions),
-                            sequence_id=sequence_id)
+                            sequence_id=sequence_id, topk_logprobs=g.sampled_topk)
             for g, sequence_id in zip(gens, ids, strict=True)
         ])
         if record:
@@ -174,12 +182,8 @@ class SamplingClient:
                 d[t].logprob for d, t in zip(steps, tokens[1:], strict=True)
             )]
             if topk_prompt_logprobs > 0:
-                response.topk_prompt_logprobs = [None, *(
-                    sorted(((tok, lp.logprob) for tok, lp in d.items()
-                            if lp.rank is not None and lp.rank <= topk_prompt_logprobs),
-                           key=lambda x: -x[1])[:topk_prompt_logprobs]
-                    for d in steps
-                )]
+                response.topk_prompt_logprobs = [
+                    None, *(top_k(d, topk_prompt_logprobs) for d in steps)]
         return response
 
     def _labels(self, served_as: list[int]) -> list[int]:
@@ -223,8 +227,15 @@ def _model_vocab_size(model_dir: Path) -> int:
     return int(json.loads((Path(model_dir) / "config.json").read_text()).get("vocab_size", 0))
 
 
+def _check_top_k(field: str, k: object, most: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= most:
+        raise InvalidInputError(field, f"must be an int in [0, {most}], got {k!r}")
+    return k
+
+
 def _vllm_params(
     p: SamplingParams, index: int, room: int, prompt_logprobs: int | None,
+    sample_logprobs: int = 0,
 ) -> Any:
     from vllm import SamplingParams as VllmSamplingParams
     from vllm.sampling_params import RequestOutputKind
@@ -239,7 +250,7 @@ def _vllm_params(
         stop=p.stop_strings() or None,
         detokenize=bool(p.stop_strings()),  # tokens are returned; text only to match stops
         stop_token_ids=p.stop_token_id_list() or None,
-        logprobs=0,  # the sampled token's logprob only
+        logprobs=sample_logprobs,  # 0: the sampled token's logprob only; k: and the top k
         prompt_logprobs=prompt_logprobs,
         output_kind=RequestOutputKind.FINAL_ONLY,
     )

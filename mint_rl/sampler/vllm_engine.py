@@ -42,6 +42,8 @@ class Completion:
     finish_reason: str
     prompt_logprobs: list[dict[int, Any] | None] | None
     cached_prompt_tokens: int  # prompt tokens served from the prefix cache, not prefilled
+    # The k most likely (token, logprob) at each generated position, when asked (logprobs=k).
+    sampled_topk: list[list[tuple[int, float]]] | None
 
     def scored_prompt(self) -> list[dict[int, Any]]:
         """vLLM's scores of the prompt positions after the first (which has no context, so no
@@ -52,6 +54,14 @@ class Completion:
             out.append(scores)
         return out
 
+
+
+def top_k(scores: Mapping[int, Any], k: int) -> list[tuple[int, float]]:
+    """The k best (token, logprob) of one position's vLLM scores, best first (vLLM adds the
+    chosen token to its top k when it is not among them: that one is left out)."""
+    ranked = [(tok, lp.logprob) for tok, lp in scores.items()
+              if lp.rank is not None and lp.rank <= k]
+    return sorted(ranked, key=lambda pair: -pair[1])[:k]
 
 
 def engine_args(c: EngineConfig, model_dir: Path) -> dict[str, Any]:
@@ -286,8 +296,10 @@ class VllmEngine:
         logprobs = [s[t].logprob for s, t in zip(steps, tokens, strict=True)] if steps else []
         if completion.finish_reason not in ("stop", "length"):
             raise RuntimeError(f"vLLM request ended with {completion.finish_reason!r}")
+        k = params.logprobs or 0
+        topk = [top_k(step, k) for step in steps] if steps and k > 0 else None
         return Completion(tokens, logprobs, completion.finish_reason, final.prompt_logprobs,
-                          final.num_cached_tokens or 0)
+                          final.num_cached_tokens or 0, topk)
 
     async def prompt_logprobs(
         self, tokens: Sequence[int], request_id: str, extra: Mapping[str, Any],

@@ -20,8 +20,8 @@ from mint_rl.server.state import ServerState
 UNSUPPORTED = (
     "retrieve_futures", "join_sampling_session", "create_custom_loss (server-side custom losses)",
     "copy_weights", "publish_checkpoint", "auth/token (JWT auth, whoami)",
-    "image and audio chunks", "target_prompt_logprobs",
-    "topk_sample_logprobs", "prompt_alt_tokens_k", "optimizers other than adamw",
+    "image and audio chunks", "target_prompt_logprobs", "prompt_alt_tokens_k",
+    "optimizers other than adamw",
 )
 
 

@@ -96,6 +96,7 @@ def _run(sampler: Sampler, body: schemas.Sample, sequence_ids: list[str],
         inner = sampler.sampling_client().sample(
             prompt, body.num_samples, params, include_prompt_logprobs=bool(body.prompt_logprobs),
             topk_prompt_logprobs=body.topk_prompt_logprobs,
+            topk_sample_logprobs=body.topk_sample_logprobs,
             record_stability_info=bool(body.record_stability_info), sequence_ids=sequence_ids)
     except BaseException as e:  # noqa: BLE001 — the request's failure
         future.set_exception(e)
@@ -114,10 +115,9 @@ def _prompt(body: schemas.Sample) -> ModelInput:
 
 
 def _check_supported(body: schemas.Sample, prompt_length: int) -> None:
-    if body.topk_sample_logprobs:
-        raise InvalidInputError("topk_sample_logprobs", "is not supported by this server")
-    if body.target_prompt_logprobs is not None:
-        raise InvalidInputError("target_prompt_logprobs", "is not supported by this server")
+    if body.target_prompt_logprobs is not None:  # vLLM scores its top k, not chosen ids
+        raise InvalidInputError("target_prompt_logprobs", "is not supported by this server "
+                                "(topk_prompt_logprobs is)")
     if body.prompt_alt_tokens_k:
         raise InvalidInputError("prompt_alt_tokens_k", "is not supported by this server")
     last_n = body.prompt_logprobs_last_n
@@ -135,4 +135,5 @@ def _encode(response: SampleResponse, body: schemas.Sample) -> Reply:
         if response.topk_prompt_logprobs is not None:
             response.topk_prompt_logprobs = ([None] * cut
                                              + response.topk_prompt_logprobs[cut:])
-    return Reply.protobuf(encode_sample_response(response, body.topk_prompt_logprobs))
+    return Reply.protobuf(encode_sample_response(response, body.topk_prompt_logprobs,
+                                                 body.topk_sample_logprobs))

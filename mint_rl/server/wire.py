@@ -131,15 +131,19 @@ def encode_forward_backward_output(out: ForwardBackwardOutput) -> bytes:
     return msg.SerializeToString()
 
 
-def encode_sample_response(response: SampleResponse, top_k: int = 0) -> bytes:
+def encode_sample_response(response: SampleResponse, top_k: int = 0,
+                           sample_top_k: int = 0) -> bytes:
+    """`top_k`: the prompt's top-k rows; `sample_top_k`: each sequence's generated tokens'."""
     msg = pb.SampleResponse()
     for seq in response.sequences:
-        msg.sequences.add(
+        added = msg.sequences.add(
             stop_reason=pb.STOP_REASON_LENGTH if seq.stop_reason == "length"
             else pb.STOP_REASON_STOP,
             tokens=np.asarray(seq.tokens, dtype="<i4").tobytes(),
             logprobs=np.asarray(seq.logprobs, dtype="<f4").tobytes(),
         )
+        if sample_top_k > 0 and seq.topk_logprobs:
+            added.topk_sampled_logprobs.CopyFrom(encode_topk(seq.topk_logprobs, sample_top_k))
     if response.prompt_logprobs is not None:
         values = [math.nan if lp is None else lp for lp in response.prompt_logprobs]
         msg.prompt_logprobs = np.asarray(values, dtype="<f4").tobytes()
