@@ -77,6 +77,51 @@ def router(state: ServerState) -> APIRouter:
         # A sample the caller stops waiting for is cancelled here (if it has not started).
         return {"sample_cancel_enabled": True}
 
+    add_session_routes(api, state)
+
+    @api.post("/telemetry")
+    async def telemetry() -> dict[str, Any]:
+        return {"status": "accepted"}  # nothing is collected
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @api.get("/status")
+    async def status() -> dict[str, Any]:
+        """The models this server holds and the memory it takes: peak and current RSS of the
+        server process and the peak of each vLLM engine process it started, in bytes; the base
+        models held (one copy each, shared by their training models); each training model's
+        own bytes (adapter with gradients, optimizer moments) and last memory plan."""
+        return server_status(state)
+
+    @api.get("/get_server_capabilities")
+    async def capabilities() -> dict[str, Any]:
+        # `unsupported`: what this server refuses by name (the SDK reads only supported_models).
+        return {"supported_models": [{"model_name": DEFAULT_MODEL, "trainable": True,
+                                      "sampleable": True}],
+                "unsupported": list(UNSUPPORTED)}
+
+    @api.post("/retrieve_future")
+    async def retrieve_future(body: schemas.RetrieveFuture) -> Response:
+        return await retrieve(state, body.request_id)
+
+    @api.post("/cancel_future")
+    async def cancel_future(body: schemas.CancelFuture) -> dict[str, Any]:
+        """Cancels a request that has not started; one that runs or ran is left alone (the SDK
+        only logs what this answers)."""
+        future = state.futures.get(body.request_id)
+        return {"cancelled": bool(future is not None and future.cancel())}
+
+    # Routes of features this server does not have: a clear refusal, never a 404.
+    for method, path, what in REFUSED_ROUTES:
+        api.add_api_route(path, refuse(what), methods=[method])
+    return api
+
+
+def add_session_routes(api: APIRouter, state: ServerState) -> None:
+    """create_session, heartbeats, finish, and what the SDK's RestClient asks of sessions."""
+
     @api.post("/create_session")
     async def create_session(body: schemas.CreateSession) -> dict[str, Any]:
         session = state.registry.new_session(body.user_metadata or {})
@@ -106,46 +151,6 @@ def router(state: ServerState) -> APIRouter:
     async def finish(session_id: str, body: schemas.FinishSession) -> dict[str, Any]:
         state.release(state.registry.finish(session_id))
         return {}
-
-    @api.post("/telemetry")
-    async def telemetry() -> dict[str, Any]:
-        return {"status": "accepted"}  # nothing is collected
-
-    @api.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok"}
-
-    @api.get("/status")
-    async def status() -> dict[str, Any]:
-        """The models this server holds and the memory it takes: peak and current RSS of the
-        server process and the peak of each vLLM engine process it started, in bytes; the base
-        models held (one copy each, shared by their training models); each training model's
-        own bytes (adapter with gradients, optimizer moments) and last memory plan."""
-        return server_status(state)
-
-    @api.get("/get_server_capabilities")
-    async def capabilities() -> dict[str, Any]:
-        # `unsupported`: what this server refuses by name (the SDK reads only supported_models).
-        return {"supported_models": [{"model_name": DEFAULT_MODEL, "trainable": True,
-                                      "sampleable": True}],
-                "unsupported": list(UNSUPPORTED)}
-
-    @api.post("/retrieve_future")
-    async def retrieve_future(body: schemas.RetrieveFuture) -> Response:
-        return await retrieve(state, body.request_id)
-
-    # Routes of features this server does not have: a clear refusal, never a 404.
-    for method, path, what in REFUSED_ROUTES:
-        api.add_api_route(path, refuse(what), methods=[method])
-
-    @api.post("/cancel_future")
-    async def cancel_future(body: schemas.CancelFuture) -> dict[str, Any]:
-        """Cancels a request that has not started; one that runs or ran is left alone (the SDK
-        only logs what this answers)."""
-        future = state.futures.get(body.request_id)
-        return {"cancelled": bool(future is not None and future.cancel())}
-
-    return api
 
 
 async def retrieve(state: ServerState, request_id: str) -> Response:
