@@ -84,7 +84,7 @@ def _prepare(i: int, datum: Datum, loss: Loss | None, vocab_size: int) -> Prepar
     return PreparedDatum(tokens=tokens, targets=torch.from_numpy(targets.astype(np.int64)), x=x)
 
 
-def split_2d_targets(data: Sequence[Datum]) -> tuple[list[Datum], list[int]]:
+def split_2d_targets(data: Sequence[Datum]) -> tuple[Sequence[Datum], list[int]]:
     """Cross-entropy datums with [N, K] `target_tokens` and `weights` (K candidate tokens per
     position: top-k distillation) as K datums of [N] each, with the same model input.
 
@@ -93,8 +93,12 @@ def split_2d_targets(data: Sequence[Datum]) -> tuple[list[Datum], list[int]]:
     sharing computes them once. `widths[i]` is datum i's K (0 for a 1-D datum)."""
     out: list[Datum] = []
     widths: list[int] = []
+    if not isinstance(data, (list, tuple)):
+        return data, widths  # not a batch: the learner's validation says so, naming `data`
     for i, datum in enumerate(data):
-        targets = datum.loss_fn_inputs.get("target_tokens")
+        # Anything malformed passes through untouched: the learner's validation names its field.
+        inputs = getattr(datum, "loss_fn_inputs", None)
+        targets = inputs.get("target_tokens") if isinstance(inputs, dict) else None
         if not isinstance(targets, TensorData) or targets.shape is None or len(targets.shape) < 2:
             out.append(datum)
             widths.append(0)
