@@ -1,12 +1,17 @@
-"""An unmodified tinker-cookbook recipe trains against `mint-rl serve`.
+"""Unmodified tinker-cookbook recipes train against `mint-rl serve`: the cookbook matrix.
 
-The recipe is the cookbook's math RL loop on its arithmetic environment (addition problems it
-generates: nothing to download), run by its own entry point in a subprocess, configured only by
-its own command-line options and TINKER_BASE_URL / TINKER_API_KEY. The server runs in this
-process, so its samplers share the session's vLLM engine.
+One server (in this process, so its samplers share the session's vLLM engine); each recipe runs
+by its own entry point, configured only by its own options and TINKER_BASE_URL / TINKER_API_KEY,
+for a step or a few (`cookbook_runner.plan`). Nothing is downloaded: math_rl, guess_number,
+text_arena and twenty_questions make their own problems, preference/shorter has a built-in
+preference model, chat_sl and prompt_distillation read the cookbook's bundled conversations, DPO
+reads local comparisons. twenty_questions' answerer is a hub name hard-coded in the recipe, served
+by `--model-alias` (ServerConfig.model_aliases) from a local folder.
 
 SmolLM2's chat template is ChatML, which the cookbook's `qwen3_instruct` renderer writes token
-for token (without SmolLM2's default system prompt).
+for token (without SmolLM2's default system prompt). rubric is not run here: its judge's answers
+are capped at 2048 tokens (hard-coded), minutes per step on a CPU; `docs/cookbook.md` has its
+command.
 """
 
 from __future__ import annotations
@@ -19,58 +24,88 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import tinker_cookbook
+from cookbook_runner import ANSWERER, answerer_stand_in, plan, write_comparisons
 from helpers import served
 
 from mint_rl.models import DEFAULT_MODEL, hub_cache_entry, resolve_model
 from mint_rl.server import ServerConfig, create_app
 
-# The recipe's own needs (installed by .ci/setup): a missing one fails here, not halfway.
-for _module in ("tinker", "tinker_cookbook", "math_verify", "pylatexenc"):
+# The recipes' own needs (installed by .ci/setup): a missing one fails here, not halfway.
+for _module in ("tinker", "math_verify", "pylatexenc", "textarena"):
     importlib.import_module(_module)
 
 KEY = "tml-cookbook"
-STEPS = 3
-RECIPE = "tinker_cookbook.recipes.math_rl.train"
+RUNNER = Path(__file__).with_name("cookbook_runner.py")
+RECIPES = [item["name"] for item in plan(DEFAULT_MODEL, Path("."), Path("."))]
 
 
 @pytest.fixture(scope="module")
-def server(sampler_engine) -> Iterator[str]:
-    with served(create_app(ServerConfig(api_key=KEY))) as url:
+def stand_in(tmp_path_factory) -> Path:
+    return answerer_stand_in(resolve_model(DEFAULT_MODEL), tmp_path_factory.mktemp("answerer"))
+
+
+@pytest.fixture(scope="module")
+def server(sampler_engine, stand_in) -> Iterator[str]:
+    config = ServerConfig(api_key=KEY, model_aliases=((ANSWERER, str(stand_in)),))
+    with served(create_app(config)) as url:
         yield url
 
 
-def _run_recipe(server: str, log_path: Path, hf_home: Path) -> None:
-    options = {
-        "model_name": DEFAULT_MODEL, "renderer_name": "qwen3_instruct", "env": "arithmetic",
-        "group_size": 4, "groups_per_batch": 2, "max_steps": STEPS, "max_tokens": 5,
-        "lora_rank": 8, "learning_rate": 1e-4, "loss_fn": "importance_sampling",
-        "eval_every": 0, "save_every": 0, "log_path": log_path,
-        "behavior_if_log_dir_exists": "delete",
-    }
+@pytest.fixture(scope="module")
+def matrix(server, stand_in, tmp_path_factory) -> tuple[dict[str, Any], Path]:
+    """Runs every recipe of the plan once; (status and seconds by recipe, their log folder)."""
+    out = tmp_path_factory.mktemp("cookbook")
+    hf_home = out / "hf"
+    # The cookbook loads tokenizers by hub name, from the hub cache here (HF_HUB_OFFLINE=1).
+    hub_cache_entry(DEFAULT_MODEL, resolve_model(DEFAULT_MODEL), hf_home=hf_home)
+    hub_cache_entry(ANSWERER, stand_in, hf_home=hf_home)
+    write_comparisons(out / "comparisons.jsonl")
+    items = plan(DEFAULT_MODEL, Path(tinker_cookbook.__file__).parent, out)
+    (out / "plan.json").write_text(json.dumps(items))
     env = {**os.environ, "TINKER_BASE_URL": server, "TINKER_API_KEY": KEY,
            "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", RECIPE, *(f"{k}={v}" for k, v in options.items())],
-                          env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    done = subprocess.run([sys.executable, str(RUNNER), str(out / "plan.json"),
+                           str(out / "results.json")],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-6000:]
+    return json.loads((out / "results.json").read_text()), out
+
+
+def _rows(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
-def test_math_rl_recipe_trains_through_the_server(server, tmp_path) -> None:
-    log_path = tmp_path / "math_rl"
-    # The cookbook loads its tokenizer by model id from the hub cache (HF_HUB_OFFLINE=1).
-    hub_cache_entry(DEFAULT_MODEL, resolve_model(DEFAULT_MODEL), hf_home=tmp_path / "hf")
-    _run_recipe(server, log_path, tmp_path / "hf")
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_trains_through_the_server(matrix, name: str) -> None:
+    results, out = matrix
+    assert results[name]["status"] == "ok", results[name]["status"]
+    rows = _rows(out / name)
+    assert rows, "no metrics"
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, float):
+                assert math.isfinite(value), (key, value)
+        if "grad_norm:mean" in row:  # a step that trained (RL drops groups of equal rewards)
+            assert row["step:max"] == row["step"] + 1  # one optim_step per recipe step
+    # (an RL step whose rewards were all equal has a zero gradient: >= 0, not > 0)
+    assert any("grad_norm:mean" in row or "dpo_loss" in row for row in rows), "no step trained"
+    # every recipe ends with a checkpoint in the server's storage
+    final = json.loads((out / name / "checkpoints.jsonl").read_text().splitlines()[-1])
+    assert final["state_path"].startswith("tinker://")
 
-    rows = [json.loads(line) for line in (log_path / "metrics.jsonl").read_text().splitlines()]
-    steps = [row for row in rows if "env/all/reward/total" in row]
-    assert [row["step"] for row in steps] == list(range(STEPS))  # one row per step
+
+@pytest.mark.slow
+def test_math_rl_samples_on_the_weights_it_trains(matrix, server) -> None:
+    results, out = matrix
+    steps = [row for row in _rows(out / "math_rl") if "env/all/reward/total" in row]
+    assert [row["step"] for row in steps] == [0, 1, 2]  # one row per step
     for row in steps:
-        # one optim_step on the server per recipe step, with a real gradient
-        assert row["step:max"] == row["step"] + 1
-        assert math.isfinite(row["grad_norm:mean"]) and row["grad_norm:mean"] > 0
         # arithmetic rewards: 1 if right, minus 0.1 without the stop token
         assert -0.1 <= row["env/all/reward/total"] <= 1.0
         assert row["env/all/total_episodes"] == 2 * 4
@@ -80,9 +115,8 @@ def test_math_rl_recipe_trains_through_the_server(server, tmp_path) -> None:
         assert 0 <= row["optim/kl_sample_train_v2"] < 1e-3
         assert math.isfinite(row["optim/entropy"]) and row["optim/entropy"] > 0
 
-    # the recipe's final checkpoint lives in the server's storage, and any OpenAI client can
-    # sample it
-    final = json.loads((log_path / "checkpoints.jsonl").read_text().splitlines()[-1])
+    # the recipe's final checkpoint, listed on the OpenAI endpoint and sampled there
+    final = json.loads((out / "math_rl" / "checkpoints.jsonl").read_text().splitlines()[-1])
     headers = {"Authorization": f"Bearer {KEY}"}
     listed = httpx.get(f"{server}/v1/models", headers=headers).json()["data"]
     assert final["sampler_path"] in {m["id"] for m in listed}
@@ -91,3 +125,41 @@ def test_math_rl_recipe_trains_through_the_server(server, tmp_path) -> None:
         "messages": [{"role": "user", "content": "What is 4 + 5?"}]})
     assert reply.status_code == 200, reply.text
     assert 1 <= reply.json()["usage"]["completion_tokens"] <= 4
+
+
+@pytest.mark.slow
+def test_async_math_rl_trains_on_samples_one_step_old(matrix) -> None:
+    results, out = matrix
+    steps = [row for row in _rows(out / "math_rl_async") if "env/all/reward/total" in row]
+    assert [row["step"] for row in steps] == [0, 1, 2]
+    config = json.loads((out / "math_rl_async" / "config.json").read_text())
+    assert config["async_config"]["max_steps_off_policy"] == 1
+    assert config["loss_fn"] == "stable_reinforce"
+
+
+@pytest.mark.slow
+def test_dpo_on_local_comparisons_learns_the_preferred_answer(matrix) -> None:
+    results, out = matrix
+    rows = [row for row in _rows(out / "dpo") if "dpo_loss" in row]
+    assert len(rows) == 2
+    # the first step starts at the reference model: DPO's loss is log 2 there
+    assert rows[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-3)
+    # one step later the preferred answers are more likely than the refusals, against the
+    # reference, on pairs the first step did not see
+    assert rows[1]["margin"] > 0 and rows[1]["dpo_loss"] < rows[0]["dpo_loss"]
+
+
+@pytest.mark.slow
+def test_weights_download_of_a_recipe_result_is_a_peft_adapter(matrix, server, tmp_path,
+                                                              monkeypatch) -> None:
+    from peft import LoraConfig
+    from tinker_cookbook import weights
+
+    results, out = matrix
+    final = json.loads((out / "chat_sl" / "checkpoints.jsonl").read_text().splitlines()[-1])
+    monkeypatch.setenv("TINKER_API_KEY", KEY)  # weights.download's own client reads it
+    folder = weights.download(tinker_path=final["state_path"], output_dir=str(tmp_path / "dl"),
+                              base_url=server)
+    config = LoraConfig.from_pretrained(folder)
+    assert isinstance(config, LoraConfig) and config.r == 8
+    assert (Path(folder) / "adapter_model.safetensors").stat().st_size > 0
