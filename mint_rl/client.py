@@ -57,8 +57,10 @@ class ServiceClient:
         self.user_metadata = user_metadata or {}
         self.project_id = project_id
         self.learner_settings = learner_settings or LearnerSettings()
-        # The training clients it creates share each base model's frozen weights.
+        # The training clients it creates share each base model's frozen weights, and one
+        # thread for their torch work.
         self.base_models = BaseModels()
+        self.learner_worker = learner_thread(self.learner_settings)
 
     def get_server_capabilities(self) -> GetServerCapabilitiesResponse:
         return GetServerCapabilitiesResponse([SupportedModel(DEFAULT_MODEL, 8192)])
@@ -77,7 +79,8 @@ class ServiceClient:
                           train_unembed=train_unembed)
         engine = LearnerEngine(resolve_model(base_model), lora, self.learner_settings,
                                base_models=self.base_models)
-        return TrainingClient(engine, base_model=base_model, user_metadata=user_metadata)
+        return TrainingClient(engine, base_model=base_model, user_metadata=user_metadata,
+                              worker=self.learner_worker)
 
     def create_training_client_from_state(
         self, path: str, base_model: str | None = None, **_: Any
@@ -129,6 +132,18 @@ class ServiceClient:
         )
 
 
+def learner_thread(settings: LearnerSettings,
+                   name: str = "mint-learner") -> concurrent.futures.ThreadPoolExecutor:
+    """One thread for the torch work of training clients, pinned as `settings` say.
+
+    The clients of one ServiceClient (and of one server) take turns on one such thread: every
+    thread that runs torch keeps a malloc arena of its own with the freed activations (~37 MiB
+    per extra SmolLM2 client, measured: bench/bench_server_clients.py), and on a CPU their work
+    would contend for the same cores anyway."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name,
+                                                 initializer=settings.bind_thread)
+
+
 class TrainingClient:
     def __init__(
         self,
@@ -137,21 +152,23 @@ class TrainingClient:
         base_model: str,
         user_metadata: dict[str, str] | None = None,
         run_id: str | None = None,
+        worker: concurrent.futures.ThreadPoolExecutor | None = None,
     ) -> None:
+        """`worker`: the one-thread executor that runs this client's torch work, shared with
+        other clients (`learner_thread`); without it the client starts a thread of its own."""
         self.engine = engine
         self.base_model = base_model
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.user_metadata = user_metadata or {}
-        # All torch work of this client runs on this one thread, pinned as the settings say.
-        self._worker = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"mint-learner-{self.run_id}",
-            initializer=engine.settings.bind_thread,
-        )
+        self._owns_worker = worker is None
+        self._worker = worker or learner_thread(engine.settings, f"mint-learner-{self.run_id}")
         self._submit_lock = threading.Lock()
+        self._last: concurrent.futures.Future[Any] | None = None
 
     def _submit(self, fn: Callable[..., T], *args: Any, **kw: Any) -> APIFuture[T]:
         with self._submit_lock:  # submission order == execution order
-            return APIFuture(self._worker.submit(fn, *args, **kw))
+            self._last = self._worker.submit(fn, *args, **kw)
+            return APIFuture(self._last)
 
     # ----------------------------------------------------------------------------------------
     # training
@@ -348,8 +365,11 @@ class TrainingClient:
         )
 
     def close(self) -> None:
-        """Finishes queued calls and stops the worker thread."""
-        self._worker.shutdown(wait=True)
+        """Finishes queued calls; stops the worker thread if it is this client's own."""
+        if self._owns_worker:
+            self._worker.shutdown(wait=True)
+        elif self._last is not None:
+            concurrent.futures.wait([self._last])
 
     # ----------------------------------------------------------------------------------------
     # async forms: the first await submits (ordering fixed), the second waits for the result

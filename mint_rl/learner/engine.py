@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from transformers import AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from mint_rl.errors import InvalidInputError
 from mint_rl.learner.base_models import BaseModels, load_base, sharing_weights, tensor_bytes
@@ -123,6 +124,12 @@ class LearnerSettings:
 
 
 class LearnerEngine:
+    @functools.cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """Loaded when first asked for: a server's learner never tokenizes (its clients send
+        tokens), and each tokenizer costs ~16 MiB of native memory per training client."""
+        return AutoTokenizer.from_pretrained(self.model_dir)
+
     def __init__(
         self, model_dir: Path, lora: LoraConfig, settings: LearnerSettings | None = None,
         base_models: BaseModels | None = None,
@@ -133,7 +140,6 @@ class LearnerEngine:
         self.lora_config = lora
         self.settings = settings or LearnerSettings()
         self.device = self.settings.resolve_device()  # before loading: a bad device fails fast
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         # Held for this engine's lifetime: it is what keeps shared weights loaded.
         self.shared_base: PreTrainedModel | None = None
         if base_models is None:
@@ -145,6 +151,11 @@ class LearnerEngine:
         self.model.to(self.device)  # the LoRA layers; the base is there already
         self.model.train()
         self.vocab_size = int(base.config.vocab_size)
+        # Pads follow each packed row's last token, where the causal mask hides them from every
+        # trained position: any id in range does. The model's own pad (or eos) id is one.
+        pad = base.config.pad_token_id
+        pad = base.config.eos_token_id if pad is None else pad
+        self.pad_id = int((pad[0] if isinstance(pad, list) else pad) or 0)
         self.decoder = self.hf_model().get_decoder()
         lm_head = self.hf_model().get_output_embeddings()
         assert isinstance(lm_head, torch.nn.Module)  # None only for models without an LM head
@@ -422,7 +433,7 @@ class LearnerEngine:
             seqs,
             row_capacity=self.settings.row_capacity,
             share_prefixes=self.settings.share_prefixes,
-            pad_id=self.tokenizer.pad_token_id or 0,
+            pad_id=self.pad_id,
             device=self.device,
         )
 

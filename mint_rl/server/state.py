@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mint_rl.client import learner_thread
 from mint_rl.learner.base_models import BaseModels
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.server.config import ServerConfig
@@ -34,6 +35,8 @@ class ServerState:
         self.registry = Registry()
         # Training models of one base model share its frozen weights (many LoRAs, one base).
         self.base_models = BaseModels()
+        # ...and one thread for all models' torch work (they take turns: learner_turns).
+        self.learner_worker = learner_thread(self.learner_settings)
         self.downloads = Signer()  # links to external weights that need no API key
         self.futures = FutureStore()
         # model id -> request_id of its create_model / load_weights, so a retried one is no-op.
@@ -89,4 +92,5 @@ class ServerState:
         for model in list(self.registry.models.values()):
             model.sequencer.close(wait=False)
             model.client.close()
+        self.learner_worker.shutdown(wait=True)
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -31,7 +31,8 @@ def new_model(state: ServerState, mid: str, session_id: str, base_model: str,
     engine = LearnerEngine(resolve_model(state.model_source(base_model)), lora,
                            state.learner_settings,
                            base_models=state.base_models)
-    client = TrainingClient(engine, base_model=base_model, run_id=mid)
+    client = TrainingClient(engine, base_model=base_model, run_id=mid,
+                            worker=state.learner_worker)
     model = Model(id=mid, session_id=session_id, base_model=base_model, client=client,
                   sequencer=Sequencer(mid, gap_timeout_s=state.config.seq_gap_timeout_s))
     try:
