@@ -38,7 +38,7 @@ def plan(model: str, cookbook: Path, out: Path, *, slow: bool = False) -> list[d
                 "args": [*common, *(["save_every=0"] if save_every else []), *args,
                          f"log_path={out / name}"]}
 
-    rl = ["env=arithmetic", "group_size=4", "groups_per_batch=2", "max_steps=3", "max_tokens=5",
+    rl = ["env=arithmetic", "group_size=4", "groups_per_batch=2", "max_steps=2", "max_tokens=5",
           "lora_rank=8", "learning_rate=1e-4"]
     rubric_data = out / "rubric_data"
     items = [
@@ -46,12 +46,12 @@ def plan(model: str, cookbook: Path, out: Path, *, slow: bool = False) -> list[d
         recipe("math_rl_async", "math_rl.train", *rl, "loss_fn=stable_reinforce",
                "max_steps_off_policy=1"),
         recipe("guess_number", "multiplayer_rl.guess_number.train", "group_size=2", "batch_size=1",
-               "max_steps=1", "max_tokens=8"),
+               "max_steps=1", "max_tokens=6"),
         recipe("text_arena", "multiplayer_rl.text_arena.train", "batch_size=2",
                "num_train_datapoints=4", "num_test_datapoints=2", "test_opponent=random",
                "max_steps=1", "max_tokens=16"),
         recipe("twenty_questions", "multiplayer_rl.twenty_questions.train", "group_size=2",
-               "batch_size=1", "num_epochs=1", "max_steps=1", "max_tokens=8"),
+               "batch_size=1", "num_epochs=1", "max_steps=1", "max_tokens=4"),
         recipe("shorter", "preference.shorter.train", "batch_size=2", "group_size=2",
                "max_tokens=16", "max_steps=1", save_every=False),
         recipe("chat_sl", "chat_sl.train", f"dataset={conversations}", "batch_size=4",

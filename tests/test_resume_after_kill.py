@@ -30,7 +30,7 @@ from mint_rl.rl.checkpoints import RunCheckpoints
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 4
+STEPS = 3
 COMMAND = ["--steps", str(STEPS), "--groups-per-batch", "2", "--group-size", "4",
            "--max-tokens", "4", "--eval-every", "0", "--save-every", "1", "--seed", "7",
            "--cpus", "shared", "--reproducible"]
