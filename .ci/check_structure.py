@@ -2,7 +2,10 @@
 
 1. no import cycle between mint_rl's modules (every import counts: top-level, function-local and
    TYPE_CHECKING-only — a lazy import that points back up is still a cycle for a reader);
-2. no function in mint_rl/, actors/, recipes/ longer than MAX_LINES lines (docstring included).
+2. no cycle between packages either: every module folded into its top-level unit (a subpackage
+   such as `mint_rl.rl`, `mint_rl.sampler`, the actors, the recipes; or a module directly in
+   mint_rl/), the graph has no cycle, so the layers point one way;
+3. no function in mint_rl/, actors/, recipes/ longer than MAX_LINES lines (docstring included).
 
     python .ci/check_structure.py
 """
@@ -87,6 +90,20 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def unit(module: str) -> str:
+    """The top-level unit a module folds into: `mint_rl.rl.train` -> `mint_rl.rl`."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """`graph` with every module folded into its unit (a module of mint_rl/ is its own unit)."""
+    folded: dict[str, set[str]] = {unit(name): set() for name in graph}
+    for name, targets in graph.items():
+        folded[unit(name)] |= {unit(t) for t in targets} - {unit(name)}
+    return folded
+
+
 def long_functions(path: Path) -> list[str]:
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
@@ -104,10 +121,13 @@ def main() -> int:
     for name in graph:
         graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
     problems = [f"import cycle: {' <-> '.join(c)}" for c in cycles(graph)]
+    packages = package_graph(graph)
+    problems += [f"package cycle: {' <-> '.join(c)}" for c in cycles(packages)]
     for path in found.values():
         problems += long_functions(path)
-    print("\n".join(problems) or f"structure ok: {len(found)} modules, no import cycle, "
-          f"no function over {MAX_LINES} lines")
+    print("\n".join(problems) or f"structure ok: {len(found)} modules in {len(packages)} "
+          f"packages, no import cycle between modules or packages, no function over "
+          f"{MAX_LINES} lines")
     return 1 if problems else 0
 
 

@@ -9,25 +9,11 @@ the reference policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from mint_rl import types
 from mint_rl.actors.reference import ReferenceActor
-from mint_rl.rl.advantages import (
-    apply_kl_penalty,
-    center_per_batch,
-    center_per_group,
-    is_constant,
-)
-from mint_rl.rl.data import trajectory_datums
+from mint_rl.rl.advantages import apply_kl_penalty, center_per_batch, center_per_group
+from mint_rl.rl.data import TrainingBatch, batch_from_groups
 from mint_rl.rl.types import TrajectoryGroup
 from mint_rl.runtime import Actor, endpoint
-
-
-@dataclass
-class TrainingBatch:
-    datums: list[types.Datum]
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class AdvantageActor(Actor):
@@ -46,27 +32,13 @@ class AdvantageActor(Actor):
 
     @endpoint(raises=(ValueError,))
     async def build(self, groups: list[TrajectoryGroup]) -> TrainingBatch:
-        rewards = [g.rewards for g in groups]
         center = center_per_group if self.center == "group" else center_per_batch
-        advantages = center(rewards, normalize_std=self.normalize_std)
-        datums: list[types.Datum] = []
-        skipped = 0
-        for group, group_adv in zip(groups, advantages, strict=True):
-            if self.center == "group" and is_constant(group.rewards):
-                skipped += 1
-                continue
-            for trajectory, adv in zip(group.trajectories, group_adv, strict=True):
-                if adv != 0.0:
-                    datums.extend(trajectory_datums(trajectory, adv))
-        flat = [r for g in rewards for r in g]
-        metrics = {
-            "reward/mean": sum(flat) / max(len(flat), 1),
-            "groups/skipped_constant": skipped,
-            "datums": len(datums),
-        }
-        if self.kl_coef > 0 and datums:
+        advantages = center([g.rewards for g in groups], normalize_std=self.normalize_std)
+        batch = batch_from_groups(groups, advantages, skip_constant=self.center == "group",
+                                  drop_zero=True)
+        if self.kl_coef > 0 and batch.datums:
             assert self.reference is not None  # checked in __init__
-            reference_logprobs = await self.reference.logprobs(datums)
-            datums, kl = apply_kl_penalty(datums, reference_logprobs, self.kl_coef)
-            metrics["kl/policy_reference"] = kl
-        return TrainingBatch(datums, metrics)
+            reference_logprobs = await self.reference.logprobs(batch.datums)
+            batch.datums, kl = apply_kl_penalty(batch.datums, reference_logprobs, self.kl_coef)
+            batch.metrics["kl/policy_reference"] = kl
+        return batch

@@ -55,7 +55,7 @@ class LearnerActor(Actor):
     @property
     def policy_version(self) -> int:
         """The number of optimizer steps taken: the version of the weights it holds."""
-        return self.client.engine.step
+        return self.client.policy_version
 
     # Any error reaches the caller and the learner lives on: its weights are still those of the
     # last completed step, which the pipeline checkpoints before it stops the run.

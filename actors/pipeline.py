@@ -37,10 +37,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from mint_rl.actors.advantage import TrainingBatch
 from mint_rl.actors.learner import LearnerActor
 from mint_rl.actors.sampler import SamplerActor, SamplerActorClient
 from mint_rl.errors import LearnerFailedError
+from mint_rl.rl.data import TrainingBatch
 from mint_rl.rl.types import EnvGroupBuilder, RLDataset, Sampler, SavedPolicy, TrajectoryGroup
 from mint_rl.runtime import ActorCrashedError, ChannelReceiver, ChannelSender, channel
 from mint_rl.terminal import StartupTimeline

@@ -62,8 +62,8 @@ def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> 
     from mint_rl.actors.sampler import SamplerActor, SamplerActorClient
     from mint_rl.recipes.arithmetic import AdditionGroup, Config, make_evaluator, split_problems
     from mint_rl.rl.rollout import rollout_group
-    from mint_rl.rl.train import load_tokenizer, sampling_params
     from mint_rl.rl.types import SavedPolicy
+    from mint_rl.run.train import load_tokenizer, sampling_params
     from mint_rl.runtime import open_system
     from mint_rl.sampler import EngineConfig, SamplingClient, close_all
 
@@ -116,7 +116,7 @@ def bench_vllm(model: str, repeats: int, block_size: int | None = None) -> dict[
     from vllm.inputs import TokensPrompt
 
     from mint_rl.models import resolve_model
-    from mint_rl.rl.train import load_tokenizer
+    from mint_rl.run.train import load_tokenizer
     from mint_rl.sampler import EngineConfig
     from mint_rl.sampler.vllm_engine import _environment, _thread_affinity, engine_args
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mint_rl.rl.metrics import read_metrics
+from mint_rl.run.metrics import read_metrics
 
 
 @dataclass(frozen=True)

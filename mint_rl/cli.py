@@ -11,14 +11,14 @@
     mint-rl serve [--host 127.0.0.1] [--port 8000] [--storage DIR] [--api-key KEY]
 
 A recipe is a module with a `Config` dataclass and `main(config, log_dir)`; its command-line
-options are derived from `Config` (mint_rl/rl/config.py). Recipes live in the repository's
+options are derived from `Config` (mint_rl/run/config.py). Recipes live in the repository's
 `recipes/` folder, installed as `mint_rl.recipes` (and `actors/` as `mint_rl.actors`, so no
 generic top-level package lands in site-packages), or anywhere: `mint-rl run path/to/file.py`.
 The library never imports recipes otherwise (imports point recipes -> actors -> mint_rl).
 `mint-rl run` records the recipe in the run folder (`run.json`), so `mint-rl eval` runs that
-recipe's `evaluate_checkpoint` (mint_rl/rl/eval_checkpoint.py) on the run's checkpoints.
+recipe's `evaluate_checkpoint` (mint_rl/run/eval_checkpoint.py) on the run's checkpoints.
 `mint-rl export` writes a checkpoint as a PEFT adapter or merged model folder
-(mint_rl/rl/export.py); `mint-rl plot` compares runs in one PNG (mint_rl/rl/plot.py).
+(mint_rl/run/export.py); `mint-rl plot` compares runs in one PNG (mint_rl/run/plot.py).
 
 `mint-rl run` keeps the terminal for mint_rl's own progress lines, live view and errors; what
 vLLM, transformers and torch print (their processes included) goes to `third_party.log` in the
@@ -41,8 +41,8 @@ from types import ModuleType
 from typing import Any
 
 from mint_rl.errors import BadRequestError, InvalidInputError, LearnerFailedError, MintError
-from mint_rl.rl.config import config_parser, parse_config, write_config
-from mint_rl.rl.wandb_sink import check_sinks
+from mint_rl.run.config import config_parser, parse_config, write_config
+from mint_rl.run.wandb_sink import check_sinks
 from mint_rl.runtime.ray_backend import ship_by_value
 from mint_rl.terminal import console, tail, third_party_output_to
 
@@ -200,7 +200,7 @@ def _run(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentPa
 
 
 def _show(log_dir: Path, parser: argparse.ArgumentParser) -> int:
-    from mint_rl.rl.samples import show_run
+    from mint_rl.run.samples import show_run
 
     if not (log_dir / "metrics.jsonl").is_file():
         parser.error(f"{log_dir} holds no run (no metrics.jsonl)")
@@ -209,8 +209,8 @@ def _show(log_dir: Path, parser: argparse.ArgumentParser) -> int:
 
 
 def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from mint_rl.rl.metrics import read_metrics
-    from mint_rl.rl.plot import compare_runs, run_labels
+    from mint_rl.run.metrics import read_metrics
+    from mint_rl.run.plot import compare_runs, run_labels
 
     for run_dir in args.runs:
         if not (run_dir / "metrics.jsonl").is_file():
@@ -225,8 +225,8 @@ def _plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The recipe's held-out evaluation of a checkpoint; prints and writes the metrics."""
-    from mint_rl.rl.eval_checkpoint import evaluate
-    from mint_rl.rl.run_folder import find_checkpoint, recorded_recipe
+    from mint_rl.run.eval_checkpoint import evaluate
+    from mint_rl.run.run_folder import find_checkpoint, recorded_recipe
 
     checkpoint = find_checkpoint(args.checkpoint, args.step)
     recipe = args.recipe or recorded_recipe(checkpoint.run_dir)
@@ -266,8 +266,8 @@ def _running_engine(base_model: str) -> Any:
 def _export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from transformers.utils import logging as hf_logging
 
-    from mint_rl.rl.export import export
-    from mint_rl.rl.run_folder import find_checkpoint
+    from mint_rl.run.export import export
+    from mint_rl.run.run_folder import find_checkpoint
 
     hf_logging.disable_progress_bar()  # the status line below says what is going on
     checkpoint = find_checkpoint(args.checkpoint, args.step)
@@ -390,7 +390,7 @@ def _ask(model_dir: Path, question: str, max_new_tokens: int = 16) -> str:
 
 def _run_recipe(module: ModuleType, config: object, log_dir: Path, recipe: str) -> int:
     """Runs a recipe with third-party output in the run's log file and ours on the terminal."""
-    from mint_rl.rl.run_folder import write_run_info  # reads checkpoints: imports torch
+    from mint_rl.run.run_folder import write_run_info  # reads checkpoints: imports torch
 
     write_config(log_dir, config)
     write_run_info(log_dir, recipe)

@@ -165,6 +165,11 @@ class TrainingClient:
         self._submit_lock = threading.Lock()
         self._last: concurrent.futures.Future[Any] | None = None
 
+    @property
+    def policy_version(self) -> int:
+        """Optimizer steps taken (as of the calls finished so far): the version of the weights."""
+        return self.engine.step
+
     def _submit(self, fn: Callable[..., T], *args: Any, **kw: Any) -> APIFuture[T]:
         with self._submit_lock:  # submission order == execution order
             self._last = self._worker.submit(fn, *args, **kw)

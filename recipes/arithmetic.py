@@ -7,7 +7,7 @@ evaluated before, during and after training, and by `mint-rl eval` on any checkp
 
     mint-rl run arithmetic [--steps 30] [--max-steps-off-policy 1] [--loss ppo] [--log-dir DIR]
 
-Runs on the actor pipeline (`mint_rl.rl.train`): a vLLM sampler actor, the advantage actor and a
+Runs on the actor pipeline (`mint_rl.run.train`): a vLLM sampler actor, the advantage actor and a
 torch + peft learner actor. Running the same command with the same --log-dir resumes from the
 last checkpoint.
 """
@@ -23,9 +23,9 @@ from typing import Any
 import anyio
 
 from mint_rl import types
-from mint_rl.rl.config import RLConfig, option
-from mint_rl.rl.train import load_tokenizer, sampling_params, train
 from mint_rl.rl.types import Sampler, StepResult
+from mint_rl.run.config import RLConfig, option
+from mint_rl.run.train import load_tokenizer, sampling_params, train
 from mint_rl.sampler.sampling_client import SamplingClient
 
 Problem = tuple[int, int]
@@ -151,11 +151,3 @@ def main(config: Config, log_dir: Path) -> None:
     train_set, eval_set = split_problems(config.max_operand, config.seed)
     train(config, AdditionDataset(train_set, tokenizer, config), log_dir,
           evaluate=make_evaluator(eval_set, tokenizer, config))
-
-
-if __name__ == "__main__":  # vLLM's engine process is spawned: keep this guard
-    import sys
-
-    from mint_rl.cli import main as cli_main
-
-    sys.exit(cli_main(["run", "arithmetic", *sys.argv[1:]]))

@@ -23,14 +23,13 @@ from typing import Any
 
 import anyio
 
-from mint_rl.actors.advantage import TrainingBatch
 from mint_rl.recipes.arithmetic import AdditionDataset, make_evaluator, split_problems
 from mint_rl.recipes.arithmetic import Config as ArithmeticConfig
 from mint_rl.rl.advantages import center_per_group, is_constant
-from mint_rl.rl.config import option
-from mint_rl.rl.data import trajectory_datums
-from mint_rl.rl.train import TrainingRun, load_tokenizer
+from mint_rl.rl.data import TrainingBatch, batch_from_groups
 from mint_rl.rl.types import TrajectoryGroup
+from mint_rl.run.config import option
+from mint_rl.run.train import TrainingRun, load_tokenizer
 from mint_rl.runtime import Actor, endpoint
 
 
@@ -62,12 +61,7 @@ async def keep_informative(group: TrajectoryGroup) -> TrajectoryGroup | None:
 async def standardized_advantages(groups: list[TrajectoryGroup]) -> TrainingBatch:
     """An advantage step of your own: (reward - group mean) / group std, one datum per turn."""
     advantages = center_per_group([g.rewards for g in groups], normalize_std=True)
-    datums = [datum for group, group_advantages in zip(groups, advantages, strict=True)
-              for trajectory, advantage in zip(group.trajectories, group_advantages, strict=True)
-              for datum in trajectory_datums(trajectory, advantage)]
-    rewards = [r for g in groups for r in g.rewards]
-    return TrainingBatch(datums, {"reward/mean": sum(rewards) / max(len(rewards), 1),
-                                  "datums": len(datums)})
+    return batch_from_groups(groups, advantages, skip_constant=False)  # the filter stage did
 
 
 async def run(config: Config, log_dir: Path) -> None:
@@ -83,11 +77,3 @@ async def run(config: Config, log_dir: Path) -> None:
 
 def main(config: Config, log_dir: Path) -> None:
     anyio.run(run, config, log_dir)
-
-
-if __name__ == "__main__":  # vLLM's engine process is spawned: keep this guard
-    import sys
-
-    from mint_rl.cli import main as cli_main
-
-    sys.exit(cli_main(["run", "composed", *sys.argv[1:]]))

@@ -48,10 +48,10 @@ from typing import Any
 import anyio
 
 from mint_rl.errors import InvalidInputError
-from mint_rl.rl.config import RLConfig, option
 from mint_rl.rl.rollout import rollout
-from mint_rl.rl.train import load_tokenizer, sampling_params, train
 from mint_rl.rl.types import Sampler, StepResult
+from mint_rl.run.config import RLConfig, option
+from mint_rl.run.train import load_tokenizer, sampling_params, train
 from mint_rl.sampler.sampling_client import SamplingClient
 
 # rollout() plays at most this many turns (its default); a longer game would end unscored.

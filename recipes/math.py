@@ -41,9 +41,9 @@ from mint_rl.errors import InvalidInputError
 from mint_rl.recipes.gsm8k import load_gsm8k
 from mint_rl.recipes.math_grader import extract_answer, normalize
 from mint_rl.recipes.math_problems import Problem, held_out, parse_levels, problem_at
-from mint_rl.rl.config import RLConfig, option
-from mint_rl.rl.train import load_tokenizer, sampling_params, train
 from mint_rl.rl.types import Sampler, StepResult
+from mint_rl.run.config import RLConfig, option
+from mint_rl.run.train import load_tokenizer, sampling_params, train
 from mint_rl.sampler.sampling_client import SamplingClient
 
 

@@ -54,8 +54,8 @@ from mint_rl import types
 from mint_rl.errors import InvalidInputError
 from mint_rl.learner.engine import CustomLossFn
 from mint_rl.recipes.preference_data import Pair, load_pairs
-from mint_rl.rl.config import option
-from mint_rl.rl.offline_run import Metrics, OfflineConfig, OfflineRun, run_steps, training_client
+from mint_rl.run.config import option
+from mint_rl.run.offline_run import Metrics, OfflineConfig, OfflineRun, run_steps, training_client
 from mint_rl.supervised import build_supervised_example
 from mint_rl.terminal import console
 
@@ -255,11 +255,3 @@ def evaluate_checkpoint(config: Config, adapter_dir: Path) -> dict[str, float]:
     reference = sequence_logprobs(client, held_out.datums)  # the adapter is still zero
     client.load_state(str(adapter_dir)).result()
     return evaluate_pairs(client, held_out, reference, config.beta)[0]
-
-
-if __name__ == "__main__":  # vLLM's engine process is spawned: keep this guard
-    import sys
-
-    from mint_rl.cli import main as cli_main
-
-    sys.exit(cli_main(["run", "preference", *sys.argv[1:]]))

@@ -14,7 +14,7 @@ its format.
 Held-out conversations (never trained on) give `eval/loss` at step 0, every `eval_every` steps
 and at the end; with `--generate` their prompts are also answered greedily through vLLM:
 `eval/exact_match`, and a few replies next to the expected answer in samples.jsonl
-(`mint-rl show DIR`). The run folder is an RL run's (mint_rl/rl/offline_run.py); the same
+(`mint-rl show DIR`). The run folder is an RL run's (mint_rl/run/offline_run.py); the same
 --log-dir resumes. `mint-rl eval` calls `evaluate_checkpoint` for the held-out loss of any
 checkpoint.
 
@@ -43,8 +43,8 @@ from typing import Any
 from mint_rl import types
 from mint_rl.errors import InvalidInputError
 from mint_rl.recipes.sft_data import Conversation, load_conversations
-from mint_rl.rl.config import option
-from mint_rl.rl.offline_run import Metrics, OfflineConfig, OfflineRun, run_steps, training_client
+from mint_rl.run.config import option
+from mint_rl.run.offline_run import Metrics, OfflineConfig, OfflineRun, run_steps, training_client
 from mint_rl.supervised import TrainOn, build_supervised_example, render
 
 PLOTTED = ["eval/loss", "train/loss", "eval/exact_match", "time/step"]
@@ -174,11 +174,3 @@ def evaluate_checkpoint(config: Config, adapter_dir: Path) -> dict[str, float]:
     _, held_out_set = split(config)
     return {"eval/loss": held_out_loss(client, datums(client.get_tokenizer(), held_out_set,
                                                       config))}
-
-
-if __name__ == "__main__":  # vLLM's engine process is spawned: keep this guard
-    import sys
-
-    from mint_rl.cli import main as cli_main
-
-    sys.exit(cli_main(["run", "sft", *sys.argv[1:]]))

@@ -36,7 +36,7 @@ from mint_rl import types
 from mint_rl.errors import BadRequestError, InvalidInputError
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.losses import LOSSES
-from mint_rl.rl.config import RLConfig, parse_config
+from mint_rl.run.config import RLConfig, parse_config
 
 
 def derandomized(examples: int) -> Callable:

@@ -1,6 +1,6 @@
 """Composition on the real stack (vLLM sampler, peft learner, default model), through the CLI:
 the `composed` recipe (a reward-model actor stage, a filter, an advantage function of its own),
-and an RL recipe written outside the repository on `mint_rl.rl.train`. One sampler: with two,
+and an RL recipe written outside the repository on `mint_rl.run.train`. One sampler: with two,
 each has its own vLLM engine on half the cores, so the first could not take the session's engine
 (all cores) over; `--samplers 2` runs in a subprocess in tests/test_several_samplers.py."""
 
@@ -61,8 +61,8 @@ _OUTSIDE_RECIPE = textwrap.dedent('''
     import random
     from dataclasses import dataclass
 
-    from mint_rl.rl.config import RLConfig, option
-    from mint_rl.rl.train import load_tokenizer, train
+    from mint_rl.run.config import RLConfig, option
+    from mint_rl.run.train import load_tokenizer, train
     from mint_rl.rl.types import StepResult
 
     WORDS = ["cat", "river", "blue", "seven", "music", "bread"]

@@ -14,9 +14,9 @@ import mint_rl as mint
 from mint_rl.cli import main as cli_main
 from mint_rl.errors import CorruptCheckpointError, InvalidInputError, NotFoundError
 from mint_rl.learner.checkpoint import resolve_path
-from mint_rl.rl.checkpoints import RunCheckpoints
-from mint_rl.rl.config import write_config
-from mint_rl.rl.run_folder import find_checkpoint, write_run_info
+from mint_rl.run.checkpoints import RunCheckpoints
+from mint_rl.run.config import write_config
+from mint_rl.run.run_folder import find_checkpoint, write_run_info
 
 # A recipe of the user's whose evaluation reads the adapter it is given (the sum of its LoRA B
 # weights) and its config (`marker`), so a test sees both arrive.
@@ -26,7 +26,7 @@ RECIPE = '''
 
     from safetensors.torch import load_file
 
-    from mint_rl.rl.config import option
+    from mint_rl.run.config import option
 
 
     @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def test_arithmetic_eval_of_a_checkpoint_measures_the_held_out_accuracy(
     import anyio
 
     from mint_rl.recipes import arithmetic
-    from mint_rl.rl.train import load_tokenizer
+    from mint_rl.run.train import load_tokenizer
     from mint_rl.sampler import SamplingClient
 
     config = arithmetic.Config(temperature=0.0, eval_samples=1, max_operand=4)  # 7 held out

@@ -14,9 +14,9 @@ import mint_rl as mint
 from mint_rl import types
 from mint_rl.cli import main as cli_main
 from mint_rl.errors import ConflictError
-from mint_rl.rl.checkpoints import RunCheckpoints
-from mint_rl.rl.export import export
-from mint_rl.rl.run_folder import find_checkpoint
+from mint_rl.run.checkpoints import RunCheckpoints
+from mint_rl.run.export import export
+from mint_rl.run.run_folder import find_checkpoint
 
 TOKENS = [5, 17, 101, 33, 250, 7, 64, 300, 12, 99, 41]
 

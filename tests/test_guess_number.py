@@ -183,7 +183,7 @@ def test_real_games_train_the_sampled_tokens_with_their_behaviour_logprobs(sampl
     from mint_rl import types
     from mint_rl.models import DEFAULT_MODEL
     from mint_rl.rl.rollout import rollout
-    from mint_rl.rl.train import sampling_params
+    from mint_rl.run.train import sampling_params
     from mint_rl.sampler.sampling_client import SamplingClient
 
     client = SamplingClient(DEFAULT_MODEL)

@@ -472,7 +472,7 @@ def test_gspo_sequence_ratio_mask_input(tiny_client):
 def test_rl_recipes_accept_every_policy_gradient_loss():
     import typing
 
-    from mint_rl.rl.config import LossName
+    from mint_rl.run.config import LossName
 
     assert set(typing.get_args(LossName)) == {name for name, loss in LOSSES.items()
                                               if loss.is_rl}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mint_rl.rl.metrics import MetricsLogger
+from mint_rl.run.metrics import MetricsLogger
 
 
 def _steps(path: Path) -> list[int]:

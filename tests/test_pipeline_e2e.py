@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from mint_rl.recipes.arithmetic import AdditionDataset, Config, make_evaluator, split_problems
-from mint_rl.rl.train import TrainingRun, load_tokenizer, train
 from mint_rl.rl.types import TrajectoryGroup
+from mint_rl.run.train import TrainingRun, load_tokenizer, train
 
 
 def _train(cfg: Config, log_dir):

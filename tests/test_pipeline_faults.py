@@ -31,8 +31,8 @@ _FAULTY_RECIPE = textwrap.dedent('''
     import anyio
 
     from mint_rl import types
-    from mint_rl.rl.config import RLConfig, option
-    from mint_rl.rl.train import TrainingRun, load_tokenizer
+    from mint_rl.run.config import RLConfig, option
+    from mint_rl.run.train import TrainingRun, load_tokenizer
     from mint_rl.rl.types import StepResult
 
 

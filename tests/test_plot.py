@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from mint_rl.cli import main as cli_main
-from mint_rl.rl.metrics import plot_metrics, read_metrics
-from mint_rl.rl.plot import DPI, PANEL_IN, compare_runs, run_labels
+from mint_rl.run.metrics import plot_metrics, read_metrics
+from mint_rl.run.plot import DPI, PANEL_IN, compare_runs, run_labels
 
 # matplotlib's first two line colours (the default cycle): run 1 and run 2.
 BLUE, ORANGE = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)

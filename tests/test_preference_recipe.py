@@ -25,7 +25,7 @@ from mint_rl.recipes.preference import (
     sequence_logprobs,
 )
 from mint_rl.recipes.preference_data import generated_pairs, load_pairs, parse_transcript
-from mint_rl.rl.metrics import read_metrics
+from mint_rl.run.metrics import read_metrics
 
 
 def _formula(pc: float, pr: float, rc: float, rr: float, beta: float) -> float:

@@ -26,7 +26,7 @@ from run_helpers import engine_processes
 from safetensors.torch import load_file
 
 from mint_rl.learner.checkpoint import resolve_path
-from mint_rl.rl.checkpoints import RunCheckpoints
+from mint_rl.run.checkpoints import RunCheckpoints
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -59,3 +59,25 @@ def test_multi_turn_trajectory_is_one_datum_when_observations_extend():
     rewritten = Transition(observation=[9, 9], action=[7], logprobs=[-0.7], policy_versions=[1],
                            reward=0.0)
     assert len(trajectory_datums(Trajectory([first, rewritten]), 1.0)) == 2
+
+
+def test_batch_from_groups_skips_constant_groups_and_zero_advantages_when_asked():
+    from mint_rl.rl.data import batch_from_groups
+    from mint_rl.rl.types import Trajectory, TrajectoryGroup, Transition
+
+    def group(rewards: list[float]) -> TrajectoryGroup:
+        return TrajectoryGroup([Trajectory([Transition([1, 2], [3], [-0.5], [0], r)])
+                                for r in rewards], batch_index=0)
+
+    groups = [group([1.0, 0.0, 0.5]), group([1.0, 1.0, 1.0])]
+    advantages = center_per_group([g.rewards for g in groups])  # [[.5, -.5, 0], [0, 0, 0]]
+    batch = batch_from_groups(groups, advantages, skip_constant=True, drop_zero=True)
+    assert batch.metrics == {"reward/mean": pytest.approx(4.5 / 6), "datums": 2,
+                             "groups/skipped_constant": 1}
+    assert [d.loss_fn_inputs["advantages"].tolist() for d in batch.datums] == [[0.0, 0.5],
+                                                                             [0.0, -0.5]]
+    # Without skipping, every trajectory makes its datum, a zero advantage included.
+    kept = batch_from_groups(groups, advantages, skip_constant=False)
+    assert kept.metrics["datums"] == 6 and "groups/skipped_constant" not in kept.metrics
+    with pytest.raises(ValueError, match="advantages"):
+        batch_from_groups(groups, advantages[:1], skip_constant=True)

@@ -20,7 +20,7 @@ def test_listed_recipes_are_the_runnable_ones() -> None:
 @pytest.mark.slow
 def test_rl_loop_runs_from_the_command_line(sampler_engine, tmp_path: Path) -> None:
     code = main(["run", "rl_loop", "--steps", "2", "--log-dir", str(tmp_path),
-                 "--problems-per-step", "3", "--samples-per-problem", "4", "--max-tokens", "4"])
+                 "--groups-per-batch", "3", "--group-size", "4", "--max-tokens", "4"])
     assert code == 0
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1]
@@ -31,5 +31,5 @@ def test_rl_loop_runs_from_the_command_line(sampler_engine, tmp_path: Path) -> N
         if r["datums"]:
             # Synchronous and fp32: the sampler's behaviour logprobs are the learner's.
             assert abs(r["kl/sampler_learner"]) < 1e-3
-    assert json.loads((tmp_path / "config.json").read_text())["problems_per_step"] == 3
+    assert json.loads((tmp_path / "config.json").read_text())["groups_per_batch"] == 3
     assert not sampler_engine.closed  # the CLI in this process reused the shared engine

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mint_rl.rl.checkpoints import RunCheckpoints
+from mint_rl.run.checkpoints import RunCheckpoints
 
 
 def _state(tmp_path: Path, name: str) -> str:

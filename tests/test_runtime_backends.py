@@ -211,7 +211,7 @@ def test_the_local_backend_never_imports_ray() -> None:
         import sys
         import anyio
         from mint_rl.runtime import open_system
-        import mint_rl.rl.train  # the RL run's module, with its actors
+        import mint_rl.run.train  # the RL run's module, with its actors
         from runtime_actors import Recorder
 
         async def main():

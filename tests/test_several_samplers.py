@@ -23,7 +23,7 @@ import psutil
 import pytest
 from run_helpers import SMALL, engine_processes, failures, rows
 
-from mint_rl.rl.metrics import read_metrics
+from mint_rl.run.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 

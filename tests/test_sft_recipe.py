@@ -15,8 +15,8 @@ from mint_rl.errors import InvalidInputError
 from mint_rl.learner.checkpoint import resolve_path
 from mint_rl.recipes import sft
 from mint_rl.recipes.sft_data import generated_conversations, load_conversations
-from mint_rl.rl.metrics import read_metrics
-from mint_rl.rl.offline_run import batch_indices
+from mint_rl.run.metrics import read_metrics
+from mint_rl.run.offline_run import batch_indices
 from mint_rl.supervised import build_supervised_example
 
 TWO_TURNS = [{"role": "user", "content": "Convert 3 hours to minutes."},

@@ -11,9 +11,9 @@ import pytest
 
 from mint_rl.cli import main as cli_main
 from mint_rl.errors import InvalidInputError
-from mint_rl.rl.config import RLConfig
-from mint_rl.rl.metrics import MetricsLogger, read_metrics
-from mint_rl.rl.wandb_sink import check_sinks, metric_sinks, wandb_run_id
+from mint_rl.run.config import RLConfig
+from mint_rl.run.metrics import MetricsLogger, read_metrics
+from mint_rl.run.wandb_sink import check_sinks, metric_sinks, wandb_run_id
 
 
 class Recorder:

@@ -1,1 +1,2 @@
-"""RL building blocks: advantages, datum building, metrics logging."""
+"""The RL vocabulary and its pure functions: environments, trajectories and groups (types),
+rollouts, advantages and datums. Below the actors; nothing here runs a training run."""

@@ -1,11 +1,55 @@
-"""Turning sampled trajectories into Datums. The one-token shift happens in `_datum`, only there."""
+"""Turning sampled trajectories into Datums. The one-token shift happens in `_datum`, only there.
+
+`batch_from_groups` is the one way from scored groups and their advantages to a training batch:
+the advantage actor, the reference loop (recipes/rl_loop.py) and advantage steps of your own
+(recipes/composed.py) all call it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from mint_rl import types
-from mint_rl.rl.types import Trajectory
+from mint_rl.rl.advantages import is_constant
+from mint_rl.rl.types import Trajectory, TrajectoryGroup
+
+
+@dataclass
+class TrainingBatch:
+    """What one training step trains on, and what the batch looked like (metrics)."""
+
+    datums: list[types.Datum]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def batch_from_groups(groups: Sequence[TrajectoryGroup],
+                      advantages: Sequence[Sequence[float]], *,
+                      skip_constant: bool, drop_zero: bool = False) -> TrainingBatch:
+    """The datums of every trajectory with its advantage (`advantages[g][i]` for trajectory i of
+    group g), and the batch's `reward/mean` and `datums`.
+
+    `skip_constant`: a group whose rewards are all equal is left out, and counted in
+    `groups/skipped_constant` (centered per group, it carries no signal). `drop_zero`: a
+    trajectory whose advantage is exactly 0 makes no datum (it adds nothing to the
+    advantage-weighted losses; DRO's penalty term would still see it)."""
+    if len(advantages) != len(groups):
+        raise ValueError(f"advantages: {len(advantages)} rows for {len(groups)} groups")
+    datums: list[types.Datum] = []
+    skipped = 0
+    for group, group_advantages in zip(groups, advantages, strict=True):
+        if skip_constant and is_constant(group.rewards):
+            skipped += 1
+            continue
+        for trajectory, advantage in zip(group.trajectories, group_advantages, strict=True):
+            if advantage != 0.0 or not drop_zero:
+                datums.extend(trajectory_datums(trajectory, advantage))
+    rewards = [r for group in groups for r in group.rewards]
+    metrics: dict[str, float] = {"reward/mean": sum(rewards) / max(len(rewards), 1),
+                                 "datums": len(datums)}
+    if skip_constant:
+        metrics["groups/skipped_constant"] = skipped
+    return TrainingBatch(datums, metrics)
 
 
 def _datum(tokens: list[int], logprobs: list[float], is_action: list[bool],

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 from mint_rl.errors import CorruptCheckpointError, InvalidInputError, NotFoundError
 from mint_rl.learner.checkpoint import read_adapter, resolve_path
-from mint_rl.rl.checkpoints import RunCheckpoint, RunCheckpoints
+from mint_rl.run.checkpoints import RunCheckpoint, RunCheckpoints
 
 C = TypeVar("C")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.table import Table
 
-from mint_rl.rl.metrics import keep_rows_before, peak_memory_line, read_metrics
 from mint_rl.rl.types import TrajectoryGroup
+from mint_rl.run.metrics import keep_rows_before, peak_memory_line, read_metrics
 from mint_rl.terminal import console
 
 

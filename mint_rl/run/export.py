@@ -27,7 +27,7 @@ from typing import Any
 from mint_rl.errors import ConflictError
 from mint_rl.learner.checkpoint import write_atomically
 from mint_rl.models import DEFAULT_MODEL, resolve_model
-from mint_rl.rl.run_folder import CheckpointRef
+from mint_rl.run.run_folder import CheckpointRef
 
 
 def export(checkpoint: CheckpointRef, out: Path, *, merged: bool = False,

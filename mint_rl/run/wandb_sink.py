@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from mint_rl.errors import InvalidInputError
-from mint_rl.rl.metrics import MetricSink
+from mint_rl.run.metrics import MetricSink
 
 
 def import_wandb(project: str) -> ModuleType:

@@ -31,9 +31,9 @@ from mint_rl.learner.device import check_device
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.models import DEFAULT_MODEL
 from mint_rl.process_memory import engine_memory_metrics, learner_memory_metrics
-from mint_rl.rl.checkpoints import RunCheckpoints
-from mint_rl.rl.config import option, write_config
-from mint_rl.rl.metrics import (
+from mint_rl.run.checkpoints import RunCheckpoints
+from mint_rl.run.config import option, write_config
+from mint_rl.run.metrics import (
     MetricsLogger,
     keep_rows_before,
     peak_memory_line,

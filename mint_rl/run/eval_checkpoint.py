@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mint_rl.errors import InvalidInputError
-from mint_rl.rl.run_folder import CheckpointRef, load_config
+from mint_rl.run.run_folder import CheckpointRef, load_config
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Run metrics: one JSON object per step in metrics.jsonl, TensorBoard scalars, and any other
-sink (wandb: mint_rl/rl/wandb_sink.py) given each row as written, and the run's PNG plot."""
+sink (wandb: mint_rl/run/wandb_sink.py) given each row as written, and the run's PNG plot."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def plot_metrics(path: Path, out: Path, keys: list[str], *, title: str = "") -> Path:
     """One run's curves (curves.png): a panel per key it logged, against step."""
-    from mint_rl.rl.plot import draw, expand_keys
+    from mint_rl.run.plot import draw, expand_keys
 
     rows = read_metrics(path)
     return draw({"": rows}, expand_keys(keys, [rows]), out, title=title).path

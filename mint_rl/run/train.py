@@ -13,7 +13,7 @@ For more than the defaults, open the run and compose (docs/composition.md):
 
 A run folder holds `config.json`, `metrics.jsonl`, `samples.jsonl` (prompts, completions,
 rewards and policy versions per step; `mint-rl show DIR`), `tensorboard/`, `curves.png`,
-`checkpoints/step-*.json` (whole-run checkpoint manifests, mint_rl/rl/checkpoints.py),
+`checkpoints/step-*.json` (whole-run checkpoint manifests, mint_rl/run/checkpoints.py),
 `startup.json` and `failures.jsonl` (one line per actor crash). Running again with the same
 folder resumes from the newest intact checkpoint; the first Ctrl-C (or SIGTERM) ends the run
 after the step in progress with a checkpoint, a second one stops at once.
@@ -48,13 +48,13 @@ from mint_rl.actors.pipeline import (
 from mint_rl.actors.reference import ReferenceActor
 from mint_rl.actors.sampler import SamplerActor
 from mint_rl.process_memory import engine_memory_metrics
-from mint_rl.rl.checkpoints import RunCheckpoints
-from mint_rl.rl.config import RLConfig, write_config
-from mint_rl.rl.display import RunDisplay
-from mint_rl.rl.metrics import MetricsLogger, peak_memory_line, plot_metrics, read_metrics
-from mint_rl.rl.samples import SampleLogger
 from mint_rl.rl.types import RLDataset
-from mint_rl.rl.wandb_sink import check_sinks, metric_sinks
+from mint_rl.run.checkpoints import RunCheckpoints
+from mint_rl.run.config import RLConfig, write_config
+from mint_rl.run.display import RunDisplay
+from mint_rl.run.metrics import MetricsLogger, peak_memory_line, plot_metrics, read_metrics
+from mint_rl.run.samples import SampleLogger
+from mint_rl.run.wandb_sink import check_sinks, metric_sinks
 from mint_rl.runtime import (
     Actor,
     ActorSystem,
