@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +259,7 @@ class VllmEngine:
             handler.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await handler
-        await asyncio.to_thread(llm.shutdown, _SHUTDOWN_SECONDS)
+        await _in_thread(llm.shutdown, _SHUTDOWN_SECONDS)
 
     @property
     def closed(self) -> bool:
@@ -327,3 +327,25 @@ class VllmEngine:
     async def call_workers(self, method: str, *args: Any) -> list[Any]:
         """Calls a `MintWorkerExtension` method in every worker, between two engine steps."""
         return await self._llm.collective_rpc(method, args=args)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> None:
+    """Runs `fn(*args)` in a thread of its own and waits for it, without blocking the loop.
+
+    Not `asyncio.to_thread`: at interpreter exit (when atexit closes the engines) the loop's
+    default executor refuses new work ("cannot schedule new futures after interpreter
+    shutdown"), which left the engine processes to die with their parent."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def work() -> None:
+        error: BaseException | None = None
+        try:
+            fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting coroutine
+            error = e
+        loop.call_soon_threadsafe(
+            lambda: done.done() or (done.set_exception(error) if error else done.set_result(None)))
+
+    threading.Thread(target=work, name="mint-engine-shutdown", daemon=True).start()
+    await done
