@@ -9,14 +9,7 @@ import anyio
 from fastapi import FastAPI
 
 from mint_rl.learner.engine import LearnerSettings
-from mint_rl.server import (
-    openai,
-    paths,
-    routes_runs,
-    routes_sampling,
-    routes_session,
-    routes_training,
-)
+from mint_rl.server import openai, paths, runs, sampling, sessions, training
 from mint_rl.server.config import ServerConfig
 from mint_rl.server.errors import install_handlers
 from mint_rl.server.middleware import GuardMiddleware
@@ -54,10 +47,10 @@ def create_app(config: ServerConfig | None = None, *,
                   redoc_url=None, openapi_url=None)
     app.state.server = state
     install_handlers(app)
-    for module in (routes_session, routes_training, routes_sampling, routes_runs):
+    for module in (sessions, training, sampling, runs):
         app.include_router(module.router(state), prefix=PREFIX)
     app.include_router(openai.router(state), prefix=openai.PREFIX)  # OpenAI clients
-    app.include_router(routes_runs.downloads_router(state))  # signed links, no API key
+    app.include_router(runs.downloads_router(state))  # signed links, no API key
     app.add_middleware(GuardMiddleware, api_key=config.api_key,
                        max_body_bytes=config.max_request_bytes)
     return app

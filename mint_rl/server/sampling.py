@@ -1,5 +1,5 @@
-"""Sampling sessions and asample, served by mint_rl's SamplingClient (one vLLM engine per base
-model in this process).
+"""The sampling endpoints (create_sampling_session, samplers/{id}, asample) and the work behind
+them, served by mint_rl's SamplingClient (one vLLM engine per base model in this process).
 
 `compute_logprobs` needs nothing of its own: the SDK sends it as an asample with max_tokens=1
 and prompt_logprobs=true.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from fastapi import APIRouter
 
 from mint_rl.errors import InvalidInputError
 from mint_rl.server import paths, schemas
@@ -137,3 +139,26 @@ def _encode(response: SampleResponse, body: schemas.Sample) -> Reply:
                                              + response.topk_prompt_logprobs[cut:])
     return Reply.protobuf(encode_sample_response(response, body.topk_prompt_logprobs,
                                                  body.topk_sample_logprobs))
+
+
+# --------------------------------------------------------------------------------------------
+# the endpoints
+
+
+def router(state: ServerState) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/create_sampling_session")
+    async def create_sampling_session_endpoint(
+            body: schemas.CreateSamplingSession) -> dict[str, Any]:
+        return create_sampling_session(state, body)
+
+    @api.get("/samplers/{sampler_id}")
+    async def get_sampler_endpoint(sampler_id: str) -> dict[str, Any]:
+        return get_sampler(state, sampler_id)
+
+    @api.post("/asample")
+    async def asample_endpoint(body: schemas.Sample) -> dict[str, Any]:
+        return asample(state, body)
+
+    return api

@@ -1,4 +1,5 @@
-"""The work behind the training endpoints, each a `produce() -> Reply` run off the event loop.
+"""The training endpoints (create_model ... load_weights) and the work behind them, each a
+`produce() -> Reply` run off the event loop.
 
 Each function checks what can be checked on arrival (the model exists), then hands the rest to
 a thread; whatever is wrong with the content (a bad datum, an unknown loss, a path outside the
@@ -8,7 +9,11 @@ storage) surfaces there as a typed mint_rl error and becomes the request's failu
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import Any
+
+import zstandard
+from fastapi import APIRouter, Request
 
 from mint_rl.client import TrainingClient
 from mint_rl.errors import InvalidInputError
@@ -18,6 +23,7 @@ from mint_rl.losses import tinker_loss_config
 from mint_rl.models import resolve_model
 from mint_rl.server import paths, schemas, wire
 from mint_rl.server import tinker_wire_pb2 as pb
+from mint_rl.server.errors import HTTPError
 from mint_rl.server.futures import Reply
 from mint_rl.server.registry import Model, model_id
 from mint_rl.server.sequencer import Sequencer
@@ -193,3 +199,72 @@ def _load(model: Model, body: schemas.LoadWeights) -> Reply:
     load = model.client.load_state_with_optimizer if body.optimizer else model.client.load_state
     load(folder).result()
     return Reply.json({"path": body.path, "model_id": model.id, "type": "load_weights"})
+
+
+# --------------------------------------------------------------------------------------------
+# the endpoints
+
+
+async def read_protobuf_body(request: Request, limit: int) -> bytes:
+    """The raw body, zstd-decompressed when Content-Encoding says so (bounded by `limit`)."""
+    content_type = request.headers.get("content-type", "")
+    if "protobuf" not in content_type:
+        raise HTTPError(415, f"forward_backward takes application/x-protobuf, got "
+                             f"{content_type or 'no content type'!r}")
+    body = await request.body()
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding == "identity":
+        return body
+    if encoding != "zstd":
+        raise HTTPError(415, f"Content-Encoding {encoding!r} is not supported (zstd only)")
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)) as reader:
+            raw = reader.read(limit + 1)
+    except zstandard.ZstdError as e:
+        raise HTTPError(400, f"body is not valid zstd: {e}") from None
+    if len(raw) > limit:
+        raise HTTPError(413, f"decompressed body over {limit} bytes")
+    return raw
+
+
+def router(state: ServerState) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/create_model")
+    async def create_model_endpoint(body: schemas.CreateModel) -> dict[str, Any]:
+        return create_model(state, body)
+
+    @api.post("/get_info")
+    async def get_info_endpoint(body: schemas.ModelRef) -> dict[str, Any]:
+        return get_info(state, body)
+
+    @api.post("/forward_backward")
+    async def forward_backward_endpoint(request: Request) -> dict[str, Any]:
+        body = await read_protobuf_body(request, state.config.max_request_bytes)
+        try:
+            msg = wire.parse_forward_backward(body)
+        except ValueError as e:
+            raise HTTPError(400, str(e)) from None
+        return forward_backward(state, msg)
+
+    @api.post("/optim_step")
+    async def optim_step_endpoint(body: schemas.OptimStep) -> dict[str, Any]:
+        return optim_step(state, body)
+
+    @api.post("/save_weights")
+    async def save_weights_endpoint(body: schemas.SaveWeights) -> dict[str, Any]:
+        return save_weights(state, body)
+
+    @api.post("/save_weights_for_sampler")
+    async def save_for_sampler_endpoint(body: schemas.SaveWeightsForSampler) -> dict[str, Any]:
+        return save_weights_for_sampler(state, body)
+
+    @api.post("/save_weights_external")
+    async def save_weights_external_endpoint(body: schemas.SaveWeightsExternal) -> dict[str, Any]:
+        return save_weights_external(state, body)
+
+    @api.post("/load_weights")
+    async def load_weights_endpoint(body: schemas.LoadWeights) -> dict[str, Any]:
+        return load_weights(state, body)
+
+    return api
