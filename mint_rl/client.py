@@ -77,10 +77,22 @@ class ServiceClient:
     ) -> TrainingClient:
         lora = LoraConfig(rank=rank, seed=seed, train_mlp=train_mlp, train_attn=train_attn,
                           train_unembed=train_unembed)
-        engine = LearnerEngine(resolve_model(base_model), lora, self.learner_settings,
-                               base_models=self.base_models)
+        return self.new_training_client(base_model, lora, user_metadata=user_metadata)
+
+    def new_training_client(self, base_model: str, lora: LoraConfig, *,
+                            model_dir: Path | None = None, run_id: str | None = None,
+                            user_metadata: dict[str, str] | None = None) -> TrainingClient:
+        """A training client on this ServiceClient's shared base weights and learner thread.
+        `model_dir`: where the weights of `base_model` are (default: resolve_model of it; the
+        server passes an alias's folder); `run_id`: the client's id (default: a new one)."""
+        engine = LearnerEngine(model_dir or resolve_model(base_model), lora,
+                               self.learner_settings, base_models=self.base_models)
         return TrainingClient(engine, base_model=base_model, user_metadata=user_metadata,
-                              worker=self.learner_worker)
+                              run_id=run_id, worker=self.learner_worker)
+
+    def close(self) -> None:
+        """Waits for the learner work queued on its thread, then stops the thread."""
+        self.learner_worker.shutdown(wait=True)
 
     def create_training_client_from_state(
         self, path: str, base_model: str | None = None, **_: Any

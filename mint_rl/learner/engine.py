@@ -124,12 +124,6 @@ class LearnerSettings:
 
 
 class LearnerEngine:
-    @functools.cached_property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """Loaded when first asked for: a server's learner never tokenizes (its clients send
-        tokens), and each tokenizer costs ~16 MiB of native memory per training client."""
-        return AutoTokenizer.from_pretrained(self.model_dir)
-
     def __init__(
         self, model_dir: Path, lora: LoraConfig, settings: LearnerSettings | None = None,
         base_models: BaseModels | None = None,
@@ -427,6 +421,12 @@ class LearnerEngine:
                       else self.activation_cost.head),
                 measured=True)
         return list(flat.split([len(d.tokens) for d in batch]))
+
+    @functools.cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """Loaded when first asked for: a server's learner never tokenizes (its clients send
+        tokens), and each tokenizer costs ~16 MiB of native memory per training client."""
+        return AutoTokenizer.from_pretrained(self.model_dir)
 
     def pack(self, seqs: list[list[int]]) -> PackedBatch:
         return pack(

@@ -335,17 +335,14 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> None:
     Not `asyncio.to_thread`: at interpreter exit (when atexit closes the engines) the loop's
     default executor refuses new work ("cannot schedule new futures after interpreter
     shutdown"), which left the engine processes to die with their parent."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
+    result: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def work() -> None:
-        error: BaseException | None = None
         try:
             fn(*args)
+            result.set_result(None)
         except BaseException as e:  # noqa: BLE001 - handed to the waiting coroutine
-            error = e
-        loop.call_soon_threadsafe(
-            lambda: done.done() or (done.set_exception(error) if error else done.set_result(None)))
+            result.set_exception(e)
 
     threading.Thread(target=work, name="mint-engine-shutdown", daemon=True).start()
-    await done
+    await asyncio.wrap_future(result)

@@ -52,7 +52,7 @@ def server_status(state: ServerState) -> dict[str, Any]:
                          **model.client.engine.own_bytes()}
               for model in list(state.registry.models.values())}
     engines = {str(pid): peak_rss(pid) for pid in engine_pids()}
-    return {"models": models, "base_models": state.base_models.held(),
+    return {"models": models, "base_models": state.service.base_models.held(),
             "memory": {"server_peak_rss": peak_rss(), "server_rss": current_rss(),
                        "engine_peak_rss": engines}}
 

@@ -13,8 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mint_rl.client import learner_thread
-from mint_rl.learner.base_models import BaseModels
+from mint_rl.client import ServiceClient
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.server.config import ServerConfig
 from mint_rl.server.downloads import Signer
@@ -33,10 +32,10 @@ class ServerState:
         self.config = config
         self.learner_settings = learner_settings or LearnerSettings()
         self.registry = Registry()
-        # Training models of one base model share its frozen weights (many LoRAs, one base).
-        self.base_models = BaseModels()
-        # ...and one thread for all models' torch work (they take turns: learner_turns).
-        self.learner_worker = learner_thread(self.learner_settings)
+        # Training models are built as the in-process API builds them: the models of one base
+        # model share its frozen weights (many LoRAs, one base) and all take turns on one
+        # learner thread (learner_turns orders them).
+        self.service = ServiceClient(learner_settings=self.learner_settings)
         self.downloads = Signer()  # links to external weights that need no API key
         self.futures = FutureStore()
         # model id -> request_id of its create_model / load_weights, so a retried one is no-op.
@@ -92,5 +91,5 @@ class ServerState:
         for model in list(self.registry.models.values()):
             model.sequencer.close(wait=False)
             model.client.close()
-        self.learner_worker.shutdown(wait=True)
+        self.service.close()
         self.pool.shutdown(wait=False, cancel_futures=True)

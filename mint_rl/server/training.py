@@ -15,10 +15,8 @@ from typing import Any
 import zstandard
 from fastapi import APIRouter, Request
 
-from mint_rl.client import TrainingClient
 from mint_rl.errors import InvalidInputError
 from mint_rl.learner import checkpoint as ckpt
-from mint_rl.learner.engine import LearnerEngine
 from mint_rl.losses import tinker_loss_config
 from mint_rl.models import resolve_model
 from mint_rl.server import paths, schemas, wire
@@ -34,11 +32,8 @@ from mint_rl.types import AdamParams, LoraConfig
 def new_model(state: ServerState, mid: str, session_id: str, base_model: str,
               lora: LoraConfig, user_metadata: dict[str, Any] | None) -> Model:
     """A fresh LoRA on the base model (loaded once for all models of it), registered."""
-    engine = LearnerEngine(resolve_model(state.model_source(base_model)), lora,
-                           state.learner_settings,
-                           base_models=state.base_models)
-    client = TrainingClient(engine, base_model=base_model, run_id=mid,
-                            worker=state.learner_worker)
+    client = state.service.new_training_client(
+        base_model, lora, model_dir=resolve_model(state.model_source(base_model)), run_id=mid)
     model = Model(id=mid, session_id=session_id, base_model=base_model, client=client,
                   sequencer=Sequencer(mid, gap_timeout_s=state.config.seq_gap_timeout_s))
     try:
