@@ -94,12 +94,10 @@ class LearnerActor(Actor):
     @endpoint
     async def save_weights_for_sampler(self, probe_tokens: list[int]) -> SavedPolicy:
         """Saves the current weights for the samplers, with the logprobs they must reproduce."""
-        from mint_rl.learner.checkpoint import resolve_path
-
         policy_version = self.policy_version
-        saved = await self.client.save_weights_for_sampler(f"v{policy_version:06d}")
-        probe_logprobs = await self.client.probe_logprobs(probe_tokens)
-        return SavedPolicy(str(resolve_path(saved.path)), policy_version, probe_logprobs)
+        folder = self.client.save_sampler_folder(f"v{policy_version:06d}")
+        probe_logprobs = self.client.probe_logprobs(probe_tokens)  # queued behind the save
+        return SavedPolicy(str(await folder), policy_version, await probe_logprobs)
 
     @endpoint
     async def save_state(self, name: str) -> str:

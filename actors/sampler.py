@@ -14,15 +14,15 @@ again).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
-
-import anyio
 
 from mint_rl import types
 from mint_rl.errors import InvalidInputError
 from mint_rl.rl.rollout import rollout_group
 from mint_rl.rl.types import EnvGroupBuilder, SavedPolicy, TrajectoryGroup
+from mint_rl.rl.versions import LatestVersion
 from mint_rl.runtime import Actor, endpoint
 
 if TYPE_CHECKING:  # vLLM-heavy: imported when the sampler starts, not with this module
@@ -40,8 +40,7 @@ class SamplerActor(Actor):
         self.params = params
         self.engine_config = engine_config
         self.env_timeout_s = env_timeout_s  # an env.step (the reward) taking longer fails
-        self.policy_version = -1  # nothing loaded yet
-        self._loaded = anyio.Event()  # set (and replaced) whenever a version is loaded
+        self.served = LatestVersion()  # -1: nothing loaded yet; rollouts wait on it
         self._client: SamplingClient | None = None
         self._crashed = False
 
@@ -72,18 +71,13 @@ class SamplerActor(Actor):
     async def load_weights(self, saved: SavedPolicy) -> float:
         """Serves `saved` from now on; returns the seconds the engine took to load it. A version
         older than the one served is ignored: the served version never goes back."""
-        from mint_rl.sampler import SamplingClient
-
-        if saved.policy_version <= self.policy_version:
+        if saved.policy_version <= self.served.value:
             return 0.0
-        seconds = await self._failing(self.ctx.run_blocking(
+        start = time.perf_counter()
+        self._client = await self._failing(self.ctx.run_blocking(
             self._weights.load, saved.adapter_dir, saved.policy_version, saved.probe_logprobs))
-        self._client = await self.ctx.run_blocking(
-            lambda: SamplingClient(self.base_model, saved.adapter_dir, saved.policy_version,
-                                   engine_config=self.engine_config))
-        self.policy_version = saved.policy_version
-        self._loaded.set()
-        self._loaded = anyio.Event()
+        seconds = time.perf_counter() - start
+        self.served.advance(saved.policy_version)
         return seconds
 
     @endpoint(concurrent=True)
@@ -91,8 +85,8 @@ class SamplerActor(Actor):
                       min_policy_version: int, seed: int | None = None) -> TrajectoryGroup:
         """Rolls out one group with a policy version >= `min_policy_version` (waits for it);
         `seed` makes its samples reproducible."""
-        while self._client is None or self.policy_version < min_policy_version:
-            await self._loaded.wait()
+        await self.served.wait_for(max(min_policy_version, 0))
+        assert self._client is not None
         return await self._failing(rollout_group(builder, self._client, self.params,
                                                  batch_index, seed, self.env_timeout_s))
 
@@ -107,9 +101,9 @@ class SamplerActor(Actor):
     @endpoint(concurrent=True, raises=(InvalidInputError,))
     async def sample(self, prompt: types.ModelInput, num_samples: int,
                      params: types.SamplingParams) -> types.SampleResponse:
-        """Samples from the version being served (the run's evaluation: `SamplerActorClient`)."""
-        while self._client is None:
-            await self._loaded.wait()
+        """Samples from the version being served (the run's evaluation: `SamplerPool.client`)."""
+        await self.served.wait_for(0)
+        assert self._client is not None
         try:
             return await self._client.sample_async(prompt, num_samples, params)
         except InvalidInputError:
@@ -125,17 +119,3 @@ class SamplerActor(Actor):
             await self.ctx.run_blocking(self._engine.close)
         elif not self._engine.closed:  # its owner (another actor) may have closed it
             await self.ctx.run_blocking(self._engine.reset)
-
-
-class SamplerActorClient:
-    """Samples through a sampler actor: its engine and the version it serves, wherever it runs
-    (in this process, or a Ray actor on another node). The run's evaluation samples with it;
-    it is a `mint_rl.rl.types.Sampler`, as a `SamplingClient` is."""
-
-    def __init__(self, sampler: SamplerActor, policy_version: int) -> None:
-        self.sampler = sampler
-        self.policy_version = policy_version
-
-    async def sample_async(self, prompt: types.ModelInput, num_samples: int,
-                           sampling_params: types.SamplingParams) -> types.SampleResponse:
-        return await self.sampler.sample(prompt, num_samples, sampling_params)

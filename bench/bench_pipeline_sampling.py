@@ -59,7 +59,8 @@ async def timed(repeats: int, work: Any) -> float:
 def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> dict[str, float]:
     import anyio
 
-    from mint_rl.actors.sampler import SamplerActor, SamplerActorClient
+    from mint_rl.actors.sampler import SamplerActor
+    from mint_rl.actors.sampler_pool import SamplerActorClient
     from mint_rl.recipes.arithmetic import AdditionGroup, Config, make_evaluator, split_problems
     from mint_rl.rl.rollout import rollout_group
     from mint_rl.rl.types import SavedPolicy

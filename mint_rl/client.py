@@ -291,14 +291,23 @@ class TrainingClient:
         target = ckpt.checkpoint_dir(self.run_id, "sampler_weights", name)
 
         def save() -> SaveWeightsForSamplerResponse:
-            ckpt.write_atomically(
-                target, lambda f: ckpt.write_adapter(f, self.engine.model), overwrite=overwrite
-            )
+            self._write_adapter(target, overwrite)
             return SaveWeightsForSamplerResponse(
                 ckpt.public_path(self.run_id, "sampler_weights", name)
             )
 
         return self._submit(save)
+
+    def save_sampler_folder(self, name: str) -> APIFuture[Path]:
+        """`save_weights_for_sampler` for a sampler that reads this machine's (or a shared)
+        filesystem: the adapter folder itself rather than its mint:// path."""
+        target = ckpt.checkpoint_dir(self.run_id, "sampler_weights", name)
+        return self._submit(lambda: self._write_adapter(target, overwrite=True))
+
+    def _write_adapter(self, target: Path, overwrite: bool) -> Path:
+        ckpt.write_atomically(target, lambda f: ckpt.write_adapter(f, self.engine.model),
+                              overwrite=overwrite)
+        return target
 
     def save_weights_external(
         self, name: str, ttl_seconds: int | None = None,

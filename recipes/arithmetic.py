@@ -37,8 +37,8 @@ class Config(RLConfig):
     # to 1.2 nats at K = 1) that K = 1 trains on samples of a different policy, and even K = 0
     # can collapse onto a reply the 6-token limit cuts before the answer (docs/off_policy.md).
     lr: float = option(5e-4, "Adam learning rate")
-    max_operand: int = option(9, "largest operand of the additions")
-    eval_samples: int = option(4, "samples per held-out problem")
+    max_operand: int = option(9, "largest operand of the additions", at_least=1)
+    eval_samples: int = option(4, "samples per held-out problem", at_least=1)
 
 
 # ------------------------------------------------------------------------------------------------

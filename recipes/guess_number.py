@@ -60,26 +60,14 @@ ROLLOUT_TURNS = 16
 
 @dataclass(frozen=True)
 class Config(RLConfig):
-    max_number: int = option(10, "the secret is a whole number from 1 to this")
-    max_turns: int = option(5, "guesses per game")
-    invalid_penalty: float = option(0.1, "reward subtracted for each reply without a number")
-    eval_samples: int = option(8, "games per held-out secret")
+    max_number: int = option(10, "the secret is a whole number from 1 to this", at_least=2)
+    max_turns: int = option(5, "guesses per game", at_least=1, at_most=ROLLOUT_TURNS)
+    invalid_penalty: float = option(0.1, "reward subtracted for each reply without a number",
+                                    at_least=0, at_most=1)
+    eval_samples: int = option(8, "games per held-out secret", at_least=1)
     steps: int = option(20, "training steps (one optimizer step each)")
     groups_per_batch: int = option(4, "secrets per training step")
     eval_every: int = option(10, "evaluate every N steps (0 = never)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.max_number < 2:
-            raise InvalidInputError("max_number", f"must be >= 2, got {self.max_number}")
-        if not 1 <= self.max_turns <= ROLLOUT_TURNS:
-            raise InvalidInputError("max_turns", f"must be in 1..{ROLLOUT_TURNS}, got "
-                                                 f"{self.max_turns}")
-        if not 0.0 <= self.invalid_penalty <= 1.0:
-            raise InvalidInputError("invalid_penalty",
-                                    f"must be in [0, 1], got {self.invalid_penalty}")
-        if self.eval_samples < 1:
-            raise InvalidInputError("eval_samples", f"must be >= 1, got {self.eval_samples}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -54,8 +54,8 @@ from mint_rl import types
 from mint_rl.errors import InvalidInputError
 from mint_rl.learner.engine import CustomLossFn
 from mint_rl.recipes.preference_data import Pair, load_pairs
-from mint_rl.run.config import option
-from mint_rl.run.offline_run import Metrics, OfflineConfig, OfflineRun, run_steps, training_client
+from mint_rl.run.config import OfflineConfig, option
+from mint_rl.run.offline_run import Metrics, OfflineRun, run_steps, training_client
 from mint_rl.supervised import build_supervised_example
 from mint_rl.terminal import console
 
@@ -72,20 +72,13 @@ class Config(OfflineConfig):
                                  "--log-dir resumes from the newest")
     data: str = option("generated", "'generated' (ships with mint_rl), 'hh-rlhf' (from the "
                                     "hub) or a local .jsonl/.json/.parquet file in its format")
-    pairs: int = option(256, "pairs generated (with --data generated)")
-    held_out: int = option(32, "pairs held out for evaluation")
+    pairs: int = option(256, "pairs generated (with --data generated)", at_least=2)
+    held_out: int = option(32, "pairs held out for evaluation", at_least=1)
     beta: float = option(0.1, "DPO beta: the implicit reward's scale (higher keeps the policy "
-                              "closer to the reference)")
-    max_length: int = option(512, "tokens kept per prompt + reply (the rest is cut)")
-    samples: int = option(4, "held-out pairs written to samples.jsonl per evaluation")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name, low in {"pairs": 2, "held_out": 1, "max_length": 2, "samples": 0}.items():
-            if getattr(self, name) < low:
-                raise InvalidInputError(name, f"must be >= {low}, got {getattr(self, name)}")
-        if not self.beta > 0:
-            raise InvalidInputError("beta", f"must be > 0, got {self.beta}")
+                              "closer to the reference)", above=0)
+    max_length: int = option(512, "tokens kept per prompt + reply (the rest is cut)", at_least=2)
+    samples: int = option(4, "held-out pairs written to samples.jsonl per evaluation",
+                          at_least=0)
 
 
 # ------------------------------------------------------------------------------------------------

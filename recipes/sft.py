@@ -43,8 +43,8 @@ from typing import Any
 from mint_rl import types
 from mint_rl.errors import InvalidInputError
 from mint_rl.recipes.sft_data import Conversation, load_conversations
-from mint_rl.run.config import option
-from mint_rl.run.offline_run import Metrics, OfflineConfig, OfflineRun, run_steps, training_client
+from mint_rl.run.config import OfflineConfig, option
+from mint_rl.run.offline_run import Metrics, OfflineRun, run_steps, training_client
 from mint_rl.supervised import TrainOn, build_supervised_example, render
 
 PLOTTED = ["eval/loss", "train/loss", "eval/exact_match", "time/step"]
@@ -57,22 +57,17 @@ class Config(OfflineConfig):
     data: str = option("generated", "'generated' (ships with mint_rl), 'no_robots' (from the "
                                     "hub) or a local .jsonl/.json/.parquet file with a "
                                     "`messages` column")
-    conversations: int = option(424, "conversations generated (with --data generated)")
-    held_out: int = option(24, "conversations held out for evaluation")
+    conversations: int = option(424, "conversations generated (with --data generated)",
+                                at_least=2)
+    held_out: int = option(24, "conversations held out for evaluation", at_least=1)
     train_on: TrainOn = option("all_assistant", "train every assistant reply, or only the last")
-    max_length: int = option(512, "tokens kept per conversation (the rest is cut)")
+    max_length: int = option(512, "tokens kept per conversation (the rest is cut)", at_least=2)
     generate: bool = option(False, "at each evaluation also answer the held-out prompts "
                                    "greedily through vLLM: eval/exact_match, and replies in "
                                    "samples.jsonl (starts the vLLM sampler: minutes on CPU)")
-    samples: int = option(4, "held-out replies written to samples.jsonl per evaluation")
-    sample_tokens: int = option(32, "reply length limit of the greedy answers")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name, low in {"conversations": 2, "held_out": 1, "max_length": 2, "samples": 0,
-                          "sample_tokens": 1}.items():
-            if getattr(self, name) < low:
-                raise InvalidInputError(name, f"must be >= {low}, got {getattr(self, name)}")
+    samples: int = option(4, "held-out replies written to samples.jsonl per evaluation",
+                          at_least=0)
+    sample_tokens: int = option(32, "reply length limit of the greedy answers", at_least=1)
 
 
 def split(config: Config) -> tuple[list[Conversation], list[Conversation]]:

@@ -3,12 +3,12 @@ changes nothing.
 
 hypothesis generates the inputs (derandomized, so CI runs the same ones every time; each test
 counts what it ran): datums for forward / forward_backward (198), batches (40), loss names and
-configs (110), AdamParams (80), SamplingParams (80), RLConfig values (90) and command-line
-options (30) — 628 in the fast lane. Everything that reaches a TrainingClient is checked against
-the issue's property: after the bad request, the next valid forward_backward + optim_step gives
-bitwise the same loss, logprobs, gradients, adapter weights and step as on a twin client (same
-seed) that never saw it. About half of the bad requests come after a valid forward_backward, so
-gradients accumulated before a refused call must survive it too.
+configs (110), AdamParams (80), SamplingParams (80), RLConfig and OfflineConfig values (90 each)
+and command-line options (30) — 718 in the fast lane. Everything that reaches a TrainingClient
+is checked against the issue's property: after the bad request, the next valid forward_backward
++ optim_step gives bitwise the same loss, logprobs, gradients, adapter weights and step as on a
+twin client (same seed) that never saw it. About half of the bad requests come after a valid
+forward_backward, so gradients accumulated before a refused call must survive it too.
 
 Sampling requests need the vLLM engine: the last test (slow, 20 more) sends them to the
 session's engine; after each, the engine must score a prompt as before, and at the end the same
@@ -36,7 +36,7 @@ from mint_rl import types
 from mint_rl.errors import BadRequestError, InvalidInputError
 from mint_rl.learner.engine import LearnerSettings
 from mint_rl.losses import LOSSES
-from mint_rl.run.config import RLConfig, parse_config
+from mint_rl.run.config import OfflineConfig, RLConfig, parse_config
 
 
 def derandomized(examples: int) -> Callable:
@@ -603,15 +603,20 @@ def bad_config_values(name: str, hint: Any) -> st.SearchStrategy[Any]:
     return st.integers() | st.lists(st.text(max_size=2), max_size=2)  # str fields
 
 
-def test_bad_rl_configs_are_refused_by_name() -> None:
+@pytest.mark.parametrize("kind", ["rl", "offline"])
+def test_bad_configs_are_refused_by_name(kind: str) -> None:
+    """RLConfig and OfflineConfig (and recipes' configs that extend them) are checked by the
+    one RunConfig check."""
     from mint_rl.recipes.arithmetic import Config as ArithmeticConfig
+    from mint_rl.recipes.sft import Config as SftConfig
 
-    hints = typing.get_type_hints(RLConfig)
-    names = [f.name for f in dataclasses.fields(RLConfig)]
+    base, recipe = (RLConfig, ArithmeticConfig) if kind == "rl" else (OfflineConfig, SftConfig)
+    hints = typing.get_type_hints(base)
+    names = [f.name for f in dataclasses.fields(base)]
     seen: list[str] = []
 
     @derandomized(90)
-    @given(name=st.sampled_from(names), config_cls=st.sampled_from([RLConfig, ArithmeticConfig]),
+    @given(name=st.sampled_from(names), config_cls=st.sampled_from([base, recipe]),
            data=st.data())
     def check(name: str, config_cls: type, data: st.DataObject) -> None:
         value = data.draw(bad_config_values(name, hints[name]))

@@ -19,8 +19,7 @@ from mint_rl.learner import base_models as base_models_module
 from mint_rl.learner import checkpoint as ckpt
 from mint_rl.learner import engine as engine_module
 from mint_rl.learner.engine import LearnerEngine, LearnerSettings
-from mint_rl.run.config import RLConfig, parse_config
-from mint_rl.run.offline_run import OfflineConfig
+from mint_rl.run.config import OfflineConfig, RLConfig, parse_config
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

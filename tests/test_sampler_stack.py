@@ -54,7 +54,7 @@ def _max_diff(ref: HFReference, prompt: ModelInput, tokens: list[int], logprobs:
 
 
 def _load(weights: SamplerWeights, ref: HFReference, adapter: Path | None,
-          policy_version: int) -> float:
+          policy_version: int) -> SamplingClient:
     expected = ref.logprobs(weights.probe_tokens(), adapter)
     return weights.load(adapter, policy_version, expected)
 
@@ -89,13 +89,12 @@ def test_merged_load_serves_adapter_and_old_client_keeps_old(
     merged: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
 ) -> None:
     old = SamplingClient(DEFAULT_MODEL)
-    seconds = _load(merged, ref, adapters[1], 1)
-    assert seconds > 0
-    v1 = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
-    _load(merged, ref, adapters[2], 2)
-    v2 = SamplingClient(DEFAULT_MODEL, adapters[2], 2)
+    v1 = _load(merged, ref, adapters[1], 1)  # load hands back the client of the loaded version
+    assert (v1.policy_version, v1.get_base_model()) == (1, DEFAULT_MODEL)
+    v2 = _load(merged, ref, adapters[2], 2)
+    v1_again = SamplingClient(DEFAULT_MODEL, adapters[1], 1)  # the same folder: the same version
     params = SamplingParams(max_tokens=10)
-    futures = [(c, c.sample(prompt, 2, params)) for c in (old, v1, v2, v1, old)]
+    futures = [(c, c.sample(prompt, 2, params)) for c in (old, v1, v2, v1_again, old)]
     for client, future in futures:
         adapter = {0: None, 1: adapters[1], 2: adapters[2]}[client.policy_version]
         for seq in future.result().sequences:

@@ -25,7 +25,7 @@ class StepResult:
 
 class Sampler(Protocol):
     """What rollouts and evaluations sample with: a `SamplingClient`, or a sampler actor's
-    `SamplerActorClient` (actors/sampler.py), which samples wherever that actor runs."""
+    `SamplerActorClient` (actors/sampler_pool.py), which samples wherever that actor runs."""
 
     policy_version: int
     """The version a token is labelled with when the response does not say."""

@@ -20,19 +20,15 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mint_rl import types
 from mint_rl.client import ServiceClient, TrainingClient
 from mint_rl.errors import InvalidInputError
-from mint_rl.learner.device import check_device
-from mint_rl.learner.engine import LearnerSettings
-from mint_rl.models import DEFAULT_MODEL
 from mint_rl.process_memory import engine_memory_metrics, learner_memory_metrics
 from mint_rl.run.checkpoints import RunCheckpoints
-from mint_rl.run.config import option, write_config
+from mint_rl.run.config import OfflineConfig, write_config
 from mint_rl.run.metrics import (
     MetricsLogger,
     keep_rows_before,
@@ -45,50 +41,9 @@ from mint_rl.terminal import console
 Metrics = dict[str, float]
 
 
-@dataclass(frozen=True)
-class OfflineConfig:
-    """What every fixed-dataset recipe configures; a recipe subclasses it (and may change the
-    defaults by declaring a field again)."""
-
-    base_model: str = option(DEFAULT_MODEL, "model id or local folder")
-    steps: int = option(40, "training steps (one optimizer step each)")
-    batch_size: int = option(8, "examples per step")
-    lr: float = option(5e-4, "Adam learning rate")
-    rank: int = option(16, "LoRA rank")
-    eval_every: int = option(10, "held-out evaluation every N steps (0 = only at the start and "
-                                 "the end, which are always evaluated)")
-    save_every: int = option(20, "checkpoint every N steps (0 = only at the end); the same "
-                                 "--log-dir resumes from the newest")
-    keep_checkpoints: int = option(3, "checkpoints kept (the newest); older ones are deleted")
-    learner_dtype: Literal["float32", "bfloat16"] = option(
-        "float32", "bfloat16 autocasts the learner (faster on AMX/GPU)")
-    learner_threads: int | None = option(
-        None, "torch threads of the learner (default: torch's, one per core); 1 is much faster "
-              "on cores other jobs are busy on")
-    learner_device: str = option(
-        "auto", "device of the learner: auto (cuda when available, else cpu), cpu, cuda or "
-                "cuda:N")
-    seed: int = option(0, "seed of the data (generation, split, order) and the LoRA init")
-
-    def __post_init__(self) -> None:
-        at_least = {"steps": 1, "batch_size": 1, "rank": 1, "eval_every": 0, "save_every": 0,
-                    "keep_checkpoints": 1}
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise InvalidInputError(name, f"must be >= {low}, got {getattr(self, name)}")
-        if self.learner_threads is not None and self.learner_threads < 1:
-            raise InvalidInputError("learner_threads",
-                                    f"must be >= 1 (or None), got {self.learner_threads}")
-        check_device(self.learner_device, "learner_device")
-        if not self.lr > 0:
-            raise InvalidInputError("lr", f"must be > 0, got {self.lr}")
-
-
 def training_client(config: OfflineConfig) -> TrainingClient:
     """A fresh LoRA training client for `config` (the adapter starts at zero: base model)."""
-    settings = LearnerSettings(dtype=config.learner_dtype, num_threads=config.learner_threads,
-                               device=config.learner_device)
-    return ServiceClient(learner_settings=settings).create_lora_training_client(
+    return ServiceClient(learner_settings=config.learner_settings()).create_lora_training_client(
         config.base_model, rank=config.rank, seed=config.seed)
 
 

@@ -165,7 +165,6 @@ class TrainingRun:
 
     async def _start_actors(self) -> None:
         """The vLLM sampler, the learner (and the reference model) load at the same time."""
-        from mint_rl.learner.engine import LearnerSettings
         from mint_rl.placement import plan_cpus
         from mint_rl.sampler import EngineConfig
 
@@ -184,8 +183,7 @@ class TrainingRun:
         engines = [replace(base, slot=i, cpu_cores=cores,
                            gpu_memory_utilization=base.gpu_memory_utilization / cfg.samplers)
                    for i, cores in enumerate(cpus.sampler_engine_cores(cfg.samplers))]
-        settings = LearnerSettings(dtype=cfg.learner_dtype, num_threads=cfg.learner_threads,
-                                   cpu_cores=cpus.learner_cores(), device=cfg.learner_device)
+        settings = cfg.learner_settings(cpu_cores=cpus.learner_cores())
         learner = LearnerConfig(base_model=cfg.base_model, rank=cfg.rank, seed=cfg.seed,
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=self.resume_from,
                                 settings=settings)

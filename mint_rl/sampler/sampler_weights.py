@@ -5,8 +5,7 @@
     probe = weights.probe_tokens()                   # fixed tokens, BOS + PROBE_TEXT
     expected = learner_logprobs(probe)               # len(probe) - 1 floats:
                                                      # expected[i] = log p(probe[i+1] | probe[:i+1])
-    weights.load(adapter_dir, policy_version, expected)   # serving it when this returns
-    client = SamplingClient(base_model, adapter_dir, policy_version)
+    client = weights.load(adapter_dir, policy_version, expected)  # serving it on return
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from mint_rl.sampler.config import EngineConfig
 from mint_rl.sampler.engine import SamplerEngine, get_engine
+from mint_rl.sampler.sampling_client import SamplingClient
 
 
 class SamplerWeights:
@@ -40,12 +40,12 @@ class SamplerWeights:
     def load(
         self, adapter_dir: str | Path | None, policy_version: int,
         expected_probe_logprobs: Sequence[float] | None = None, timeout: float | None = 120.0,
-    ) -> float:
-        """Makes `policy_version` the served policy; returns seconds from call to serving.
+    ) -> SamplingClient:
+        """Makes `policy_version` the served policy; returns the client that samples it.
 
         With `expected_probe_logprobs`, also checks the served weights against them and raises
         WeightSyncError on a mismatch (the loaded weights are then not to be trusted).
         """
-        return self.engine.run(
-            self.engine.load(adapter_dir, policy_version, expected_probe_logprobs), timeout
-        )
+        engine = self.engine
+        engine.run(engine.load(adapter_dir, policy_version, expected_probe_logprobs), timeout)
+        return SamplingClient.of_loaded(engine, adapter_dir, policy_version)

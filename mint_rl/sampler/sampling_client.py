@@ -59,6 +59,20 @@ class SamplingClient:
                                     else policy_version)
         self.record_stability_info = bool(record_stability_info)
 
+    @classmethod
+    def of_loaded(cls, engine: SamplerEngine, model_path: str | Path | None,
+                  policy_version: int) -> SamplingClient:
+        """The client of the version `engine` has just loaded under `policy_version`
+        (`SamplerWeights.load` hands it back): no engine lookup, no second entry in its
+        version store."""
+        client = cls.__new__(cls)
+        client._base_model = engine.base_model
+        client._model_path = str(model_path) if model_path is not None else None
+        client._engine = engine
+        client._served_as = client.policy_version = policy_version
+        client.record_stability_info = False
+        return client
+
     def probe_tokens(self) -> list[int]:
         """The fixed tokens `check_weights` scores (BOS + a probe text)."""
         return self._engine.probe_tokens()
