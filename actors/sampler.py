@@ -113,6 +113,8 @@ class SamplerActor(Actor):
             raise
 
     async def teardown(self) -> None:
+        if not hasattr(self, "_engine"):  # setup failed before an engine was up
+            return
         if self._crashed:  # the restarted actor takes the engine over (get_engine replaces it
             return         # if it died): stopping or resetting it would lose the run's versions
         if self._owns_engine:

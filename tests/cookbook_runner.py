@@ -26,9 +26,11 @@ ANSWERER = "Qwen/Qwen3.5-9B"
 DPO_SCRIPT = str(Path(__file__).with_name("cookbook_dpo_jsonl.py"))
 
 
-def plan(model: str, cookbook: Path, out: Path, *, slow: bool = False) -> list[dict]:
-    """The matrix: each recipe for a step or a few, as small as its options allow. `slow` adds
-    rubric, whose judge answers with up to 2048 tokens (hard-coded), minutes on a CPU."""
+def plan(model: str, cookbook: Path, out: Path, *, full: bool = False) -> list[dict]:
+    """The matrix: each recipe for a step or a few, as small as its options allow. `full`
+    (MINT_RL_COOKBOOK_FULL=1 in tests/test_cookbook.py) adds twenty_questions, whose twenty turns
+    of two models cost a minute here, and rubric, whose judge answers with up to 2048 tokens
+    (hard-coded): minutes on a CPU. The suite keeps within its time budget without them."""
     conversations = str(cookbook / "example_data" / "conversations.jsonl")
     common = [f"model_name={model}", f"renderer_name={RENDERER}", "eval_every=0",
               "behavior_if_log_dir_exists=delete"]
@@ -50,8 +52,6 @@ def plan(model: str, cookbook: Path, out: Path, *, slow: bool = False) -> list[d
         recipe("text_arena", "multiplayer_rl.text_arena.train", "batch_size=2",
                "num_train_datapoints=4", "num_test_datapoints=2", "test_opponent=random",
                "max_steps=1", "max_tokens=16"),
-        recipe("twenty_questions", "multiplayer_rl.twenty_questions.train", "group_size=2",
-               "batch_size=1", "num_epochs=1", "max_steps=1", "max_tokens=4"),
         recipe("shorter", "preference.shorter.train", "batch_size=2", "group_size=2",
                "max_tokens=16", "max_steps=1", save_every=False),
         recipe("chat_sl", "chat_sl.train", f"dataset={conversations}", "batch_size=4",
@@ -63,7 +63,10 @@ def plan(model: str, cookbook: Path, out: Path, *, slow: bool = False) -> list[d
                   "max_steps=2", f"train_path={out / 'comparisons.jsonl'}",
                   f"log_path={out / 'dpo'}"]},
     ]
-    if slow:
+    if full:
+        items.append(recipe("twenty_questions", "multiplayer_rl.twenty_questions.train",
+                            "group_size=2", "batch_size=1", "num_epochs=1", "max_steps=1",
+                            "max_tokens=4"))
         (rubric_data / "tinker_cookbook" / "example_data").mkdir(parents=True, exist_ok=True)
         data = rubric_data / "tinker_cookbook" / "example_data"
         items += [

@@ -41,7 +41,8 @@ for _module in ("tinker", "math_verify", "pylatexenc", "textarena"):
 
 KEY = "tml-cookbook"
 RUNNER = Path(__file__).with_name("cookbook_runner.py")
-RECIPES = [item["name"] for item in plan(DEFAULT_MODEL, Path("."), Path("."))]
+FULL = os.environ.get("MINT_RL_COOKBOOK_FULL") == "1"  # + twenty_questions and rubric (slow)
+RECIPES = [item["name"] for item in plan(DEFAULT_MODEL, Path("."), Path("."), full=FULL)]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def matrix(server, stand_in, tmp_path_factory) -> tuple[dict[str, Any], Path]:
     hub_cache_entry(DEFAULT_MODEL, resolve_model(DEFAULT_MODEL), hf_home=hf_home)
     hub_cache_entry(ANSWERER, stand_in, hf_home=hf_home)
     write_comparisons(out / "comparisons.jsonl")
-    items = plan(DEFAULT_MODEL, Path(tinker_cookbook.__file__).parent, out)
+    items = plan(DEFAULT_MODEL, Path(tinker_cookbook.__file__).parent, out, full=FULL)
     (out / "plan.json").write_text(json.dumps(items))
     env = {**os.environ, "TINKER_BASE_URL": server, "TINKER_API_KEY": KEY,
            "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}

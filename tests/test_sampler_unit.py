@@ -275,3 +275,14 @@ def test_an_engine_sized_for_another_workload_still_serves_a_run() -> None:
     # ... but not an engine that computes differently.
     assert not EngineConfig(device="cpu", dtype="bfloat16").served_by(running)
     assert not EngineConfig(device="cpu", kv_cache_bytes=1 << 30).served_by(running)
+
+
+def test_the_engine_never_asks_for_more_context_than_the_model_has(tiny_model: Path) -> None:
+    """vLLM refuses to start when max_model_len exceeds the model's context: the engine caps it
+    (the tiny model has 512 positions; the default asks for 4096)."""
+    from mint_rl.sampler.engine import _within_context
+
+    context = json.loads((tiny_model / "config.json").read_text())["max_position_embeddings"]
+    assert _within_context(EngineConfig(), tiny_model).max_model_len == context < 4096
+    assert _within_context(EngineConfig(max_model_len=256), tiny_model).max_model_len == 256
+    assert _within_context(EngineConfig(max_model_len=None), tiny_model).max_model_len is None

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
+import json
 import logging
 import threading
 import time
@@ -42,6 +44,15 @@ class Generation(Completion):
     policy_versions: list[int]
 
 
+def _within_context(config: EngineConfig, model_dir: Path) -> EngineConfig:
+    """`config` with `max_model_len` no longer than the model's context (vLLM refuses to start
+    otherwise; the default 4096 is longer than a small model's 512 or 2048)."""
+    context = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+    if config.max_model_len is None or not context or config.max_model_len <= context:
+        return config
+    return dataclasses.replace(config, max_model_len=int(context))
+
+
 class SamplerEngine:
     """A vLLM engine serving policy versions of one base model."""
 
@@ -50,7 +61,7 @@ class SamplerEngine:
 
         self.base_model = base_model
         model_dir = resolve_model(base_model)
-        self.config = (config or EngineConfig()).resolve()
+        self.config = _within_context((config or EngineConfig()).resolve(), model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         start = time.perf_counter()
         name = base_model if self.config.slot == 0 else f"{base_model} (slot {self.config.slot})"
