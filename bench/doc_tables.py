@@ -1,0 +1,209 @@
+"""Writes the docs' tables of measured figures from the result files (never by hand).
+
+    .venv/bin/python bench/doc_tables.py          # rewrite every table below in place
+    .venv/bin/python bench/doc_tables.py --check  # fail if a doc differs from the data (CI)
+
+Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` in its doc:
+- docs/memory.md `learner-memory`: the learner at real shapes (bench_learner_memory.py:
+  bench/results/learner_memory_*.json); `serve-memory`: the server under the cookbook's
+  guess_number (bench_serve_memory.py: serve_memory_*.json)
+- docs/server.md `server-clients`: server RSS with 1/2/4 training clients, base weights shared or
+  copied (bench_server_clients.py: server_clients_*.json)
+- README.md `headline`: the front page's figures, each from the file its row links to
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from doc_markers import replace_between_markers
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+GiB, MiB = 1 << 30, 1 << 20
+
+
+def _load(pattern: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(p.stem, json.loads(p.read_text())) for p in sorted(RESULTS.glob(pattern))]
+
+
+def _result(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _when(result: dict[str, Any]) -> str:
+    s = result["sitting"]
+    return f"{s['date'][:16].replace('T', ' ')} UTC, {s['commit']}"
+
+
+def learner_table() -> str:
+    lines = ["| result | code | batch (groups x samples x tokens) | tokens | step s (each) "
+             "| tokens/s (best) | peak RSS GiB | micro-batch tokens | micro-batches "
+             "| recompute |", "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for name, result in _load("learner_memory_*.json"):
+        for row in result["rows"]:
+            if "steps" not in row:
+                lines.append(f"| {name} | {_when(result)} | {row['batch']} | | "
+                             f"{row.get('error', 'failed')} | | | | | |")
+                continue
+            times = [s["seconds"] for s in row["steps"]]
+            plan = row["steps"][-1]["metrics"]
+            tokens = plan.get("memory/microbatch_tokens:max")
+            parts = plan.get("memory/microbatches:sum")
+            recompute = plan.get("memory/recompute:max")
+            lines.append(
+                f"| {name} | {_when(result)} | {row['batch']} | {row['tokens']} "
+                f"| {', '.join(f'{t:.1f}' for t in times)} | {row['tokens'] / min(times):.1f} "
+                f"| {row['peak_rss'] / GiB:.2f} | {'' if tokens is None else f'{tokens:.0f}'} "
+                f"| {'' if parts is None else f'{parts:.0f}'} "
+                f"| {'' if recompute is None else ('on' if recompute else 'off')} |")
+    return "\n".join(lines)
+
+
+def serve_table() -> str:
+    lines = ["| result | code | trained tokens per step | train_step s (each) | median "
+             "| server peak RSS GiB | engine peak RSS GiB |", "|---|---|---|---|---:|---:|---:|"]
+    for name, result in _load("serve_memory_*.json"):
+        steps = [s for s in result["steps"] if "time/train_step" in s]
+        train = [s["time/train_step"] for s in steps]
+        tokens = ", ".join(str(int(s.get("tokens/trained", 0))) for s in steps)
+        engines = [v for v in result["peak_rss"]["children"].values() if v and v > GiB // 4]
+        lines.append(f"| {name} | {_when(result)} | {tokens} | "
+                     f"{', '.join(f'{t:.0f}' for t in train)} | {statistics.median(train):.0f} "
+                     f"| {result['peak_rss']['server'] / GiB:.2f} "
+                     f"| {max(engines) / GiB if engines else float('nan'):.2f} |")
+    return "\n".join(lines)
+
+
+SERVER_MODELS = {"server_clients_smollm2": "SmolLM2-135M",
+                 "server_clients_qwen3_0.6b": "Qwen3-0.6B shape, random weights"}
+
+
+def server_clients_table() -> str:
+    def per_count(runs: list[dict[str, Any]], key: str) -> str:
+        return " / ".join(f"{r[key] / MiB:.0f}" for r in runs)
+
+    lines = ["| base model | base MiB | adapter + Adam MiB | RSS shared | RSS copies | peak shared "
+             "| peak copies |", "|---|---|---|---|---|---|---|"]
+    for name, label in SERVER_MODELS.items():
+        runs = _result(name)["runs"]
+        shared, copies = runs["shared"], runs["copies"]
+        first = shared[0]
+        own = (first["adapter_bytes"] + first["optimizer_bytes"]) / MiB
+        lines.append(f"| {label} | {first['base_bytes'] / MiB:.0f} | {own:.1f} "
+                     f"| {per_count(shared, 'server_rss')} | {per_count(copies, 'server_rss')} "
+                     f"| {per_count(shared, 'server_peak_rss')} "
+                     f"| {per_count(copies, 'server_peak_rss')} |")
+    return "\n".join(lines)
+
+
+def _arithmetic_row() -> str:
+    path = ROOT / "docs" / "arithmetic_k0_metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    accuracy = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
+    step = statistics.median(r["time/step"] for r in rows if "time/step" in r)
+    return ("| Arithmetic RL, SmolLM2-135M, K = 0, 30 steps (one run, 2026-12-01, lr 1e-3; the "
+            "default is now 5e-4) | held-out accuracy "
+            f"{accuracy[0]:.3f} → {accuracy[10]:.3f} (step 10) → {accuracy[30]:.3f} (step 30); "
+            f"median step {step:.1f} s | [arithmetic.md](docs/arithmetic.md) "
+            "| [arithmetic_k0_metrics.jsonl](docs/arithmetic_k0_metrics.jsonl) |")
+
+
+def _learner_row() -> str:
+    now = {r["batch"]: r["peak_rss"] / GiB for r in _result("learner_memory_qwen3-0.6b")["rows"]}
+    before = {r["batch"]: r["peak_rss"] / GiB
+              for r in _result("learner_memory_qwen3-0.6b_before")["rows"] if "peak_rss" in r}
+    return ("| Learner at Qwen3-0.6B's shape (random weights), RL batch of 16 x 512 tokens | peak "
+            f"RSS {now['4x4x512']:.2f} GiB; for 4 x 512 tokens {now['1x4x512']:.2f} GiB, against "
+            f"{before['1x4x512']:.2f} GiB with the old fixed micro-batches "
+            "| [memory.md](docs/memory.md#the-learner-at-qwen3-06bs-shape) "
+            "| [learner_memory_qwen3-0.6b.json](bench/results/learner_memory_qwen3-0.6b.json), "
+            "[_before](bench/results/learner_memory_qwen3-0.6b_before.json) |")
+
+
+def _serve_row() -> str:
+    def figures(name: str) -> tuple[float, float]:
+        result = _result(name)
+        train = [s["time/train_step"] for s in result["steps"] if "time/train_step" in s]
+        return result["peak_rss"]["server"] / GiB, statistics.median(train)
+
+    (peak, step), (peak_before, step_before) = (figures("serve_memory_guess_number"),
+                                                figures("serve_memory_guess_number_before"))
+    return ("| `mint-rl serve` under tinker-cookbook's guess_number, SmolLM2-135M, 3 steps | "
+            f"server peak RSS {peak:.2f} GiB (old code {peak_before:.2f}); median train step "
+            f"{step:.0f} s (old code {step_before:.0f} s) "
+            "| [memory.md](docs/memory.md#the-server-under-the-cookbooks-guess_number) "
+            "| [serve_memory_guess_number.json](bench/results/serve_memory_guess_number.json), "
+            "[_before](bench/results/serve_memory_guess_number_before.json) |")
+
+
+def _server_clients_row() -> str:
+    def four(name: str) -> str:
+        runs = _result(name)["runs"]
+        rss = [next(r["server_rss"] for r in runs[kind] if r["clients"] == 4) / MiB
+               for kind in ("shared", "copies")]
+        return f"{rss[0]:.0f} vs {rss[1]:.0f} MiB"
+
+    return ("| `mint-rl serve` with 4 training clients of one base model: server RSS, base "
+            "weights shared vs a copy per client | SmolLM2-135M "
+            f"{four('server_clients_smollm2')}; Qwen3-0.6B shape "
+            f"{four('server_clients_qwen3_0.6b')} "
+            "| [server.md](docs/server.md#many-loras-on-one-base) "
+            "| [smollm2](bench/results/server_clients_smollm2.json), "
+            "[qwen3_0.6b](bench/results/server_clients_qwen3_0.6b.json) |")
+
+
+def _recipes_row() -> str:
+    runs = _result("run_memory_qwen3-0.6b")["runs"]
+
+    def peak(run: str, key: str) -> float:
+        return max(r[key] for r in runs[run]["rows"] if key in r)
+
+    return ("| Recipes at Qwen3-0.6B's shape, 2 steps each | `sft`: learner peak RSS "
+            f"{peak('sft06', 'memory/learner_peak_rss_gib'):.2f} GiB; `math`: vLLM engine peak "
+            f"RSS {peak('math06', 'memory/engine_peak_rss_gib'):.2f} GiB "
+            "| [memory.md](docs/memory.md#recipes-at-the-06b-shape) "
+            "| [run_memory_qwen3-0.6b.json](bench/results/run_memory_qwen3-0.6b.json) |")
+
+
+def headline_table() -> str:
+    rows = [_arithmetic_row(), _learner_row(), _serve_row(), _server_clients_row(),
+            _recipes_row()]
+    return "\n".join(["| what | figure | doc | data |", "|---|---|---|---|", *rows])
+
+
+DOCS = ROOT / "docs"
+TABLES = {
+    (DOCS / "memory.md", "learner-memory"): learner_table,
+    (DOCS / "memory.md", "serve-memory"): serve_table,
+    (DOCS / "server.md", "server-clients"): server_clients_table,
+    (ROOT / "README.md", "headline"): headline_table,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if a doc differs from the data")
+    args = parser.parse_args()
+    differ = []
+    for (doc, name), table in TABLES.items():
+        before = doc.read_text()
+        replace_between_markers(doc, table(), name)
+        if args.check and doc.read_text() != before:
+            doc.write_text(before)
+            differ.append(f"{doc.relative_to(ROOT)} ({name})")
+    if differ:
+        print("differs from bench/results: " + ", ".join(differ)
+              + "; run .venv/bin/python bench/doc_tables.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
