@@ -27,6 +27,7 @@ from mint_rl.runtime import Actor, endpoint
 
 if TYPE_CHECKING:  # vLLM-heavy: imported when the sampler starts, not with this module
     from mint_rl.sampler import EngineConfig, SamplerWeights, SamplingClient
+    from mint_rl.sampler.engine import SamplerEngine
 
 
 T = TypeVar("T")
@@ -42,6 +43,7 @@ class SamplerActor(Actor):
         self.env_timeout_s = env_timeout_s  # an env.step (the reward) taking longer fails
         self.served = LatestVersion()  # -1: nothing loaded yet; rollouts wait on it
         self._client: SamplingClient | None = None
+        self._engine: SamplerEngine | None = None  # set once setup has one
         self._crashed = False
 
     async def setup(self) -> None:
@@ -57,9 +59,9 @@ class SamplerActor(Actor):
         self._weights: SamplerWeights = await self.ctx.run_blocking(
             SamplerWeights, self.base_model, self.engine_config)
         # Held here: `SamplerWeights.engine` would start a fresh engine once this one is closed.
-        self._engine = self._weights.engine
+        self._engine = engine = self._weights.engine
         if not self._owns_engine and self.ctx.restarts == 0:
-            await self.ctx.run_blocking(self._engine.reset)
+            await self.ctx.run_blocking(engine.reset)
         self._probe = await self.ctx.run_blocking(self._weights.probe_tokens)
 
     @endpoint
@@ -113,11 +115,12 @@ class SamplerActor(Actor):
             raise
 
     async def teardown(self) -> None:
-        if not hasattr(self, "_engine"):  # setup failed before an engine was up
+        if self._engine is None:  # setup failed before an engine was up
             return
         if self._crashed:  # the restarted actor takes the engine over (get_engine replaces it
             return         # if it died): stopping or resetting it would lose the run's versions
+        engine = self._engine
         if self._owns_engine:
-            await self.ctx.run_blocking(self._engine.close)
-        elif not self._engine.closed:  # its owner (another actor) may have closed it
-            await self.ctx.run_blocking(self._engine.reset)
+            await self.ctx.run_blocking(engine.close)
+        elif not engine.closed:  # its owner (another actor) may have closed it
+            await self.ctx.run_blocking(engine.reset)

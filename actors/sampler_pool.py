@@ -81,10 +81,6 @@ class SamplerPool:
             anyio.create_memory_object_stream[int](math.inf))
         self._crashed_send, self._crashed_receive = crashed
 
-    @property
-    def groups_in_flight(self) -> int:
-        return sum(self._in_flight)
-
     async def probe_tokens(self) -> list[int]:
         """The tokens whose logprobs show which weights a sampler serves (the same for all)."""
         return await self.samplers[0].probe_tokens()

@@ -12,6 +12,8 @@ see half a model.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -44,6 +46,12 @@ def resolve_model(base_model: str) -> Path:
     if base_model == DEFAULT_MODEL:
         return _bundled_default_model()
     return _from_hub(base_model)
+
+
+@functools.cache
+def model_config(model_dir: Path) -> dict[str, Any]:
+    """The model's `config.json` (architecture, vocabulary, context length), read once."""
+    return json.loads((Path(model_dir) / "config.json").read_text())
 
 
 def _from_hub(repo_id: str) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mint_rl.errors import ConflictError, InvalidInputError
-from mint_rl.models import resolve_model
+from mint_rl.models import model_config, resolve_model
 from mint_rl.sampler.config import EngineConfig
 from mint_rl.sampler.probe import check_arrival, check_expected_count, probe_tokens
 from mint_rl.sampler.version_stamps import VersionStamps
@@ -47,7 +46,7 @@ class Generation(Completion):
 def _within_context(config: EngineConfig, model_dir: Path) -> EngineConfig:
     """`config` with `max_model_len` no longer than the model's context (vLLM refuses to start
     otherwise; the default 4096 is longer than a small model's 512 or 2048)."""
-    context = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+    context = model_config(model_dir).get("max_position_embeddings")
     if config.max_model_len is None or not context or config.max_model_len <= context:
         return config
     return dataclasses.replace(config, max_model_len=int(context))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mint_rl.errors import InvalidInputError
+from mint_rl.models import model_config
 from mint_rl.sampler.config import EngineConfig
 from mint_rl.sampler.engine import SamplerEngine, get_engine
 from mint_rl.sampler.vllm_engine import top_k
@@ -51,12 +51,19 @@ class SamplingClient:
             if model_path is None:
                 raise InvalidInputError("base_model", "give base_model or model_path")
             base_model = _adapter_base_model(model_path)
+        engine = get_engine(base_model, engine_config)
+        served_as = engine.add(model_path, policy_version, exclusive=False)
+        self._attach(engine, base_model, model_path, served_as,
+                     served_as if policy_version is None else policy_version,
+                     record_stability_info)
+
+    def _attach(self, engine: SamplerEngine, base_model: str, model_path: str | Path | None,
+                served_as: int, policy_version: int, record_stability_info: bool) -> None:
         self._base_model = base_model
         self._model_path = str(model_path) if model_path is not None else None
-        self._engine: SamplerEngine = get_engine(base_model, engine_config)
-        self._served_as = self._engine.add(model_path, policy_version, exclusive=False)
-        self.policy_version: int = (self._served_as if policy_version is None
-                                    else policy_version)
+        self._engine = engine
+        self._served_as = served_as  # the number the engine serves this folder under
+        self.policy_version = policy_version
         self.record_stability_info = bool(record_stability_info)
 
     @classmethod
@@ -66,11 +73,8 @@ class SamplingClient:
         (`SamplerWeights.load` hands it back): no engine lookup, no second entry in its
         version store."""
         client = cls.__new__(cls)
-        client._base_model = engine.base_model
-        client._model_path = str(model_path) if model_path is not None else None
-        client._engine = engine
-        client._served_as = client.policy_version = policy_version
-        client.record_stability_info = False
+        client._attach(engine, engine.base_model, model_path, policy_version, policy_version,
+                       False)
         return client
 
     def probe_tokens(self) -> list[int]:
@@ -236,9 +240,8 @@ def _prompt_tokens(prompt: ModelInput, engine: SamplerEngine) -> list[int]:
     return tokens
 
 
-@functools.cache
 def _model_vocab_size(model_dir: Path) -> int:
-    return int(json.loads((Path(model_dir) / "config.json").read_text()).get("vocab_size", 0))
+    return int(model_config(model_dir).get("vocab_size", 0))
 
 
 def _check_top_k(field: str, k: object, most: int) -> int:
