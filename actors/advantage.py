@@ -10,8 +10,13 @@ the reference policy.
 from __future__ import annotations
 
 from mint_rl.actors.reference import ReferenceActor
-from mint_rl.rl.advantages import apply_kl_penalty, center_per_batch, center_per_group
-from mint_rl.rl.data import TrainingBatch, batch_from_groups
+from mint_rl.rl.data import (
+    TrainingBatch,
+    apply_kl_penalty,
+    batch_from_groups,
+    center_per_batch,
+    center_per_group,
+)
 from mint_rl.rl.types import TrajectoryGroup
 from mint_rl.runtime import Actor, endpoint
 

@@ -43,8 +43,14 @@ from mint_rl import types
 from mint_rl.actors.sampler_pool import PolicySampler, SamplerPool
 from mint_rl.errors import LearnerFailedError
 from mint_rl.rl.data import TrainingBatch
-from mint_rl.rl.types import EnvGroupBuilder, RLDataset, Sampler, SavedPolicy, TrajectoryGroup
-from mint_rl.rl.versions import LatestVersion
+from mint_rl.rl.types import (
+    EnvGroupBuilder,
+    LatestVersion,
+    RLDataset,
+    Sampler,
+    SavedPolicy,
+    TrajectoryGroup,
+)
 from mint_rl.runtime import ChannelReceiver, ChannelSender, channel
 from mint_rl.terminal import StartupTimeline
 

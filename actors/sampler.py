@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, TypeVar
 from mint_rl import types
 from mint_rl.errors import InvalidInputError
 from mint_rl.rl.rollout import rollout_group
-from mint_rl.rl.types import EnvGroupBuilder, SavedPolicy, TrajectoryGroup
-from mint_rl.rl.versions import LatestVersion
+from mint_rl.rl.types import EnvGroupBuilder, LatestVersion, SavedPolicy, TrajectoryGroup
 from mint_rl.runtime import Actor, endpoint
 
 if TYPE_CHECKING:  # vLLM-heavy: imported when the sampler starts, not with this module
-    from mint_rl.sampler import EngineConfig, SamplerWeights, SamplingClient
+    from mint_rl.sampler import EngineConfig, SamplingClient
     from mint_rl.sampler.engine import SamplerEngine
 
 
@@ -47,22 +46,21 @@ class SamplerActor(Actor):
         self._crashed = False
 
     async def setup(self) -> None:
-        from mint_rl.sampler import SamplerWeights, running_engine
+        from mint_rl.sampler import get_engine, running_engine
 
-        # A run numbers policy versions from 0. An engine already running in this process in
-        # this sampler's slot (a second run in a notebook, a test session) is reset and reused
-        # instead of restarted; one this actor starts, it also shuts down. A restarted actor
-        # keeps the run's versions: it resets nothing. Each slot is its own vLLM engine.
+        # The engine is found once, here, and held: every load and rollout below uses this
+        # one. A run numbers policy versions from 0. An engine already running in this process
+        # in this sampler's slot (a second run in a notebook, a test session) is reset and reused
+        # instead of restarted (a start costs 20-60 s); one this actor starts, it also shuts
+        # down. A restarted actor keeps the run's versions: it resets nothing.
         slot = self.engine_config.slot if self.engine_config is not None else 0
         self._owns_engine = running_engine(self.base_model, slot) is None
         # Starting vLLM takes a while and blocks: keep the event loop free meanwhile.
-        self._weights: SamplerWeights = await self.ctx.run_blocking(
-            SamplerWeights, self.base_model, self.engine_config)
-        # Held here: `SamplerWeights.engine` would start a fresh engine once this one is closed.
-        self._engine = engine = self._weights.engine
+        self._engine = engine = await self.ctx.run_blocking(
+            get_engine, self.base_model, self.engine_config)
         if not self._owns_engine and self.ctx.restarts == 0:
             await self.ctx.run_blocking(engine.reset)
-        self._probe = await self.ctx.run_blocking(self._weights.probe_tokens)
+        self._probe = await self.ctx.run_blocking(engine.probe_tokens)
 
     @endpoint
     async def probe_tokens(self) -> list[int]:
@@ -76,8 +74,12 @@ class SamplerActor(Actor):
         if saved.policy_version <= self.served.value:
             return 0.0
         start = time.perf_counter()
+        from mint_rl.sampler import SamplingClient
+
+        assert self._engine is not None
         self._client = await self._failing(self.ctx.run_blocking(
-            self._weights.load, saved.adapter_dir, saved.policy_version, saved.probe_logprobs))
+            SamplingClient.load, self._engine, saved.adapter_dir, saved.policy_version,
+            saved.probe_logprobs))
         seconds = time.perf_counter() - start
         self.served.advance(saved.policy_version)
         return seconds

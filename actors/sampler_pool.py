@@ -25,8 +25,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mint_rl import types
-from mint_rl.rl.types import EnvGroupBuilder, Sampler, SavedPolicy, TrajectoryGroup
-from mint_rl.rl.versions import LatestVersion
+from mint_rl.rl.types import EnvGroupBuilder, LatestVersion, Sampler, SavedPolicy, TrajectoryGroup
 from mint_rl.runtime import ActorCrashedError
 
 

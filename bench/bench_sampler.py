@@ -57,25 +57,25 @@ def prompts_tokens(tokenizer) -> list[list[int]]:
 
 
 def bench_mint(model: str, adapters: dict[int, Path], ref_probe) -> dict[str, float]:
-    from mint_rl.sampler import EngineConfig, SamplerWeights, SamplingClient, close_all
+    from mint_rl.sampler import EngineConfig, SamplingClient, close_all, get_engine
     from mint_rl.types import ModelInput, SamplingParams
 
-    weights = SamplerWeights(model, EngineConfig(strategy="merged"))
-    engine = weights.engine
+    engine = get_engine(model, EngineConfig(strategy="merged"))
     prompts = prompts_tokens(engine.tokenizer)
-    probe = weights.probe_tokens()
+    probe = engine.probe_tokens()
     expected = {v: ref_probe(probe, a) for v, a in adapters.items()}
-    weights.load(adapters[1], 1)  # warm the W0 cache
+    SamplingClient.load(engine, adapters[1], 1)  # warm the W0 cache
     switch, checked = [], []
     for i in range(2, 8):
         v = 1 + i % 2
         start = time.perf_counter()
-        weights.load(adapters[v], 100 + i)  # new version number each time, as the learner does
+        # a new version number each time, as the learner does
+        SamplingClient.load(engine, adapters[v], 100 + i)
         switch.append(time.perf_counter() - start)
         start = time.perf_counter()
-        weights.load(adapters[v], 200 + i, expected[v])
+        SamplingClient.load(engine, adapters[v], 200 + i, expected[v])
         checked.append(time.perf_counter() - start)
-    weights.load(adapters[1], 1000, expected[1])
+    SamplingClient.load(engine, adapters[1], 1000, expected[1])
     client = SamplingClient(model, adapters[1], 1000)
     params = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0)
 

@@ -9,6 +9,8 @@ Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` in its doc
   guess_number (bench_serve_memory.py: serve_memory_*.json)
 - docs/server.md `server-clients`: server RSS with 1/2/4 training clients, base weights shared or
   copied (bench_server_clients.py: server_clients_*.json)
+- docs/pipeline.md `trip`: the files one group's trip runs through (trip_files.py:
+  trip_files*.json)
 - README.md `headline`: the front page's figures, each from the file its row links to
 """
 
@@ -171,6 +173,18 @@ def _recipes_row() -> str:
             "| [run_memory_qwen3-0.6b.json](bench/results/run_memory_qwen3-0.6b.json) |")
 
 
+def trip_table() -> str:
+    """The trip's files now, and the count in every earlier measurement."""
+    now = _result("trip_files")
+    lines = ["| measured | trip files | actor runtime | the run around it |", "|---|---:|---:|---:|"]
+    for name, result in _load("trip_files*.json"):
+        counts = result["counts"]
+        lines.append(f"| {name} ({_when(result)}) | {counts['trip']} | {counts['runtime']} "
+                     f"| {counts['run']} |")
+    files = ", ".join(f"`{f}`" for f in now["files"]["trip"])
+    return "\n".join([*lines, "", f"The trip's files ({_when(now)}): {files}."])
+
+
 def headline_table() -> str:
     rows = [_arithmetic_row(), _learner_row(), _serve_row(), _server_clients_row(),
             _recipes_row()]
@@ -182,6 +196,7 @@ TABLES = {
     (DOCS / "memory.md", "learner-memory"): learner_table,
     (DOCS / "memory.md", "serve-memory"): serve_table,
     (DOCS / "server.md", "server-clients"): server_clients_table,
+    (DOCS / "pipeline.md", "trip"): trip_table,
     (ROOT / "README.md", "headline"): headline_table,
 }
 

@@ -25,8 +25,7 @@ import anyio
 
 from mint_rl.recipes.arithmetic import AdditionDataset, make_evaluator, split_problems
 from mint_rl.recipes.arithmetic import Config as ArithmeticConfig
-from mint_rl.rl.advantages import center_per_group, is_constant
-from mint_rl.rl.data import TrainingBatch, batch_from_groups
+from mint_rl.rl.data import TrainingBatch, batch_from_groups, center_per_group, is_constant
 from mint_rl.rl.types import TrajectoryGroup
 from mint_rl.run.config import option
 from mint_rl.run.train import TrainingRun, load_tokenizer

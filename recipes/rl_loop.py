@@ -22,8 +22,7 @@ import mint_rl as mint
 from mint_rl import types
 from mint_rl.models import DEFAULT_MODEL
 from mint_rl.recipes.arithmetic import prompt_tokens, reward
-from mint_rl.rl.advantages import center_per_group
-from mint_rl.rl.data import batch_from_groups
+from mint_rl.rl.data import batch_from_groups, center_per_group
 from mint_rl.rl.types import Trajectory, TrajectoryGroup, Transition
 from mint_rl.run.config import LossName, option
 from mint_rl.run.metrics import MetricsLogger

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mint_rl.rl.advantages import apply_kl_penalty
-from mint_rl.rl.data import trajectory_datum
+from mint_rl.rl.data import apply_kl_penalty, trajectory_datum
 from mint_rl.rl.types import Trajectory, TrajectoryGroup, Transition
 
 

@@ -198,7 +198,7 @@ from helpers import rl_step_data
 settings = mint.LearnerSettings(activation_memory=int(sys.argv[2]))
 client = mint.ServiceClient(learner_settings=settings).create_lora_training_client(
     sys.argv[1], rank=16, seed=0)
-data = rl_step_data(client.engine.vocab_size, groups=1, samples=4, tokens=256, prompt=32)
+data = rl_step_data(client.engine.vocab_size, groups=1, samples=2, tokens=256, prompt=32)
 client.forward(data[:1], "ppo").result()  # touches every weight (they load lazily), keeps nothing
 loaded = current_rss()
 out = client.forward_backward(data, "ppo").result()
@@ -213,7 +213,7 @@ def test_a_real_shape_trains_within_the_weights_plus_its_activation_budget(tmp_p
     from mint_rl.model_shapes import prepare_random_model
 
     model = prepare_random_model("qwen3-0.6b")
-    budget = 512 * MiB  # ~90 positions of this shape without recompute: a 4 x 256 batch is split
+    budget = 512 * MiB  # ~90 positions of this shape without recompute: a 2 x 256 batch is split
     script = tmp_path / "step.py"
     script.write_text(_STEP_IN_A_FRESH_PROCESS)
     done = subprocess.run([sys.executable, str(script), str(model), str(budget)],
@@ -229,7 +229,7 @@ def test_a_real_shape_trains_within_the_weights_plus_its_activation_budget(tmp_p
     assert metrics["memory/microbatch_tokens:max"] * result["cost"] <= budget * 1.05
     # ... and the step's peak is the loaded model plus that budget, with room for what the
     # estimate leaves out (activation gradients in flight, the LM head's chunk, the allocator).
-    # (In one micro-batch, as before, its 928 positions would keep ~6 GiB at ~6.4 MiB each.)
+    # (In one micro-batch, as before, its 480 positions would keep ~3 GiB at ~6.4 MiB each.)
     assert result["peak"] - result["loaded"] < 2.5 * budget, result
 
 

@@ -30,7 +30,7 @@ from mint_rl.run.checkpoints import RunCheckpoints
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 3
+STEPS = 2  # killed after step 0, the resumed run trains step 1
 COMMAND = ["--steps", str(STEPS), "--groups-per-batch", "2", "--group-size", "4",
            "--max-tokens", "4", "--eval-every", "0", "--save-every", "1", "--seed", "7",
            "--cpus", "shared", "--reproducible"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mint_rl.rl.advantages import center_per_batch, center_per_group, is_constant
-from mint_rl.rl.data import trajectory_datum
+from mint_rl.rl.data import center_per_batch, center_per_group, is_constant, trajectory_datum
 
 
 def test_center_per_group():

@@ -17,7 +17,8 @@ from sampler_reference import HFReference, make_random_adapter
 
 from mint_rl.errors import InvalidInputError, NotFoundError, WeightSyncError
 from mint_rl.models import DEFAULT_MODEL
-from mint_rl.sampler import EngineConfig, SamplerWeights, SamplingClient, chat_prompt, close_all
+from mint_rl.sampler import EngineConfig, SamplingClient, chat_prompt, close_all, get_engine
+from mint_rl.sampler.engine import SamplerEngine
 from mint_rl.types import ModelInput, SamplingParams
 
 pytestmark = pytest.mark.slow
@@ -53,24 +54,24 @@ def _max_diff(ref: HFReference, prompt: ModelInput, tokens: list[int], logprobs:
     return max(abs(a - b) for a, b in zip(logprobs, want, strict=True))
 
 
-def _load(weights: SamplerWeights, ref: HFReference, adapter: Path | None,
+def _load(engine: SamplerEngine, ref: HFReference, adapter: Path | None,
           policy_version: int) -> SamplingClient:
-    expected = ref.logprobs(weights.probe_tokens(), adapter)
-    return weights.load(adapter, policy_version, expected)
+    expected = ref.logprobs(engine.probe_tokens(), adapter)
+    return SamplingClient.load(engine, adapter, policy_version, expected)
 
 
 # ------------------------------------------------------------------------------------ merged
 
 
 @pytest.fixture(scope="module")
-def merged(sampler_engine) -> SamplerWeights:
-    weights = SamplerWeights(DEFAULT_MODEL, EngineConfig(strategy="merged"))
-    assert weights.engine is sampler_engine  # the same settings: the shared engine
-    assert weights.engine.config.strategy == "merged"
-    return weights
+def merged(sampler_engine) -> SamplerEngine:
+    engine = get_engine(DEFAULT_MODEL, EngineConfig(strategy="merged"))
+    assert engine is sampler_engine  # the same settings: the shared engine
+    assert engine.config.strategy == "merged"
+    return engine
 
 
-def test_merged_base_logprobs_match_hf(merged: SamplerWeights, ref: HFReference,
+def test_merged_base_logprobs_match_hf(merged: SamplerEngine, ref: HFReference,
                                        prompt: ModelInput) -> None:
     client = SamplingClient(DEFAULT_MODEL)
     assert client.policy_version == 0 and client.get_base_model() == DEFAULT_MODEL
@@ -86,7 +87,7 @@ def test_merged_base_logprobs_match_hf(merged: SamplerWeights, ref: HFReference,
 
 
 def test_merged_load_serves_adapter_and_old_client_keeps_old(
-    merged: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
+    merged: SamplerEngine, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
 ) -> None:
     old = SamplingClient(DEFAULT_MODEL)
     v1 = _load(merged, ref, adapters[1], 1)  # load hands back the client of the loaded version
@@ -102,14 +103,13 @@ def test_merged_load_serves_adapter_and_old_client_keeps_old(
             assert _max_diff(ref, prompt, seq.tokens, seq.logprobs, adapter) < TOL
 
 
-def _tokens_made(weights: SamplerWeights) -> dict[str, int]:
+def _tokens_made(engine: SamplerEngine) -> dict[str, int]:
     """Tokens made so far by each request the engine runs or recently finished."""
-    engine = weights.engine
     return engine.run(engine.vllm.call_workers("mint_token_counts"))[0]
 
 
 def test_merged_load_mid_flight_stamps_each_token(
-    merged: SamplerWeights, ref: HFReference, adapters: dict[int, Path],
+    merged: SamplerEngine, ref: HFReference, adapters: dict[int, Path],
 ) -> None:
     _load(merged, ref, adapters[1], 1)
     client = SamplingClient(DEFAULT_MODEL, adapters[1], 1)
@@ -124,7 +124,7 @@ def test_merged_load_mid_flight_stamps_each_token(
         if made and max(made) >= 6:
             break
         time.sleep(0.1)
-    merged.load(adapters[2], 2)
+    SamplingClient.load(merged, adapters[2], 2)
     p = story.to_ints()
     switched = 0
     for seq in future.result().sequences:
@@ -149,16 +149,16 @@ def test_merged_load_mid_flight_stamps_each_token(
     assert switched, "no request saw the weights change: the test checked nothing mid-flight"
 
 
-def test_load_with_wrong_expectation_raises(merged: SamplerWeights, ref: HFReference,
+def test_load_with_wrong_expectation_raises(merged: SamplerEngine, ref: HFReference,
                                             adapters: dict[int, Path]) -> None:
     wrong = ref.logprobs(merged.probe_tokens(), adapters[1])
     with pytest.raises(WeightSyncError, match="policy version 7"):
-        merged.load(adapters[2], 7, wrong)
+        SamplingClient.load(merged, adapters[2], 7, wrong)
     with pytest.raises(InvalidInputError, match="expected_probe_logprobs"):
-        merged.load(adapters[2], 8, wrong[:-1])
+        SamplingClient.load(merged, adapters[2], 8, wrong[:-1])
 
 
-def test_sampling_options_and_prompt_logprobs(merged: SamplerWeights, ref: HFReference,
+def test_sampling_options_and_prompt_logprobs(merged: SamplerEngine, ref: HFReference,
                                               prompt: ModelInput) -> None:
     client = SamplingClient(DEFAULT_MODEL)
     p = prompt.to_ints()
@@ -191,11 +191,11 @@ def test_sampling_options_and_prompt_logprobs(merged: SamplerWeights, ref: HFRef
     assert a.sequences[0].stop_reason in ("length", "stop")
 
 
-def test_async_and_concurrent_calls_are_in_flight_together(merged: SamplerWeights,
+def test_async_and_concurrent_calls_are_in_flight_together(merged: SamplerEngine,
                                                             prompt: ModelInput) -> None:
     client = SamplingClient(DEFAULT_MODEL)
     params = SamplingParams(max_tokens=16, stop_token_ids=[])
-    engine = merged.engine
+    engine = merged
     in_flight: list[int] = []
 
     async def many(n: int) -> list:
@@ -218,13 +218,13 @@ def test_async_and_concurrent_calls_are_in_flight_together(merged: SamplerWeight
     assert len(engine.stamps) == 0
 
 
-def test_samples_of_one_prompt_share_its_prefill(merged: SamplerWeights) -> None:
+def test_samples_of_one_prompt_share_its_prefill(merged: SamplerEngine) -> None:
     """A group's samples arrive together; all but the first find the prompt's full KV blocks in
     the prefix cache (32-token blocks on CPU), so the prompt is not prefilled once per sample."""
     from transformers import AutoTokenizer
     from vllm import SamplingParams as VllmParams
 
-    engine = merged.engine
+    engine = merged
     assert engine.config.block_size == 32
     tok = AutoTokenizer.from_pretrained(engine.vllm.model_dir)
     question = "Name a prime number between 7,000,123 and 7,000,999 and say why it is prime."
@@ -242,7 +242,7 @@ def test_samples_of_one_prompt_share_its_prefill(merged: SamplerWeights) -> None
     assert all(n == len(tokens) // 32 * 32 for n in cached[1:]), cached
 
 
-def test_bad_input_is_rejected(merged: SamplerWeights, prompt: ModelInput, tmp_path: Path) -> None:
+def test_bad_input_is_rejected(merged: SamplerEngine, prompt: ModelInput, tmp_path: Path) -> None:
     client = SamplingClient(DEFAULT_MODEL)
     with pytest.raises(InvalidInputError, match="num_samples"):
         client.sample(prompt, 0, SamplingParams()).result()
@@ -251,23 +251,23 @@ def test_bad_input_is_rejected(merged: SamplerWeights, prompt: ModelInput, tmp_p
     with pytest.raises(InvalidInputError, match="model_path"):
         SamplingClient(DEFAULT_MODEL, tmp_path)
     with pytest.raises(NotFoundError, match="policy_version"):
-        merged.engine.store.folder(12345)
+        merged.store.folder(12345)
 
 
 # ------------------------------------------------------------------------------------ adapter
 
 
 @pytest.fixture(scope="module")
-def adapter_sync(default_model: Path) -> SamplerWeights:
+def adapter_sync(default_model: Path) -> SamplerEngine:
     close_all()  # one engine per base model and process: this one replaces the shared one
-    weights = SamplerWeights(DEFAULT_MODEL, EngineConfig(strategy="adapter", max_lora_rank=16))
-    assert weights.engine.config.strategy == "adapter"
-    return weights
+    engine = get_engine(DEFAULT_MODEL, EngineConfig(strategy="adapter", max_lora_rank=16))
+    assert engine.config.strategy == "adapter"
+    return engine
 
 
 @pytest.mark.own_engine
 def test_adapter_strategy_logprobs_and_versions(
-    adapter_sync: SamplerWeights, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
+    adapter_sync: SamplerEngine, ref: HFReference, prompt: ModelInput, adapters: dict[int, Path],
 ) -> None:
     base = SamplingClient(DEFAULT_MODEL)
     _load(adapter_sync, ref, adapters[1], 1)
@@ -284,7 +284,7 @@ def test_adapter_strategy_logprobs_and_versions(
 
 
 @pytest.mark.own_engine
-def test_close_leaves_no_engine_process(adapter_sync: SamplerWeights) -> None:
+def test_close_leaves_no_engine_process(adapter_sync: SamplerEngine) -> None:
     def engine_processes() -> list[psutil.Process]:
         found = []
         for p in psutil.Process().children(recursive=True):

@@ -20,8 +20,7 @@ from mint_rl.sampler.lora_merge import (
     shard_names,
     targets_of,
 )
-from mint_rl.sampler.version_stamps import VersionStamps, engine_request_key
-from mint_rl.sampler.version_store import VersionStore
+from mint_rl.sampler.versions import VersionStamps, VersionStore, engine_request_key
 
 PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
@@ -171,7 +170,7 @@ def test_probe_tolerance_follows_the_samplers_precision() -> None:
             EngineConfig(probe_tolerance=bad)
     # bf16: one position off by 0.6 (rounding) passes on the mean; everything off by 0.2 fails.
     from mint_rl.errors import WeightSyncError
-    from mint_rl.sampler.probe import check_arrival
+    from mint_rl.sampler.weight_sync import check_arrival
 
     expected = [-1.0] * 10
     check_arrival(3, [-1.6] + [-1.0] * 9, expected, 0.1, exact=False)
@@ -235,8 +234,8 @@ def test_sampler_imports_point_one_way() -> None:
     for name in graph:
         visit(name, ())
     # The vLLM engine and the version store know nothing of strategies or of each other.
-    assert not graph["vllm_engine"] & {"weight_sync", "engine", "version_store", "version_stamps"}
-    assert not graph["version_store"] & {"weight_sync", "engine", "vllm_engine"}
+    assert not graph["vllm_engine"] & {"weight_sync", "engine", "versions"}
+    assert not graph["versions"] & {"weight_sync", "engine", "vllm_engine"}
     assert "engine" not in graph["weight_sync"]
 
 

@@ -200,20 +200,41 @@ class TrainingRun:
 
         with self.timeline.waiting("starting the vLLM sampler and the learner"):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._start_samplers, samplers)
+                tg.start_soon(self._start_samplers, samplers, engines)
                 tg.start_soon(self._start_learner, learner)
                 if cfg.kl_coef > 0:
                     tg.start_soon(start_reference)
         self.advantage = await self.system.spawn(functools.partial(
             AdvantageActor, kl_coef=cfg.kl_coef, reference=reference), name="advantage")
 
-    async def _start_samplers(self, samplers: Sequence[Callable[[], SamplerActor]]) -> None:
-        # Each sampler actor starts its own vLLM engine (its slot); engines start one at a time.
-        for i, sampler in enumerate(samplers):
+    async def _start_samplers(self, samplers: Sequence[Callable[[], SamplerActor]],
+                              engines: Sequence[EngineConfig]) -> None:
+        """Spawns the sampler actors, each starting its own vLLM engine (its slot)."""
+        started: list[SamplerActor | None] = [None] * len(samplers)
+
+        async def start(i: int) -> None:
             name = sampler_name(i)
-            self.samplers.append(await self._spawn(name, sampler, "sampler",
-                                                   f"vLLM {name} ready",
-                                                   restart=SAMPLER_SUPERVISION))
+            started[i] = await self._spawn(name, samplers[i], "sampler", f"vLLM {name} ready",
+                                           restart=SAMPLER_SUPERVISION)
+
+        if self._engines_start_together(engines):
+            async with anyio.create_task_group() as tg:
+                for i in range(len(samplers)):
+                    tg.start_soon(start, i)
+        else:
+            for i in range(len(samplers)):
+                await start(i)
+        self.samplers.extend(s for s in started if s is not None)
+
+    def _engines_start_together(self, engines: Sequence[EngineConfig]) -> bool:
+        """vLLM sizes an engine's GPU memory from what is free while it starts, so engines that
+        share a GPU start one at a time. CPU engines start together: as Ray actors they overlap
+        (two starts took 30 s each, one after the other, on 2 cores: most of a start is a
+        single-threaded import); in one process they still queue on the engine-start lock."""
+        if self.system.backend is not None:
+            return not any(self.resources[sampler_name(i)].num_gpus
+                           for i in range(len(engines)) if sampler_name(i) in self.resources)
+        return all(e.resolve().device == "cpu" for e in engines)
 
     async def _start_learner(self, learner: LearnerConfig) -> None:
         self.learner = await self._spawn(

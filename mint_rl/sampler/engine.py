@@ -1,12 +1,13 @@
 """The sampler engine: one vLLM engine per base model serving its policy versions.
 
 `SamplerEngine` composes the vLLM engine (vllm_engine.py: loop thread, start-up, requests), the
-version store (version_store.py: policy_version -> adapter copy), the per-token version stamps
-(version_stamps.py) and a weight-sync strategy (weight_sync.py: how a version gets into the
-engine). Engines are shared per (base model, `EngineConfig.slot`) within a process
-(`get_engine`; several sampler actors of a run each have their own slot, so their own vLLM
-engine process) and closed by `close_all()` (also registered with atexit), so no engine process
-outlives us.
+version store and the per-token version stamps (versions.py: policy_version -> adapter copy, the
+version of each token) and a weight-sync strategy (weight_sync.py: how a version gets into the
+engine, and the probe that checks it arrived). Engines are shared per (base model,
+`EngineConfig.slot`) within a process (`get_engine`: the in-process API's clients, and a sampler
+actor when it starts; several sampler actors of a run each have their own slot, so their own
+vLLM engine process) and closed by `close_all()` (also registered with atexit), so no engine
+process outlives us.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from typing import Any, TypeVar
 from mint_rl.errors import ConflictError, InvalidInputError
 from mint_rl.models import model_config, resolve_model
 from mint_rl.sampler.config import EngineConfig
-from mint_rl.sampler.probe import check_arrival, check_expected_count, probe_tokens
-from mint_rl.sampler.version_stamps import VersionStamps
-from mint_rl.sampler.version_store import VersionStore
+from mint_rl.sampler.versions import VersionStamps, VersionStore
 from mint_rl.sampler.vllm_engine import Completion, VllmEngine
-from mint_rl.sampler.weight_sync import WeightSync, make_sync
+from mint_rl.sampler.weight_sync import (
+    WeightSync,
+    check_arrival,
+    check_expected_count,
+    make_sync,
+    probe_tokens,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -67,13 +67,21 @@ class SamplingClient:
         self.record_stability_info = bool(record_stability_info)
 
     @classmethod
-    def of_loaded(cls, engine: SamplerEngine, model_path: str | Path | None,
-                  policy_version: int) -> SamplingClient:
-        """The client of the version `engine` has just loaded under `policy_version`
-        (`SamplerWeights.load` hands it back): no engine lookup, no second entry in its
-        version store."""
-        client = cls.__new__(cls)
-        client._attach(engine, engine.base_model, model_path, policy_version, policy_version,
+    def load(
+        cls, engine: SamplerEngine, adapter_dir: str | Path | None, policy_version: int,
+        expected_probe_logprobs: Sequence[float] | None = None, timeout: float | None = 120.0,
+    ) -> SamplingClient:
+        """Loads the saved policy `adapter_dir` (a PEFT folder; None: the base weights) into
+        `engine` as `policy_version`, makes it the served policy and returns its client: the
+        learner's side of a weight sync (a sampler actor calls it for each saved version).
+
+        With `expected_probe_logprobs` (the learner's logprobs of `engine.probe_tokens()[1:]`,
+        each given its prefix), also checks the served weights against them and raises
+        WeightSyncError on a mismatch (the loaded weights are then not to be trusted).
+        """
+        engine.run(engine.load(adapter_dir, policy_version, expected_probe_logprobs), timeout)
+        client = cls.__new__(cls)  # no second entry in the engine's version store
+        client._attach(engine, engine.base_model, adapter_dir, policy_version, policy_version,
                        False)
         return client
 

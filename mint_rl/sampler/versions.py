@@ -1,10 +1,16 @@
-"""The policy versions a sampler can serve: policy_version -> the local copy of its adapter folder.
+"""The policy versions a sampler serves, and the version of every token it samples.
 
-A version's folder is copied when it is added, because the learner may overwrite its folder (the
-next save under the same name) while clients of that version still sample it. The newest
-`keep_versions` adapter versions are kept; older ones are evicted and their clients get
-`PolicyVersionNotFoundError`. The base weights (version 0 unless numbered otherwise, no folder)
-and folders nobody numbered (negative versions) are never evicted.
+`VersionStore`: policy_version -> the local copy of its adapter folder. A version's folder is
+copied when it is added, because the learner may overwrite its folder (the next save under the
+same name) while clients of that version still sample it. The newest `keep_versions` adapter
+versions are kept; older ones are evicted and their clients get `PolicyVersionNotFoundError`.
+The base weights (version 0 unless numbered otherwise, no folder) and folders nobody numbered
+(negative versions) are never evicted.
+
+`VersionStamps`: per-token policy-version stamps. A request starts on the policy version it was
+admitted under. When the engine's weights change while it runs (only the `merged` strategy does
+that), the worker reports how many tokens each request had produced at that moment; tokens from
+that index on belong to the new version.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mint_rl.errors import InvalidInputError, NotFoundError
@@ -117,3 +124,52 @@ class VersionStore:
     def close(self) -> None:
         """Deletes every copy. Safe to call twice."""
         shutil.rmtree(self._root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- per-token stamps
+
+
+@dataclass
+class _Track:
+    start_policy_version: int
+    switches: list[tuple[int, int]] = field(default_factory=list)  # (token index, version)
+
+
+def engine_request_key(engine_request_id: str) -> str:
+    """vLLM appends `-<random suffix>` to the id we pass; strip it to get ours back."""
+    return engine_request_id.rpartition("-")[0] or engine_request_id
+
+
+class VersionStamps:
+    """Tracks the requests in flight and the weight switches each one saw."""
+
+    def __init__(self) -> None:
+        self._active: dict[str, _Track] = {}
+
+    def start(self, key: str, policy_version: int) -> None:
+        self._active[key] = _Track(start_policy_version=policy_version)
+
+    def switch(self, token_counts: dict[str, int], policy_version: int) -> None:
+        """Weights changed to `policy_version`; `token_counts` maps engine request ids to tokens
+        made.
+
+        A request the worker does not know had not been scheduled yet: all its tokens are new.
+        """
+        ours = {engine_request_key(k): n for k, n in token_counts.items()}
+        for key, track in self._active.items():
+            track.switches.append((ours.get(key, 0), policy_version))
+
+    def finish(self, key: str, num_tokens: int) -> list[int]:
+        """The policy version of each of the request's `num_tokens` tokens; stops tracking it."""
+        track = self._active.pop(key)
+        versions = [track.start_policy_version] * num_tokens
+        for index, version in track.switches:
+            for i in range(min(index, num_tokens), num_tokens):
+                versions[i] = version
+        return versions
+
+    def discard(self, key: str) -> None:
+        self._active.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._active)
