@@ -11,6 +11,8 @@ Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` in its doc
   copied (bench_server_clients.py: server_clients_*.json)
 - docs/pipeline.md `trip`: the files one group's trip runs through (trip_files.py:
   trip_files*.json)
+- docs/off_policy.md `time-to-quality`: wall-clock time to 0.9 held-out accuracy at K = 0 and
+  K = 1 (time_to_quality.py: time_to_quality_*.json)
 - README.md `headline`: the front page's figures, each from the file its row links to
 """
 
@@ -176,13 +178,48 @@ def _recipes_row() -> str:
 def trip_table() -> str:
     """The trip's files now, and the count in every earlier measurement."""
     now = _result("trip_files")
-    lines = ["| measured | trip files | actor runtime | the run around it |", "|---|---:|---:|---:|"]
+    lines = ["| measured | trip files | actor runtime | the run around it |",
+             "|---|---:|---:|---:|"]
     for name, result in _load("trip_files*.json"):
         counts = result["counts"]
         lines.append(f"| {name} ({_when(result)}) | {counts['trip']} | {counts['runtime']} "
                      f"| {counts['run']} |")
     files = ", ".join(f"`{f}`" for f in now["files"]["trip"])
     return "\n".join([*lines, "", f"The trip's files ({_when(now)}): {files}."])
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else ""
+
+
+def time_to_quality_table() -> str:
+    """Per K: each seed's time (and step) to the target, their median, and the median phase
+    times over every trained step of every seed."""
+    out = []
+    for name, result in _load("time_to_quality_*.json"):
+        target, runs = result["config"]["target"], result["runs"]
+        seeds = sorted({r["seed"] for r in runs})
+        out += [f"{name} ({_when(result)}): `{result['config']['command']}`, target {target}.",
+                "", "| K | " + " | ".join(f"seed {s}: s (step)" for s in seeds)
+                + " | median s to target | step s | sampling wait s | training s "
+                "| loading weights s | evaluation s | staleness max |",
+                "|---|" + "---:|" * (len(seeds) + 7)]
+        for k in sorted({r["k"] for r in runs}):
+            mine = {r["seed"]: r for r in runs if r["k"] == k}
+            cells = [f"{mine[s]['reached']['seconds']:.1f} ({mine[s]['reached']['step']})"
+                     if mine[s]["reached"] else "not reached" for s in seeds]
+            times = [r["reached"]["seconds"] if r["reached"] else float("inf")
+                     for r in mine.values()]
+            phases = {key: [x for r in mine.values() for x in r["phases"][key]]
+                      for key in ("time/step", "time/sample_wait", "time/train",
+                                  "time/load_weights", "time/eval")}
+            median = statistics.median(times)
+            cells.append(f"**{median:.1f}**" if median != float("inf") else "not reached")
+            cells += [_median(phases[key]) for key in phases]
+            cells.append(str(max(r["staleness_max"] for r in mine.values())))
+            out.append(f"| {k} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def headline_table() -> str:
@@ -197,6 +234,7 @@ TABLES = {
     (DOCS / "memory.md", "serve-memory"): serve_table,
     (DOCS / "server.md", "server-clients"): server_clients_table,
     (DOCS / "pipeline.md", "trip"): trip_table,
+    (DOCS / "off_policy.md", "time-to-quality"): time_to_quality_table,
     (ROOT / "README.md", "headline"): headline_table,
 }
 
