@@ -194,7 +194,7 @@ def _median(values: list[float]) -> str:
 
 def time_to_quality_table() -> str:
     """Per K: each seed's time (and step) to the target, their median, and the median phase
-    times over every trained step of every seed."""
+    times over the steps without an evaluation of every seed (and the evaluations' median)."""
     out = []
     for name, result in _load("time_to_quality_*.json"):
         target, runs = result["config"]["target"], result["runs"]
@@ -207,12 +207,19 @@ def time_to_quality_table() -> str:
         for k in sorted({r["k"] for r in runs}):
             mine = {r["seed"]: r for r in runs if r["k"] == k}
             cells = [f"{mine[s]['reached']['seconds']:.1f} ({mine[s]['reached']['step']})"
-                     if mine[s]["reached"] else "not reached" for s in seeds]
+                     if mine[s]["reached"] else
+                     f"not reached (best {max(e['accuracy'] for e in mine[s]['evals']):.2f})"
+                     for s in seeds]
             times = [r["reached"]["seconds"] if r["reached"] else float("inf")
                      for r in mine.values()]
-            phases = {key: [x for r in mine.values() for x in r["phases"][key]]
+            # Phases of the steps without an evaluation (which holds the training loop), and
+            # the evaluations' own time.
+            plain = [x for r in mine.values() for x in r["steps"] if "time/eval" not in x]
+            phases = {key: [x[key] for x in plain if key in x]
                       for key in ("time/step", "time/sample_wait", "time/train",
-                                  "time/load_weights", "time/eval")}
+                                  "time/load_weights")}
+            phases["time/eval"] = [x["time/eval"] for r in mine.values() for x in r["steps"]
+                                   if "time/eval" in x]
             median = statistics.median(times)
             cells.append(f"**{median:.1f}**" if median != float("inf") else "not reached")
             cells += [_median(phases[key]) for key in phases]

@@ -14,8 +14,8 @@ problems x 4 samples, T = 1), so "reached" is the moment that evaluation ended:
     .venv/bin/python bench/time_to_quality.py --out /tmp/ttq [--ks 0,1] [--seeds 0,1,2]
         [--steps 20] [--eval-every 2] [--target 0.9] [--name time_to_quality_arithmetic]
 
-Writes bench/results/NAME.json (every run's evaluations with their times, its phase times and
-step times); bench/doc_tables.py tables it in docs/off_policy.md. A folder that already holds
+Writes bench/results/NAME.json (every run's evaluations with their times, and each step's phase
+times); bench/doc_tables.py tables it in docs/off_policy.md. A folder that already holds
 a finished run is read, not run again.
 """
 
@@ -53,8 +53,8 @@ def read_run(folder: Path, steps: int) -> dict[str, Any] | None:
     if not evals or evals[-1]["step"] != steps:
         return None
     trained = [r for r in rows if "time/train" in r]
-    phases = {k: [r[k] for r in trained if k in r] for k in PHASES}
-    return {"evals": evals, "phases": phases,
+    steps_ = [{"step": r["step"], **{k: r[k] for k in PHASES if k in r}} for r in trained]
+    return {"evals": evals, "steps": steps_,
             "staleness_max": max((r.get("staleness/max", 0) for r in trained), default=0)}
 
 
@@ -85,7 +85,7 @@ def main() -> None:
                     raise SystemExit(f"{folder}: the run ended without its final evaluation")
             hit = reached(run, args.target)
             runs.append({"k": k, "seed": seed, **run, "reached": hit})
-            step_s = statistics.median(run["phases"]["time/step"])
+            step_s = statistics.median(x["time/step"] for x in run["steps"])
             print(f"K={k} seed={seed}: {args.target} "
                   + (f"at step {hit['step']}, {hit['seconds']:.1f} s" if hit else "not reached")
                   + f"; median step {step_s:.2f} s", flush=True)
