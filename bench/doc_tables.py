@@ -118,6 +118,28 @@ def _arithmetic_row() -> str:
             "| [arithmetic_k0_metrics.jsonl](docs/arithmetic_k0_metrics.jsonl) |")
 
 
+def _time_to_quality_row() -> str:
+    result = _result("time_to_quality_arithmetic")
+    target, runs = result["config"]["target"], result["runs"]
+
+    def summary(k: int) -> str:
+        mine = [r for r in runs if r["k"] == k]
+        times = [r["reached"]["seconds"] for r in mine if r["reached"]]
+        if len(times) * 2 > len(mine):  # most seeds reached it: the median is a time
+            all_times = sorted(times + [float("inf")] * (len(mine) - len(times)))
+            return (f"K = {k}: median {statistics.median(all_times):.0f} s "
+                    f"({len(times)} of {len(mine)} seeds reached it)")
+        best = max(max(e["accuracy"] for e in r["evals"]) for r in mine)
+        return (f"K = {k}: {len(times)} of {len(mine)} seeds reached it in "
+                f"{result['config']['steps']} steps (best {best:.2f})")
+
+    return (f"| Wall-clock time to {target} held-out accuracy, arithmetic, K = 0 against K = 1 "
+            f"({_when(result)}) | {summary(0)}; {summary(1)} "
+            "| [off_policy.md](docs/off_policy.md#time-to-09-does-k--1-pay-in-wall-clock-time) "
+            "| [time_to_quality_arithmetic.json]"
+            "(bench/results/time_to_quality_arithmetic.json) |")
+
+
 def _learner_row() -> str:
     now = {r["batch"]: r["peak_rss"] / GiB for r in _result("learner_memory_qwen3-0.6b")["rows"]}
     before = {r["batch"]: r["peak_rss"] / GiB
@@ -230,8 +252,8 @@ def time_to_quality_table() -> str:
 
 
 def headline_table() -> str:
-    rows = [_arithmetic_row(), _learner_row(), _serve_row(), _server_clients_row(),
-            _recipes_row()]
+    rows = [_arithmetic_row(), _time_to_quality_row(), _learner_row(), _serve_row(),
+            _server_clients_row(), _recipes_row()]
     return "\n".join(["| what | figure | doc | data |", "|---|---|---|---|", *rows])
 
 
