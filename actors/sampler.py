@@ -71,12 +71,12 @@ class SamplerActor(Actor):
     async def load_weights(self, saved: SavedPolicy) -> float:
         """Serves `saved` from now on; returns the seconds the engine took to load it. A version
         older than the one served is ignored: the served version never goes back."""
-        if saved.policy_version <= self.served.value:
-            return 0.0
-        start = time.perf_counter()
         from mint_rl.sampler import SamplingClient
 
+        if saved.policy_version <= self.served.value:
+            return 0.0
         assert self._engine is not None
+        start = time.perf_counter()
         self._client = await self._failing(self.ctx.run_blocking(
             SamplingClient.load, self._engine, saved.adapter_dir, saved.policy_version,
             saved.probe_logprobs))
