@@ -46,18 +46,17 @@ class SamplerActor(Actor):
         self._crashed = False
 
     async def setup(self) -> None:
-        from mint_rl.sampler import get_engine, running_engine
+        from mint_rl.sampler import acquire_engine
 
         # The engine is found once, here, and held: every load and rollout below uses this
         # one. A run numbers policy versions from 0. An engine already running in this process
         # in this sampler's slot (a second run in a notebook, a test session) is reset and reused
         # instead of restarted (a start costs 20-60 s); one this actor starts, it also shuts
         # down. A restarted actor keeps the run's versions: it resets nothing.
-        slot = self.engine_config.slot if self.engine_config is not None else 0
-        self._owns_engine = running_engine(self.base_model, slot) is None
         # Starting vLLM takes a while and blocks: keep the event loop free meanwhile.
-        self._engine = engine = await self.ctx.run_blocking(
-            get_engine, self.base_model, self.engine_config)
+        self._engine, self._owns_engine = await self.ctx.run_blocking(
+            acquire_engine, self.base_model, self.engine_config)
+        engine = self._engine
         if not self._owns_engine and self.ctx.restarts == 0:
             await self.ctx.run_blocking(engine.reset)
         self._probe = await self.ctx.run_blocking(engine.probe_tokens)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -118,20 +119,29 @@ def _arithmetic_row() -> str:
             "| [arithmetic_k0_metrics.jsonl](docs/arithmetic_k0_metrics.jsonl) |")
 
 
+def _median_time_to_target(runs: list[dict[str, Any]]) -> float:
+    """The median seconds to the target; a run that never reached it counts as infinitely late
+    (so the median is inf unless more than half reached it)."""
+    return statistics.median(r["reached"]["seconds"] if r["reached"] else math.inf
+                             for r in runs)
+
+
+def _best_accuracy(run: dict[str, Any]) -> float:
+    return max(e["accuracy"] for e in run["evals"])
+
+
 def _time_to_quality_row() -> str:
     result = _result("time_to_quality_arithmetic")
     target, runs = result["config"]["target"], result["runs"]
 
     def summary(k: int) -> str:
         mine = [r for r in runs if r["k"] == k]
-        times = [r["reached"]["seconds"] for r in mine if r["reached"]]
-        if len(times) * 2 > len(mine):  # most seeds reached it: the median is a time
-            all_times = sorted(times + [float("inf")] * (len(mine) - len(times)))
-            return (f"K = {k}: median {statistics.median(all_times):.0f} s "
-                    f"({len(times)} of {len(mine)} seeds reached it)")
-        best = max(max(e["accuracy"] for e in r["evals"]) for r in mine)
-        return (f"K = {k}: {len(times)} of {len(mine)} seeds reached it in "
-                f"{result['config']['steps']} steps (best {best:.2f})")
+        hits = sum(1 for r in mine if r["reached"])
+        median = _median_time_to_target(mine)
+        if median != math.inf:
+            return f"K = {k}: median {median:.0f} s ({hits} of {len(mine)} seeds reached it)"
+        return (f"K = {k}: {hits} of {len(mine)} seeds reached it in "
+                f"{result['config']['steps']} steps (best {max(map(_best_accuracy, mine)):.2f})")
 
     return (f"| Wall-clock time to {target} held-out accuracy, arithmetic, K = 0 against K = 1 "
             f"({_when(result)}) | {summary(0)}; {summary(1)} "
@@ -229,11 +239,8 @@ def time_to_quality_table() -> str:
         for k in sorted({r["k"] for r in runs}):
             mine = {r["seed"]: r for r in runs if r["k"] == k}
             cells = [f"{mine[s]['reached']['seconds']:.1f} ({mine[s]['reached']['step']})"
-                     if mine[s]["reached"] else
-                     f"not reached (best {max(e['accuracy'] for e in mine[s]['evals']):.2f})"
+                     if mine[s]["reached"] else f"not reached (best {_best_accuracy(mine[s]):.2f})"
                      for s in seeds]
-            times = [r["reached"]["seconds"] if r["reached"] else float("inf")
-                     for r in mine.values()]
             # Phases of the steps without an evaluation (which holds the training loop), and
             # the evaluations' own time.
             plain = [x for r in mine.values() for x in r["steps"] if "time/eval" not in x]
@@ -242,8 +249,8 @@ def time_to_quality_table() -> str:
                                   "time/load_weights")}
             phases["time/eval"] = [x["time/eval"] for r in mine.values() for x in r["steps"]
                                    if "time/eval" in x]
-            median = statistics.median(times)
-            cells.append(f"**{median:.1f}**" if median != float("inf") else "not reached")
+            median = _median_time_to_target(list(mine.values()))
+            cells.append(f"**{median:.1f}**" if median != math.inf else "not reached")
             cells += [_median(phases[key]) for key in phases]
             cells.append(str(max(r["staleness_max"] for r in mine.values())))
             out.append(f"| {k} | " + " | ".join(cells) + " |")

@@ -53,8 +53,8 @@ def read_run(folder: Path, steps: int) -> dict[str, Any] | None:
     if not evals or evals[-1]["step"] != steps:
         return None
     trained = [r for r in rows if "time/train" in r]
-    steps_ = [{"step": r["step"], **{k: r[k] for k in PHASES if k in r}} for r in trained]
-    return {"evals": evals, "steps": steps_,
+    per_step = [{"step": r["step"], **{k: r[k] for k in PHASES if k in r}} for r in trained]
+    return {"evals": evals, "steps": per_step,
             "staleness_max": max((r.get("staleness/max", 0) for r in trained), default=0)}
 
 

@@ -231,9 +231,8 @@ class TrainingRun:
         share a GPU start one at a time. CPU engines start together: as Ray actors they overlap
         (two starts took 30 s each, one after the other, on 2 cores: most of a start is a
         single-threaded import); in one process they still queue on the engine-start lock."""
-        if self.system.backend is not None:
-            return not any(self.resources[sampler_name(i)].num_gpus
-                           for i in range(len(engines)) if sampler_name(i) in self.resources)
+        if self.system.backend is not None:  # Ray: what each sampler asked the cluster for
+            return not any(self.resources[sampler_name(i)].num_gpus for i in range(len(engines)))
         return all(e.resolve().device == "cpu" for e in engines)
 
     async def _start_learner(self, learner: LearnerConfig) -> None:

@@ -7,7 +7,7 @@ docs/sampling.md.
 
 from mint_rl.sampler.chat import chat_prompt
 from mint_rl.sampler.config import EngineConfig
-from mint_rl.sampler.engine import close_all, get_engine, running_engine
+from mint_rl.sampler.engine import acquire_engine, close_all, get_engine, running_engine
 from mint_rl.sampler.sampling_client import SamplingClient
 from mint_rl.sampler.weight_sync import PROBE_TEXT
 
@@ -15,6 +15,7 @@ __all__ = [
     "PROBE_TEXT",
     "EngineConfig",
     "SamplingClient",
+    "acquire_engine",
     "chat_prompt",
     "close_all",
     "get_engine",

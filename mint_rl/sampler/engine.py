@@ -234,16 +234,22 @@ def _running(key: tuple[Path, int], config: EngineConfig | None,
 
 def get_engine(base_model: str, config: EngineConfig | None = None) -> SamplerEngine:
     """The process's engine for `base_model` in `config.slot` (default 0), started on first use
-    (1-2 min on the 2-core CPU: vLLM compiles the model at every start, see docs/sampling.md).
-    An engine whose process died is replaced by a new one."""
+    (20-60 s on the 2-core CPU, docs/startup.md). An engine whose process died is replaced by a
+    new one."""
+    return acquire_engine(base_model, config)[0]
+
+
+def acquire_engine(base_model: str, config: EngineConfig | None = None,
+                   ) -> tuple[SamplerEngine, bool]:
+    """`get_engine`, and whether this call started the engine (its caller then owns it)."""
     key = (resolve_model(base_model), config.slot if config is not None else 0)
     engine = _running(key, config, base_model)
     if engine is not None:
-        return engine
+        return engine, False
     with _START_LOCK:
         engine = _running(key, config, base_model)  # started by another thread meanwhile
         if engine is not None:
-            return engine
+            return engine, False
         with _LOCK:
             old = _ENGINES.pop(key, None)
         if old is not None and old.dead:
@@ -254,7 +260,7 @@ def get_engine(base_model: str, config: EngineConfig | None = None) -> SamplerEn
         engine = SamplerEngine(base_model, config)
         with _LOCK:
             _ENGINES[key] = engine
-        return engine
+        return engine, True
 
 
 def running_engine(base_model: str, slot: int = 0) -> SamplerEngine | None:

@@ -240,16 +240,13 @@ def _prompt_tokens(prompt: ModelInput, engine: SamplerEngine) -> list[int]:
     if not tokens:
         raise InvalidInputError("prompt", "is empty")
     # vLLM's own bound (else it raises its own error from inside the engine).
-    vocab = max(len(engine.tokenizer), _model_vocab_size(engine.vllm.model_dir))
+    vocab = max(len(engine.tokenizer),
+                int(model_config(engine.vllm.model_dir).get("vocab_size", 0)))
     for j, t in enumerate(tokens):
         if t >= vocab:
             raise InvalidInputError("prompt", f"token id {t} at position {j} is outside the "
                                               f"vocabulary [0, {vocab})")
     return tokens
-
-
-def _model_vocab_size(model_dir: Path) -> int:
-    return int(model_config(model_dir).get("vocab_size", 0))
 
 
 def _check_top_k(field: str, k: object, most: int) -> int:
