@@ -1,24 +1,30 @@
-"""RL step benchmark: mint_rl's actor pipeline (K=0 and K=1) vs TRL's GRPOTrainer, same batch.
+"""RL step benchmark: mint_rl's actor pipeline (K=0 and K=1) against TRL's GRPOTrainer, same batch.
 
-One run, one system after the other: SmolLM2-135M-Instruct, LoRA rank 16 on every linear layer,
-8 prompts x 4 samples x (at most) 16 new tokens, T=1, on CPU. Prompts are additions that ask for
-step-by-step reasoning, so EOS rarely stops a sample early (the script reports the tokens each
-system actually generated). The reward (the same for both) is 1 when the sum appears in the reply,
-plus 0.001 per character, so a group's rewards almost never tie and every sample is trained on.
+SmolLM2-135M-Instruct, LoRA rank 16 on every linear layer, 8 prompts x 4 samples x (at most) 16
+new tokens, T=1, on CPU. Prompts are additions that ask for step-by-step reasoning, so EOS rarely
+stops a sample early (each system's generated tokens are recorded). The reward (the same for
+both) is 1 when the sum appears in the reply, plus 0.001 per character, so a group's rewards
+almost never tie and every sample is trained on.
 
-    .venv/bin/python bench/bench_rl.py [--trl-python /work/trl-venv/bin/python]
-        [--steps 5] [--warmup 1] [--precisions float32,bfloat16]
-        [--trl-settings defaults,fastest,fastest-bf16] [--markdown docs/rl_bench.md]
+    .venv/bin/python bench/bench_rl.py [--invocations 3] [--steps 5] [--warmup 1]
+        [--systems ...] [--trl-python /work/trl-venv/bin/python] [--name rl_step_arithmetic]
 
-Like with like: TRL's step is on-policy, so mint_rl's K=0 is what it is compared with; K=1 (one
-step off-policy) is reported beside it as what asynchrony adds. TRL runs at its defaults and at
-its fastest sensible settings (gradient checkpointing off; in fp32 and in bf16). Each mint_rl
-setting (CPU placement x precision) runs in its own child process (one vLLM engine, one
-learner), K=0 first, then K=1 on the same actors. K=0 runs sampling, training and the weight load
-strictly one after the other, so its per-phase timings are "sampling alone" and "training alone"
-on the same cores. TRL runs in its own virtual environment (it must not be installed into the
-project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install torch==2.13.0
-'transformers<5.20' peft trl==1.16.0 datasets`.
+Every system runs in its own fresh child process, one after the other; one invocation runs each
+system once, and the invocations follow each other, so a slow spell of this VM hits every system
+of that invocation, not one system's every run. The first `--warmup` steps of each child are not
+measured, for both systems alike. Raw per-step times (and each step split into sampling and
+training) go to bench/results/NAME.json after each child; `bench/doc_tables.py` makes the tables
+of docs/rl_bench.md and the README from it: per system the median step of each invocation, their
+median and range, and the speed-up over TRL at its fastest (the candidate with the lowest median
+that sitting).
+
+Like with like: TRL's step is on-policy, so mint_rl's K=0 is its like-for-like peer; K=1 (one
+step off-policy) is what asynchrony adds. mint_rl runs as `mint-rl run --cpus auto` places it:
+K=0 with both cores shared by the sampler and the learner, K=1 with one core each
+(mint_rl/placement.py). TRL runs in its own virtual environment (it must not be installed into
+the project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install torch==2.13.0
+'transformers<5.20' peft trl==1.16.0 datasets`; its vLLM modes do not run on this CPU
+(docs/rl_bench.md says why), so it generates with transformers' `generate`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -35,36 +40,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS, RANK = 8, 4, 16, 16
 LEARNING_RATE = 1e-4
 RESULT = "BENCH_RESULT "  # prefix of the one JSON line a child prints
 
-# CPU placements tried for mint_rl (mint_rl/placement.py): "shared" gives vLLM's model threads
-# and the learner's torch threads every core (right when they alternate, K=0); "split" gives the
-# sampler the first half of the cores and pins the learner's thread to the other half (right when
-# they overlap, K=1). `mint-rl run` picks by K ("auto").
-CPU_SETTINGS = ("shared", "split")
-
-# Precisions: (sampler dtype, learner dtype). "bfloat16" is bf16 end to end (vLLM in bf16, the
-# learner autocast to bf16); the importance ratio corrects what the two then disagree on, and
-# kl/sampler_learner reports it. "bfloat16-learner" keeps the sampler in fp32.
-PRECISIONS = {
-    "float32": ("float32", "float32"),
-    "bfloat16": ("bfloat16", "bfloat16"),
-    "bfloat16-learner": ("float32", "bfloat16"),
+# mint_rl's systems: K, CPU placement, (sampler dtype, learner dtype). The fp32 rows are the
+# default; the bf16 ones (vLLM in bf16, the learner autocast to bf16, the importance ratio
+# correcting what they disagree on) are there to be asked for with --systems.
+MINT_SYSTEMS = {
+    "mint_rl K=0": (0, "shared", ("float32", "float32")),
+    "mint_rl K=1": (1, "split", ("float32", "float32")),
+    "mint_rl K=0 bf16": (0, "shared", ("bfloat16", "bfloat16")),
+    "mint_rl K=1 bf16": (1, "split", ("bfloat16", "bfloat16")),
 }
 
-# TRL settings: its defaults, and its fastest sensible ones for this model. Gradient checkpointing
-# (on by default) recomputes activations to save memory a 135M model does not need, so turning it
-# off is what a user tuning TRL for speed does first. TRL's bf16 is what mint_rl's bf16 rows
-# compare with (both autocast fp32 weights).
+# TRL's candidates for "at its fastest": GRPOConfig as shipped (bf16 autocast, gradient
+# checkpointing on), and each of the two switched off. Which is fastest depends on the CPU (bf16
+# is emulated without avx512_bf16/AMX; checkpointing trades a recomputed forward for memory), so
+# it is measured every sitting rather than assumed.
 TRL_SETTINGS = {
-    "defaults": {},
-    "fastest": {"gradient_checkpointing": False},
-    "fastest-bf16": {"gradient_checkpointing": False, "bf16": True},
+    "TRL defaults": {},
+    "TRL fp32": {"bf16": False},
+    "TRL fp32 no checkpointing": {"bf16": False, "gradient_checkpointing": False},
+    "TRL no checkpointing": {"gradient_checkpointing": False},
 }
+DEFAULT_SYSTEMS = ["mint_rl K=0", "mint_rl K=1", *TRL_SETTINGS]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -83,26 +86,6 @@ def reward(reply: str, a: int, b: int) -> float:
 def problems(n: int, seed: int = 0) -> list[tuple[int, int]]:
     rng = random.Random(seed)
     return [(rng.randint(0, 99), rng.randint(0, 99)) for _ in range(n)]
-
-
-def machine() -> str:
-    cpu, flags = "unknown CPU", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown CPU":
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line
-    except OSError:
-        pass
-    extra = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu} ({', '.join(extra)}), {os.cpu_count()} cores, {mem:.0f} GiB RAM, no GPU, "
-            f"Python {platform.python_version()}")
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,15 +156,22 @@ async def _mint_main(args) -> dict:
 
     params = types.SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0,
                                   stop_token_ids=[tokenizer.eos_token_id])
-    cpus = plan_cpus(max(args.ks), args.cpus)
-    sampler_dtype, learner_dtype = PRECISIONS[args.precision]
+    cpus = plan_cpus(args.k, args.cpus)
+    sampler_dtype, learner_dtype = args.dtypes
     settings = LearnerSettings(dtype=learner_dtype, cpu_cores=cpus.learner_cores())
     engine_cfg = EngineConfig(cpu_cores=cpus.sampler_cores(), dtype=sampler_dtype)
     learner_cfg = LearnerConfig(base_model=args.model, rank=RANK, seed=0, loss="ppo",
                                 learning_rate=LEARNING_RATE, settings=settings)
-    results: dict = {"setting": args.setting, "precision": args.precision, "runs": {},
-                     "sampler_cores": list(cpus.sampler), "learner_cores": list(cpus.learner)}
-    t0 = time.perf_counter()
+    rows: list[dict] = []
+
+    def on_step(m: dict) -> None:
+        m["time/wall"] = time.perf_counter()
+        m |= engine_memory_metrics()
+        rows.append(m)
+        log(f"[{args.system}] step {m['step']}: {m['time/step']:.2f} s (sample_wait "
+            f"{m['time/sample_wait']:.2f}, train {m['time/train']:.2f}, save "
+            f"{m['time/save_weights']:.2f}, load {m['time/load_weights']:.2f})")
+
     async with open_system() as system:
         sampler = await system.spawn(functools.partial(SamplerActor, args.model, params,
                                                        engine_cfg),
@@ -189,62 +179,28 @@ async def _mint_main(args) -> dict:
         learner = await system.spawn(functools.partial(LearnerActor, learner_cfg),
                                      name="learner", device="learner")
         advantage = await system.spawn(AdvantageActor, name="advantage")
-        results["startup_s"] = time.perf_counter() - t0
-        log(f"[{args.setting}] sampler + learner up in {results['startup_s']:.1f} s")
-        start = 0  # the learner's policy version: each K's run continues from the last one
-        for k in args.ks:
-            rows: list[dict] = []
-            generated.clear()
-
-            def on_step(m: dict, rows=rows, k=k) -> None:
-                m["time/wall"] = time.perf_counter()
-                m["load1"] = os.getloadavg()[0]
-                m |= engine_memory_metrics()
-                rows.append(m)
-                log(f"[{args.setting} K={k}] step {m['step']}: "
-                    f"{m['time/step']:.2f} s (sample_wait {m['time/sample_wait']:.2f}, "
-                    f"train {m['time/train']:.2f}, save {m['time/save_weights']:.2f}, "
-                    f"load {m['time/load_weights']:.2f}), "
-                    f"datums {m.get('datums')}, load {m['load1']:.2f}")
-
-            cfg = PipelineConfig(steps=start + args.steps, groups_per_batch=PROMPTS_PER_STEP,
-                                 max_steps_off_policy=k, start_step=start)
-            t_run = time.perf_counter()
-            state = await RLPipeline(cfg, Dataset(), [sampler], learner, advantage.build,
-                                     on_step=on_step).run()
-            start = state.learner_policy_version
-            results["runs"][str(k)] = {
-                "rows": rows, "t_start": t_run, "warmup": args.warmup,
-                "tokens_mean": sum(generated) / max(len(generated), 1),
-                "samples": len(generated),
-            }
-    return results
+        cfg = PipelineConfig(steps=args.steps, groups_per_batch=PROMPTS_PER_STEP,
+                             max_steps_off_policy=args.k)
+        t_start = time.perf_counter()
+        await RLPipeline(cfg, Dataset(), [sampler], learner, advantage.build,
+                         on_step=on_step).run()
+    return {"rows": rows, "t_start": t_start, "warmup": args.warmup,
+            "tokens_mean": sum(generated) / max(len(generated), 1)}
 
 
 def summarize_mint(run: dict) -> dict:
+    """Per measured step: its wall-clock seconds (between consecutive step ends: what a user
+    waits for, overlap included) and its phases."""
     rows, w = run["rows"], run["warmup"]
-    measured = rows[w:]
-    # Wall-clock per step between consecutive step ends: what a user waits for, overlap included.
-    walls = [b["time/wall"] - a["time/wall"] for a, b in zip(rows[w - 1:], rows[w:], strict=False)]
-    if w == 0:
-        walls = [rows[0]["time/wall"] - run["t_start"]] + walls
-
-    def mean(key: str) -> float:
-        return statistics.mean(r[key] for r in measured)
-
-    return {
-        "step": statistics.mean(walls), "step_median": statistics.median(walls),
-        "step_min": min(walls), "step_max": max(walls), "n": len(walls),
-        "sample_wait": mean("time/sample_wait"), "train": mean("time/train"),
-        "load_weights": mean("time/load_weights"), "save_weights": mean("time/save_weights"),
-        "datums": mean("datums"),
-        "kl_sampler_learner": statistics.mean(r.get("kl/sampler_learner", float("nan"))
-                                              for r in measured),
-        "tokens_mean": run["tokens_mean"], "load1": mean("load1"),
-        # GiB: the learner's process (this one) and the vLLM engine process, at their peaks.
-        "peak_rss": max(r.get("memory/learner_peak_rss_gib", 0.0) for r in rows),
-        "engine_peak_rss": max(r.get("memory/engine_peak_rss_gib", 0.0) for r in rows),
-    }
+    ends = [run["t_start"]] + [r["time/wall"] for r in rows]
+    return {"steps": [{"seconds": ends[i + 1] - ends[i], "sample_wait": r["time/sample_wait"],
+                       "train": r["time/train"], "save_weights": r["time/save_weights"],
+                       "load_weights": r["time/load_weights"], "datums": r.get("datums")}
+                      for i, r in enumerate(rows)][w:],
+            "tokens_mean": run["tokens_mean"],
+            # GiB: the learner's process (the child) and the vLLM engine process, at their peaks.
+            "peak_rss_gib": max(r.get("memory/learner_peak_rss_gib", 0.0) for r in rows),
+            "engine_peak_rss_gib": max(r.get("memory/engine_peak_rss_gib", 0.0) for r in rows)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,21 +228,24 @@ def trl_child(args) -> dict:
         return [reward(c[0]["content"] if isinstance(c, list) else c, x, y)
                 for c, x, y in zip(completions, a, b, strict=True)]
 
+    steps: list[dict] = []
+    generating = [0.0]  # seconds in this step's generation and scoring
+
     class Timer(TrainerCallback):
         def __init__(self) -> None:
-            self.steps: list[float] = []
-            self.loads: list[float] = []
             self.logs: list[dict] = []
             self._t = 0.0
 
         def on_step_begin(self, *_, **__):
+            generating[0] = 0.0
             self._t = time.perf_counter()
 
         def on_step_end(self, *_, **__):
-            self.steps.append(time.perf_counter() - self._t)
-            self.loads.append(os.getloadavg()[0])
-            log(f"[trl] step {len(self.steps)}: {self.steps[-1]:.2f} s, "
-                f"load {self.loads[-1]:.2f}")
+            seconds = time.perf_counter() - self._t
+            steps.append({"seconds": seconds, "sampling": generating[0],
+                          "training": seconds - generating[0]})
+            log(f"[{args.system}] step {len(steps)}: {seconds:.2f} s "
+                f"(sampling {generating[0]:.2f})")
 
         def on_log(self, _args, _state, _control, logs=None, **__):
             if logs:
@@ -302,7 +261,7 @@ def trl_child(args) -> dict:
             max_completion_length=NEW_TOKENS, temperature=1.0, learning_rate=LEARNING_RATE,
             max_steps=args.steps, logging_steps=1, save_strategy="no", report_to="none",
             use_cpu=True, use_vllm=False, seed=0, dataloader_num_workers=0,
-            **{"bf16": False, "fp16": False, **TRL_SETTINGS[args.trl_setting]},
+            **TRL_SETTINGS[args.system],
         )
         trainer = GRPOTrainer(
             model=model, reward_funcs=addition_reward, args=config, train_dataset=data,
@@ -310,24 +269,28 @@ def trl_child(args) -> dict:
             peft_config=LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
                                    target_modules="all-linear", task_type="CAUSAL_LM"),
         )
+        # Sampling = TRL's generation and scoring of the batch (generate, decode, rewards,
+        # advantages); training = the rest of the step (forward, backward, optimizer step).
+        generate_and_score = trainer._generate_and_score_completions
+
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return generate_and_score(*a, **kw)
+            finally:
+                generating[0] += time.perf_counter() - t
+
+        trainer._generate_and_score_completions = timed
         trainer.train()
     lengths = [x["completions/mean_length"] for x in timer.logs if "completions/mean_length" in x]
-    return {"steps": timer.steps, "loads": timer.loads, "warmup": args.warmup,
+    return {"steps": steps[args.warmup:],
             "tokens_mean": statistics.mean(lengths[args.warmup:] or lengths or [float("nan")]),
             "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                          "torch": torch.__version__},
             "torch_threads": torch.get_num_threads(),
             # GiB: generation and training both in this process.
-            "peak_rss": proc_status().get("VmHWM", 0) / 2**30,
+            "peak_rss_gib": proc_status().get("VmHWM", 0) / 2**30,
             "gradient_checkpointing": config.gradient_checkpointing, "bf16": config.bf16}
-
-
-def summarize_trl(res: dict) -> dict:
-    steps = res["steps"][res["warmup"]:]
-    return {"step": statistics.mean(steps), "step_median": statistics.median(steps),
-            "step_min": min(steps), "step_max": max(steps), "n": len(steps),
-            "tokens_mean": res["tokens_mean"], "peak_rss": res.get("peak_rss", float("nan")),
-            "load1": statistics.mean(res["loads"][res["warmup"]:])}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,192 +301,82 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
-def run_child(cmd: list[str], env: dict | None = None, timeout: float = 1800) -> dict:
-    log(f"running: {' '.join(cmd[1:])}  (load {load()})")
+def run_child(cmd: list[str], timeout: float = 1800) -> dict:
+    log(f"running: {' '.join(cmd[1:])}  (load {os.getloadavg()[0]:.2f})")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=Path(__file__).parent.parent)
+                          cwd=Path(__file__).parent.parent)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT):
             return json.loads(line[len(RESULT):])
     raise RuntimeError(f"{cmd[1:]} exited {proc.returncode} without a result")
 
 
-def trl_label(setting: str, res: dict) -> str:
-    dtype = "bf16" if res.get("bf16") else "fp32"
-    checkpointing = "on" if res.get("gradient_checkpointing") else "off"
-    return f"TRL {setting} ({dtype}, gradient checkpointing {checkpointing})"
+def child_command(system: str, args, here: str) -> list[str]:
+    common = ["--system", system, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if system in MINT_SYSTEMS:
+        return [sys.executable, here, "--child", *common, "--model", args.model]
+    from mint_rl.models import resolve_model  # TRL's child reads the local copy by its path
 
-
-def report(mint: dict[str, dict], trl: dict[str, dict], args, elapsed: float) -> str:
-    out = ["| system | setting | s/step (mean) | median | min–max | measured steps | "
-           "tokens/sample | peak RSS GiB | load avg (1 min) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for setting, res in trl.items():
-        t = res["summary"]
-        out.append(f"| TRL {res['versions']['trl']} GRPOTrainer (HF generate) | "
-                   f"{trl_label(setting, res)}, torch {res['torch_threads']} threads | "
-                   f"{t['step']:.2f} | {t['step_median']:.2f} | "
-                   f"{t['step_min']:.2f}–{t['step_max']:.2f} | {t['n']} | "
-                   f"{t['tokens_mean']:.1f} | {t['peak_rss']:.2f} | {t['load1']:.1f} |")
-    for setting, res in mint.items():
-        for k, s in res["summary"].items():
-            out.append(f"| mint_rl K={k} ({res['precision']}) | {setting} | {s['step']:.2f} | "
-                       f"{s['step_median']:.2f} | {s['step_min']:.2f}–{s['step_max']:.2f} | "
-                       f"{s['n']} | {s['tokens_mean']:.1f} | {s['peak_rss']:.2f} + engine "
-                       f"{s['engine_peak_rss']:.2f} | {s['load1']:.1f} |")
-    out += ["", *speedups(mint, trl)]
-    out += ["", "mint_rl phases (means over the measured steps). The samplers load step n's "
-            "weights in the background: at K=0 the next batch's sampling waits for the load, so "
-            "it is part of K=0's sample_wait; at K=1 it overlaps the next training step.", "",
-            "| setting | K | sample_wait s | train s | save_weights s | load_weights s | "
-            "datums/step | kl/sampler_learner |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for setting, res in mint.items():
-        for k, s in res["summary"].items():
-            out.append(f"| {setting} | {k} | {s['sample_wait']:.2f} | {s['train']:.2f} | "
-                       f"{s['save_weights']:.2f} | {s['load_weights']:.2f} | {s['datums']:.1f} | "
-                       f"{s['kl_sampler_learner']:.2g} |")
-    out += ["", "Overlap. S = sampling alone (K=0 sample_wait minus the load it waited for), "
-            "T = training alone (K=0 train), E = save_weights (K=0), all measured in the same "
-            "process as the K=1 run, with the same cores:", "",
-            "| setting | S s | T s | max(S, T) s | K=1 / max(S, T) | K=1 / max(S, T + E) |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for setting, res in mint.items():
-        s = res["summary"]
-        if "0" not in s or "1" not in s:
-            continue
-        alone_s = s["0"]["sample_wait"] - s["0"]["load_weights"]
-        alone_t, alone_e = s["0"]["train"], s["0"]["save_weights"]
-        limit, limit_e = max(alone_s, alone_t), max(alone_s, alone_t + alone_e)
-        out.append(f"| {setting} | {alone_s:.2f} | {alone_t:.2f} | {limit:.2f} | "
-                   f"{s['1']['step_median'] / limit:.2f}x | "
-                   f"{s['1']['step_median'] / limit_e:.2f}x |")
-    out += ["", f"Whole benchmark: {elapsed / 60:.1f} min wall-clock; load average at the end "
-            f"{load()}."]
-    return "\n".join(out)
-
-
-def speedups(mint: dict[str, dict], trl: dict[str, dict]) -> list[str]:
-    """Each mint_rl row against TRL's fastest setting of the same dtype, and TRL's defaults.
-
-    K=0 is on-policy like TRL's step: that ratio compares like with like. K=1 trains on samples
-    one policy version old, so its ratio is what asynchrony adds on top, not a like-for-like
-    comparison."""
-    if not trl:
-        return ["(no TRL rows: no speed-ups)"]
-    out = ["Speed-up over TRL (ratio of medians). K=0 is on-policy, as TRL is: like with like. "
-           "K=1 samples the next batch while training (one step off-policy): what async adds.", "",
-           "| mint_rl | setting | vs TRL fastest, same dtype | vs TRL defaults (fp32) |",
-           "|---|---|---:|---:|"]
-    for setting, res in mint.items():
-        dtype = res["precision"]
-        fastest = trl.get("fastest" if dtype == "float32" else "fastest-bf16")
-        defaults = trl.get("defaults")
-        for k, s in res["summary"].items():
-            def vs(peer: dict | None, x: float = s["step_median"]) -> str:
-                return f"{peer['summary']['step_median'] / x:.2f}x" if peer else "n/a"
-            kind = "on-policy" if k == "0" else "async"
-            out.append(f"| K={k} ({kind}), {dtype} | {setting} | {vs(fastest)} | {vs(defaults)} |")
-    return out
+    return [args.trl_python, here, "--child", *common, "--model", str(resolve_model(args.model))]
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--model", default=MODEL)
-    p.add_argument("--steps", type=int, default=5, help="steps per system, warm-up included")
+    p.add_argument("--invocations", type=int, default=3, help="times every system runs")
+    p.add_argument("--steps", type=int, default=5, help="steps per child, warm-up included")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                   help=f"comma-separated, of {[*MINT_SYSTEMS, *TRL_SETTINGS]}")
     p.add_argument("--trl-python", default="/work/trl-venv/bin/python")
-    p.add_argument("--settings", default=",".join(CPU_SETTINGS),
-                   help=f"mint_rl CPU placements to run, of {list(CPU_SETTINGS)}")
-    p.add_argument("--precisions", default="float32,bfloat16",
-                   help=f"mint_rl precisions to run (each with every placement), of "
-                        f"{list(PRECISIONS)}")
-    p.add_argument("--trl-settings", default=",".join(TRL_SETTINGS),
-                   help=f"TRL settings to run, of {list(TRL_SETTINGS)} (empty: none)")
-    p.add_argument("--markdown", type=Path, help="also write the tables here")
-    p.add_argument("--raw", type=Path, help="write every measurement (JSON) here")
-    p.add_argument("--reuse", type=Path, action="append", default=[],
-                   help="take results from this --raw file of an earlier run (repeatable): "
-                        "settings and TRL found there are not run again")
-    # child modes
-    p.add_argument("--mint-only", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--trl-only", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--setting", default="default", help=argparse.SUPPRESS)
-    p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
-    p.add_argument("--trl-setting", default="fastest", help=argparse.SUPPRESS)
-    p.add_argument("--cpus", default="shared", help=argparse.SUPPRESS)
-    p.add_argument("--ks", default="0,1",
-                   help="mint_rl runs, in this order, on the same actors (noise hits the later "
-                        "ones differently: try 1,0 too)")
+    p.add_argument("--name", default="rl_step_arithmetic",
+                   help="the result file: bench/results/NAME.json")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--system", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.steps <= args.warmup:
         p.error("--steps must exceed --warmup")
-    unknown_precisions = set(filter(None, args.precisions.split(","))) - set(PRECISIONS)
-    if unknown_precisions:
-        p.error(f"--precisions: unknown {sorted(unknown_precisions)}, choose from "
-                f"{list(PRECISIONS)}")
-    unknown = set(filter(None, args.trl_settings.split(","))) - set(TRL_SETTINGS)
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = set(systems) - set(MINT_SYSTEMS) - set(TRL_SETTINGS)
     if unknown:
-        p.error(f"--trl-settings: unknown {sorted(unknown)}, choose from {list(TRL_SETTINGS)}")
+        p.error(f"--systems: unknown {sorted(unknown)}, choose from "
+                f"{[*MINT_SYSTEMS, *TRL_SETTINGS]}")
 
-    if args.trl_only:
-        print(RESULT + json.dumps(trl_child(args)), flush=True)
+    if args.child:
+        if args.system in MINT_SYSTEMS:
+            args.k, args.cpus, args.dtypes = MINT_SYSTEMS[args.system]
+            result = summarize_mint(mint_child(args))
+        else:
+            result = trl_child(args)
+        print(RESULT + json.dumps(result), flush=True)
         return 0
-    if args.mint_only:
-        args.ks = [int(k) for k in args.ks.split(",")]
-        print(RESULT + json.dumps(mint_child(args)), flush=True)
-        return 0
 
-    from mint_rl.models import resolve_model
+    from results import write_result
 
-    start = time.perf_counter()
-    model_dir = str(resolve_model(args.model))
-    log(f"machine: {machine()}; load average {load()}")
+    if any(s in TRL_SETTINGS for s in systems) and not Path(args.trl_python).exists():
+        p.error(f"--trl-python: {args.trl_python} not found (this file's docstring: set-up)")
     here = str(Path(__file__).resolve())
-    common = ["--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    mint: dict[str, dict] = {}
-    trl: dict[str, dict] = {}
-
-    def save() -> None:  # after each child: a run cut short keeps what it measured
-        if args.raw:
-            args.raw.write_text(json.dumps({"mint": mint, "trl": trl, "load": load()}))
-
-    for path in args.reuse:
-        old = json.loads(path.read_text())
-        mint.update(old["mint"])
-        trl.update(old["trl"])
-    for setting in [s for s in args.settings.split(",") if s]:
-        for precision in args.precisions.split(","):
-            key = f"{setting}, {precision}" + ("" if args.ks == "0,1" else f", K order {args.ks}")
-            if key in mint:
-                continue
-            cmd = [sys.executable, here, "--mint-only", "--setting", key, "--cpus", setting,
-                   "--ks", args.ks, "--precision", precision, *common]
-            res = run_child(cmd)
-            res["summary"] = {k: summarize_mint(r) for k, r in res["runs"].items()}
-            mint[key] = res
-            save()
-    for setting in [s for s in args.trl_settings.split(",") if s and s not in trl]:
-        if not Path(args.trl_python).exists():
-            log(f"{args.trl_python} not found: no TRL rows (docs/rl_bench.md: how to set it up)")
-            break
-        try:
-            res = run_child([args.trl_python, here, "--trl-only", "--trl-setting", setting,
-                             "--model", model_dir, "--steps", str(args.steps),
-                             "--warmup", str(args.warmup)])
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            log(f"TRL {setting} failed: {e}")
-            continue
-        res["summary"] = summarize_trl(res)
-        trl[setting] = res
-        save()
-    text = report(mint, trl, args, time.perf_counter() - start)
-    header = (f"Machine: {machine()}.\nModel {args.model}, LoRA r{RANK} all-linear, "
-              f"{PROMPTS_PER_STEP} prompts x {SAMPLES} samples x <= {NEW_TOKENS} new tokens, "
-              f"T=1; {args.steps} steps per system, the first {args.warmup} not measured.\n")
-    print(header + "\n" + text)
-    if args.markdown:
-        args.markdown.write_text(header + "\n" + text + "\n")
+    config = {"model": args.model, "prompts": PROMPTS_PER_STEP, "samples": SAMPLES,
+              "max_tokens": NEW_TOKENS, "lora_rank": RANK, "learning_rate": LEARNING_RATE,
+              "steps": args.steps, "warmup": args.warmup, "systems": systems,
+              "command": "bench/bench_rl.py " + " ".join(sys.argv[1:])}
+    invocations: list[dict] = []
+    for i in range(args.invocations):
+        invocations.append({})
+        for system in systems:
+            res: dict[str, Any]
+            try:
+                res = run_child(child_command(system, args, here))
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                log(f"{system} failed: {e}")
+                res = {"error": str(e)}
+            invocations[-1][system] = res
+            if "steps" in res:
+                median = statistics.median(s["seconds"] for s in res["steps"])
+                log(f"invocation {i + 1}, {system}: median step {median:.2f} s")
+            # After each child: a benchmark cut short keeps what it measured.
+            path = write_result(args.name, {"config": config, "invocations": invocations})
+    log(f"wrote {path}; now: .venv/bin/python bench/doc_tables.py")
     return 0
 
 
