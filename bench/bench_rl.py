@@ -1,13 +1,14 @@
 """RL step benchmark: mint_rl's actor pipeline (K=0 and K=1) against TRL's GRPOTrainer, same batch.
 
-SmolLM2-135M-Instruct, LoRA rank 16 on every linear layer, 8 prompts x 4 samples x (at most) 16
-new tokens, T=1, on CPU. Prompts are additions that ask for step-by-step reasoning, so EOS rarely
-stops a sample early (each system's generated tokens are recorded). The reward (the same for
-both) is 1 when the sum appears in the reply, plus 0.001 per character, so a group's rewards
-almost never tie and every sample is trained on.
+SmolLM2-135M-Instruct, LoRA rank 16 on every linear layer, 8 prompts x 4 samples, T=1, on CPU.
+Two workload shapes (`--shape`): `arithmetic`, additions that ask for step-by-step reasoning with
+at most 16 new tokens (so EOS rarely stops a sample early), and `math256`, the math recipe's
+word problems with up to 256. Each system's generated tokens are recorded. The reward (the same
+for both) is 1 when the answer appears in the reply, plus 0.001 per character, so a group's
+rewards almost never tie and every sample is trained on.
 
-    .venv/bin/python bench/bench_rl.py [--invocations 3] [--steps 5] [--warmup 1]
-        [--systems ...] [--trl-python /work/trl-venv/bin/python] [--name rl_step_arithmetic]
+    .venv/bin/python bench/bench_rl.py [--shape arithmetic] [--invocations 3] [--steps 5]
+        [--warmup 1] [--systems ...] [--trl-python /work/trl-venv/bin/python] [--name NAME]
 
 Every system runs in its own fresh child process, one after the other; one invocation runs each
 system once, and the invocations follow each other, so a slow spell of this VM hits every system
@@ -43,8 +44,13 @@ from pathlib import Path
 from typing import Any
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS, RANK = 8, 4, 16, 16
-LEARNING_RATE = 1e-4
+RANK, LEARNING_RATE = 16, 1e-4
+PROMPTS_PER_STEP, SAMPLES = 8, 4
+# Workload shapes: the problems and the most new tokens a sample may have. "arithmetic": short
+# replies after shared chat prompts (where mint_rl's prompt sharing helps most); "math256":
+# the math recipe's word problems (recipes/math_problems.py, level 3), replies of up to 256
+# tokens (where training the completions dominates the step).
+SHAPES = {"arithmetic": 16, "math256": 256}
 RESULT = "BENCH_RESULT "  # prefix of the one JSON line a child prints
 
 # mint_rl's systems: K, CPU placement, (sampler dtype, learner dtype). The fp32 rows are the
@@ -74,18 +80,23 @@ DEFAULT_SYSTEMS = ["mint_rl K=0", "mint_rl K=1", *TRL_SETTINGS]
 # The task (shared by both systems)
 
 
-def question(a: int, b: int) -> str:
-    return f"What is {a} + {b}? Explain your reasoning step by step, then give the answer."
-
-
-def reward(reply: str, a: int, b: int) -> float:
-    correct = str(a + b) in re.findall(r"-?\d+", reply)
+def reward(reply: str, answer: str) -> float:
+    correct = answer in re.findall(r"-?\d+", reply)
     return float(correct) + 0.001 * len(reply)
 
 
-def problems(n: int, seed: int = 0) -> list[tuple[int, int]]:
-    rng = random.Random(seed)
-    return [(rng.randint(0, 99), rng.randint(0, 99)) for _ in range(n)]
+def problems(shape: str, n: int) -> list[tuple[str, str]]:
+    """n (question, answer) pairs of the shape: the same list for both systems."""
+    if shape == "math256":
+        from mint_rl.recipes.math import question
+        from mint_rl.recipes.math_problems import problem_at
+
+        return [(question(p.question), p.answer)
+                for p in (problem_at(0, "bench", i, (3,)) for i in range(n))]
+    rng = random.Random(0)
+    pairs = [(rng.randint(0, 99), rng.randint(0, 99)) for _ in range(n)]
+    return [(f"What is {a} + {b}? Explain your reasoning step by step, then give the answer.",
+             str(a + b)) for a, b in pairs]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,8 +131,8 @@ async def _mint_main(args) -> dict:
     generated: list[int] = []  # tokens of every sampled reply (envs run in this process)
 
     class Env:
-        def __init__(self, a: int, b: int, prompt: list[int]) -> None:
-            self.a, self.b, self.prompt = a, b, prompt
+        def __init__(self, answer: str, prompt: list[int]) -> None:
+            self.answer, self.prompt = answer, prompt
 
         async def initial_observation(self) -> list[int]:
             return self.prompt
@@ -129,22 +140,22 @@ async def _mint_main(args) -> dict:
         async def step(self, action: list[int]) -> StepResult:
             generated.append(len(action))
             reply = tokenizer.decode(action, skip_special_tokens=True)
-            return StepResult(reward=reward(reply, self.a, self.b), episode_done=True)
+            return StepResult(reward=reward(reply, self.answer), episode_done=True)
 
     class Group:
-        def __init__(self, a: int, b: int) -> None:
-            self.a, self.b = a, b
+        def __init__(self, text: str, answer: str) -> None:
+            self.text, self.answer = text, answer
 
         async def make_envs(self) -> list[Env]:
             prompt = list(tokenizer.apply_chat_template(
-                [{"role": "user", "content": question(self.a, self.b)}],
+                [{"role": "user", "content": self.text}],
                 add_generation_prompt=True, tokenize=True, return_dict=False))
-            return [Env(self.a, self.b, prompt) for _ in range(SAMPLES)]
+            return [Env(self.answer, prompt) for _ in range(SAMPLES)]
 
         def logging_tag(self) -> str:
-            return "addition"
+            return args.shape
 
-    pool = problems(1024)
+    pool = json.loads(Path(args.problems).read_text())
 
     class Dataset:
         def get_batch(self, index: int) -> list[Group]:
@@ -154,7 +165,7 @@ async def _mint_main(args) -> dict:
         def __len__(self) -> int:
             return 10**6
 
-    params = types.SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0,
+    params = types.SamplingParams(max_tokens=SHAPES[args.shape], temperature=1.0,
                                   stop_token_ids=[tokenizer.eos_token_id])
     cpus = plan_cpus(args.k, args.cpus)
     sampler_dtype, learner_dtype = args.dtypes
@@ -218,15 +229,13 @@ def trl_child(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     torch.manual_seed(0)
-    pool = problems(PROMPTS_PER_STEP * (args.steps + 2), seed=1)
-    data = Dataset.from_list([
-        {"prompt": [{"role": "user", "content": question(a, b)}], "a": a, "b": b}
-        for a, b in pool
-    ])
+    pool = json.loads(Path(args.problems).read_text())
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}], "answer": answer}
+                              for text, answer in pool])
 
-    def addition_reward(completions, a, b, **_) -> list[float]:
-        return [reward(c[0]["content"] if isinstance(c, list) else c, x, y)
-                for c, x, y in zip(completions, a, b, strict=True)]
+    def answer_reward(completions, answer, **_) -> list[float]:
+        return [reward(c[0]["content"] if isinstance(c, list) else c, a)
+                for c, a in zip(completions, answer, strict=True)]
 
     steps: list[dict] = []
     generating = [0.0]  # seconds in this step's generation and scoring
@@ -258,13 +267,13 @@ def trl_child(args) -> dict:
         config = GRPOConfig(
             output_dir=out, per_device_train_batch_size=PROMPTS_PER_STEP * SAMPLES,
             gradient_accumulation_steps=1, num_generations=SAMPLES,
-            max_completion_length=NEW_TOKENS, temperature=1.0, learning_rate=LEARNING_RATE,
+            max_completion_length=SHAPES[args.shape], temperature=1.0, learning_rate=LEARNING_RATE,
             max_steps=args.steps, logging_steps=1, save_strategy="no", report_to="none",
             use_cpu=True, use_vllm=False, seed=0, dataloader_num_workers=0,
             **TRL_SETTINGS[args.system],
         )
         trainer = GRPOTrainer(
-            model=model, reward_funcs=addition_reward, args=config, train_dataset=data,
+            model=model, reward_funcs=answer_reward, args=config, train_dataset=data,
             processing_class=tokenizer, callbacks=[timer],
             peft_config=LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
                                    target_modules="all-linear", task_type="CAUSAL_LM"),
@@ -311,8 +320,9 @@ def run_child(cmd: list[str], timeout: float = 1800) -> dict:
     raise RuntimeError(f"{cmd[1:]} exited {proc.returncode} without a result")
 
 
-def child_command(system: str, args, here: str) -> list[str]:
-    common = ["--system", system, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+def child_command(system: str, args, here: str, problems_file: str) -> list[str]:
+    common = ["--system", system, "--steps", str(args.steps), "--warmup", str(args.warmup),
+              "--shape", args.shape, "--problems", problems_file]
     if system in MINT_SYSTEMS:
         return [sys.executable, here, "--child", *common, "--model", args.model]
     from mint_rl.models import resolve_model  # TRL's child reads the local copy by its path
@@ -328,11 +338,13 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                    help=f"comma-separated, of {[*MINT_SYSTEMS, *TRL_SETTINGS]}")
+    p.add_argument("--shape", default="arithmetic", choices=list(SHAPES))
     p.add_argument("--trl-python", default="/work/trl-venv/bin/python")
-    p.add_argument("--name", default="rl_step_arithmetic",
-                   help="the result file: bench/results/NAME.json")
+    p.add_argument("--name", help="the result file: bench/results/NAME.json "
+                                  "(default: rl_step_SHAPE)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--system", help=argparse.SUPPRESS)
+    p.add_argument("--problems", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.steps <= args.warmup:
         p.error("--steps must exceed --warmup")
@@ -356,8 +368,14 @@ def main() -> int:
     if any(s in TRL_SETTINGS for s in systems) and not Path(args.trl_python).exists():
         p.error(f"--trl-python: {args.trl_python} not found (this file's docstring: set-up)")
     here = str(Path(__file__).resolve())
-    config = {"model": args.model, "prompts": PROMPTS_PER_STEP, "samples": SAMPLES,
-              "max_tokens": NEW_TOKENS, "lora_rank": RANK, "learning_rate": LEARNING_RATE,
+    # Every child reads the same problems: the first steps' batches are the same for both systems.
+    problems_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    json.dump(problems(args.shape, PROMPTS_PER_STEP * (args.steps + 2)), problems_file)
+    problems_file.close()
+    name = args.name or f"rl_step_{args.shape}"
+    config = {"model": args.model, "shape": args.shape, "prompts": PROMPTS_PER_STEP,
+              "samples": SAMPLES, "max_tokens": SHAPES[args.shape], "lora_rank": RANK,
+              "learning_rate": LEARNING_RATE,
               "steps": args.steps, "warmup": args.warmup, "systems": systems,
               "command": "bench/bench_rl.py " + " ".join(sys.argv[1:])}
     invocations: list[dict] = []
@@ -366,7 +384,7 @@ def main() -> int:
         for system in systems:
             res: dict[str, Any]
             try:
-                res = run_child(child_command(system, args, here))
+                res = run_child(child_command(system, args, here, problems_file.name))
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 log(f"{system} failed: {e}")
                 res = {"error": str(e)}
@@ -375,7 +393,8 @@ def main() -> int:
                 median = statistics.median(s["seconds"] for s in res["steps"])
                 log(f"invocation {i + 1}, {system}: median step {median:.2f} s")
             # After each child: a benchmark cut short keeps what it measured.
-            path = write_result(args.name, {"config": config, "invocations": invocations})
+            path = write_result(name, {"config": config, "invocations": invocations})
+    os.unlink(problems_file.name)
     log(f"wrote {path}; now: .venv/bin/python bench/doc_tables.py")
     return 0
 

@@ -13,6 +13,8 @@ Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` in its doc
   trip_files*.json)
 - docs/off_policy.md `time-to-quality`: wall-clock time to 0.9 held-out accuracy at K = 0 and
   K = 1 (time_to_quality.py: time_to_quality_*.json)
+- docs/rl_bench.md `rl-step`: whole RL steps of mint_rl and TRL's GRPOTrainer, several
+  invocations (bench_rl.py: rl_step_*.json)
 - README.md `headline`: the front page's figures, each from the file its row links to
 """
 
@@ -150,6 +152,25 @@ def _time_to_quality_row() -> str:
             "(bench/results/time_to_quality_arithmetic.json) |")
 
 
+def _rl_step_row() -> str:
+    result = _result("rl_step_arithmetic")
+    systems = _rl_step_systems(result)
+
+    def figure(system: str) -> str:
+        step = statistics.median(map(_run_median, systems[system]))
+        ratios = _speedups(result, system)
+        return (f"{system} {step:.1f} s, {statistics.median(ratios):.2f}x "
+                f"({min(ratios):.2f}-{max(ratios):.2f})")
+
+    fastest = _trl_fastest(systems)
+    step = statistics.median(map(_run_median, systems[fastest]))
+    return (f"| RL step against TRL's GRPOTrainer at its fastest ({fastest}, {step:.1f} s), "
+            f"arithmetic batch, {len(result['invocations'])} invocations ({_when(result)}) "
+            f"| {figure('mint_rl K=0')}; {figure('mint_rl K=1')} (median step; speed-up: median "
+            "and range over invocations) | [rl_bench.md](docs/rl_bench.md#results) "
+            "| [rl_step_arithmetic.json](bench/results/rl_step_arithmetic.json) |")
+
+
 def _learner_row() -> str:
     now = {r["batch"]: r["peak_rss"] / GiB for r in _result("learner_memory_qwen3-0.6b")["rows"]}
     before = {r["batch"]: r["peak_rss"] / GiB
@@ -258,9 +279,110 @@ def time_to_quality_table() -> str:
     return "\n".join(out).rstrip()
 
 
+def _rl_step_systems(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """System -> its run in each invocation (runs that failed are left out)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for invocation in result["invocations"]:
+        for system, run in invocation.items():
+            if "steps" in run:
+                out.setdefault(system, []).append(run)
+    return out
+
+
+def _run_median(run: dict[str, Any], key: str = "seconds") -> float:
+    return statistics.median(s[key] for s in run["steps"])
+
+
+def _trl_fastest(systems: dict[str, list[dict[str, Any]]]) -> str:
+    """The TRL candidate with the lowest median (over invocations) of its median step."""
+    trl = {name: statistics.median(map(_run_median, runs))
+           for name, runs in systems.items() if name.startswith("TRL")}
+    return min(trl, key=trl.__getitem__)
+
+
+def _speedups(result: dict[str, Any], system: str) -> list[float]:
+    """Per invocation: TRL at its fastest's median step over `system`'s, in the same
+    invocation."""
+    fastest = _trl_fastest(_rl_step_systems(result))
+    return [_run_median(inv[fastest]) / _run_median(inv[system])
+            for inv in result["invocations"]
+            if "steps" in inv.get(fastest, {}) and "steps" in inv.get(system, {})]
+
+
+def _settings(system: str, run: dict[str, Any]) -> str:
+    if system.startswith("TRL"):
+        return (f"TRL {run['versions']['trl']}, {'bf16' if run['bf16'] else 'fp32'}, gradient "
+                f"checkpointing {'on' if run['gradient_checkpointing'] else 'off'}, torch "
+                f"{run['torch_threads']} threads")
+    return ("sampler and learner share both cores" if "K=0" in system
+            else "sampler on core 0, learner on core 1") + (
+        ", bf16" if "bf16" in system else ", fp32")
+
+
+def _phases(system: str, runs: list[dict[str, Any]]) -> tuple[float, float]:
+    """(sampling, training) seconds per step, medians over every measured step. TRL: its
+    generation and scoring, and the rest of the step. mint_rl: the training loop's wait for
+    samples (at K = 1 what sampling did not hide behind training), and training + saving."""
+    steps = [s for run in runs for s in run["steps"]]
+    if system.startswith("TRL"):
+        return (statistics.median(s["sampling"] for s in steps),
+                statistics.median(s["training"] for s in steps))
+    return (statistics.median(s["sample_wait"] for s in steps),
+            statistics.median(s["train"] + s["save_weights"] for s in steps))
+
+
+def rl_step_table() -> str:
+    out = []
+    for name, result in _load("rl_step_*.json"):
+        c, systems = result["config"], _rl_step_systems(result)
+        fastest = _trl_fastest(systems)
+        out += [f"{name} ({_when(result)}, {result['sitting']['cpu']}, "
+                f"{result['sitting']['cores']} cores): `{c['command']}`. {c['prompts']} prompts "
+                f"x {c['samples']} samples x <= {c['max_tokens']} new tokens, "
+                f"LoRA r{c['lora_rank']}; "
+                f"{c['steps']} steps per run, the first {c['warmup']} not measured; "
+                f"{len(result['invocations'])} invocations. TRL at its fastest that sitting: "
+                f"**{fastest}**.", "",
+                "| system | settings | step s: median of each invocation | median | range "
+                "| sampling s | training s | tokens/sample | peak RSS GiB "
+                "| TRL at its fastest / this: median (range) |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for system, runs in systems.items():
+            medians = [_run_median(r) for r in runs]
+            sampling, training = _phases(system, runs)
+            rss = max(r["peak_rss_gib"] for r in runs)
+            engine = max(r.get("engine_peak_rss_gib", 0.0) for r in runs)
+            memory = f"{rss:.2f}" + (f" + engine {engine:.2f}" if engine else "")
+            ratios = _speedups(result, system)
+            ratio = (f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                     if system != fastest else "1")
+            out.append(f"| {system} | {_settings(system, runs[0])} "
+                       f"| {', '.join(f'{m:.2f}' for m in medians)} "
+                       f"| **{statistics.median(medians):.2f}** "
+                       f"| {min(medians):.2f}-{max(medians):.2f} | {sampling:.2f} "
+                       f"| {training:.2f} "
+                       f"| {statistics.mean(r['tokens_mean'] for r in runs):.1f} | {memory} "
+                       f"| {ratio} |")
+        out += ["", _rl_step_reading(systems, fastest), ""]
+    return "\n".join(out).rstrip()
+
+
+def _rl_step_reading(systems: dict[str, list[dict[str, Any]]], fastest: str) -> str:
+    """Where the K = 0 ratio comes from, phase by phase, in words."""
+    if "mint_rl K=0" not in systems:
+        return ""
+    trl_sampling, trl_training = _phases(fastest, systems[fastest])
+    sampling, training = _phases("mint_rl K=0", systems["mint_rl K=0"])
+    return (f"Phase by phase, K = 0 against {fastest}: TRL's generation and scoring take "
+            f"{trl_sampling / sampling:.1f}x mint_rl's wait for samples (vLLM, which includes "
+            f"loading the new weights), and TRL's training {trl_training / training:.1f}x "
+            "mint_rl's training and saving (each prompt computed once for its group, the LM "
+            "head only where a token trains: docs/learner.md).")
+
+
 def headline_table() -> str:
-    rows = [_arithmetic_row(), _time_to_quality_row(), _learner_row(), _serve_row(),
-            _server_clients_row(), _recipes_row()]
+    rows = [_arithmetic_row(), _time_to_quality_row(), _rl_step_row(), _learner_row(),
+            _serve_row(), _server_clients_row(), _recipes_row()]
     return "\n".join(["| what | figure | doc | data |", "|---|---|---|---|", *rows])
 
 
@@ -271,6 +393,7 @@ TABLES = {
     (DOCS / "server.md", "server-clients"): server_clients_table,
     (DOCS / "pipeline.md", "trip"): trip_table,
     (DOCS / "off_policy.md", "time-to-quality"): time_to_quality_table,
+    (DOCS / "rl_bench.md", "rl-step"): rl_step_table,
     (ROOT / "README.md", "headline"): headline_table,
 }
 

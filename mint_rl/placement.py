@@ -2,10 +2,10 @@
 
 On a small CPU box the two compete for the same cores, and both run OpenMP-style parallel
 regions that wait for their slowest thread: one thread sharing a core with the other side slows a
-whole step down far more than the core it loses. Measured on the 2-core box (docs/rl_bench.md):
-vLLM's own automatic binding keeps one of two cores for its scheduler and samples at 119 tok/s;
-bound to both it samples at 186 tok/s; a learner on its own pinned core trains 2.4x faster next
-to a sampling engine than with torch's two floating threads. So we place explicitly:
+whole step down far more than the core it loses. On the 2-core box vLLM's own automatic binding
+keeps one of two cores for its scheduler (docs/sampling.md), and a learner on its own pinned core
+trains far faster next to a sampling engine than with torch's two floating threads. So we place
+explicitly (docs/rl_bench.md measures the RL step placed this way):
 
 - phases that run one after the other (K = 0) each get every core;
 - phases that overlap (K >= 1) get disjoint cores, the sampler the first half;
