@@ -152,8 +152,8 @@ def _time_to_quality_row() -> str:
             "(bench/results/time_to_quality_arithmetic.json) |")
 
 
-def _rl_step_row() -> str:
-    result = _result("rl_step_arithmetic")
+def _rl_step_row(shape: str, what: str) -> str:
+    result = _result(f"rl_step_{shape}")
     systems = _rl_step_systems(result)
 
     def figure(system: str) -> str:
@@ -164,12 +164,13 @@ def _rl_step_row() -> str:
 
     fastest = _trl_fastest(systems)
     step = statistics.median(map(_run_median, systems[fastest]))
-    return (f"| RL step against TRL's GRPOTrainer at its fastest ({fastest}, {step:.1f} s), "
-            f"arithmetic batch, {len(result['invocations'])} invocations ({_when(result)}) "
+    candidates = sum(1 for name in systems if name.startswith("TRL"))
+    peer = ("at its fastest" if candidates > 1 else "in the one setting run")
+    return (f"| RL step against TRL's GRPOTrainer {peer} ({fastest}, {step:.1f} s), "
+            f"{what}, {len(result['invocations'])} invocations ({_when(result)}) "
             f"| {figure('mint_rl K=0')}; {figure('mint_rl K=1')} (median step; speed-up: median "
             "and range over invocations) | [rl_bench.md](docs/rl_bench.md#results) "
-            "| [rl_step_arithmetic.json](bench/results/rl_step_arithmetic.json) |")
-
+            f"| [rl_step_{shape}.json](bench/results/rl_step_{shape}.json) |")
 
 def _learner_row() -> str:
     now = {r["batch"]: r["peak_rss"] / GiB for r in _result("learner_memory_qwen3-0.6b")["rows"]}
@@ -342,7 +343,9 @@ def rl_step_table() -> str:
                 f"LoRA r{c['lora_rank']}; "
                 f"{c['steps']} steps per run, the first {c['warmup']} not measured; "
                 f"{len(result['invocations'])} invocations. TRL at its fastest that sitting: "
-                f"**{fastest}**.", "",
+                f"**{fastest}**"
+                + (" (the only TRL setting run)." if sum(n.startswith("TRL") for n in systems) == 1
+                   else "."), "",
                 "| system | settings | step s: median of each invocation | median | range "
                 "| sampling s | training s | tokens/sample | peak RSS GiB "
                 "| TRL at its fastest / this: median (range) |",
@@ -381,7 +384,9 @@ def _rl_step_reading(systems: dict[str, list[dict[str, Any]]], fastest: str) -> 
 
 
 def headline_table() -> str:
-    rows = [_arithmetic_row(), _time_to_quality_row(), _rl_step_row(), _learner_row(),
+    rows = [_arithmetic_row(), _time_to_quality_row(),
+            _rl_step_row("arithmetic", "arithmetic batch (<= 16 new tokens)"),
+            _rl_step_row("math256", "word problems (<= 256 new tokens)"), _learner_row(),
             _serve_row(), _server_clients_row(), _recipes_row()]
     return "\n".join(["| what | figure | doc | data |", "|---|---|---|---|", *rows])
 
