@@ -155,17 +155,14 @@ def _time_to_quality_row() -> str:
 def _rl_step_row(shape: str, what: str) -> str:
     result = _result(f"rl_step_{shape}")
     systems = _rl_step_systems(result)
+    fastest = _trl_fastest(systems)
 
     def figure(system: str) -> str:
-        step = statistics.median(map(_run_median, systems[system]))
-        ratios = _speedups(result, system)
-        return (f"{system} {step:.1f} s, {statistics.median(ratios):.2f}x "
-                f"({min(ratios):.2f}-{max(ratios):.2f})")
+        return (f"{system} {_system_median(systems[system]):.1f} s, "
+                f"{_ratio_text(_speedups(result, system, fastest))}")
 
-    fastest = _trl_fastest(systems)
-    step = statistics.median(map(_run_median, systems[fastest]))
-    candidates = sum(1 for name in systems if name.startswith("TRL"))
-    peer = ("at its fastest" if candidates > 1 else "in the one setting run")
+    step = _system_median(systems[fastest])
+    peer = "at its fastest" if len(_trl_candidates(systems)) > 1 else "in the one setting run"
     return (f"| RL step against TRL's GRPOTrainer {peer} ({fastest}, {step:.1f} s), "
             f"{what}, {len(result['invocations'])} invocations ({_when(result)}) "
             f"| {figure('mint_rl K=0')}; {figure('mint_rl K=1')} (median step; speed-up: median "
@@ -294,17 +291,28 @@ def _run_median(run: dict[str, Any], key: str = "seconds") -> float:
     return statistics.median(s[key] for s in run["steps"])
 
 
+def _system_median(runs: list[dict[str, Any]]) -> float:
+    """A system's step: the median over invocations of each invocation's median step."""
+    return statistics.median(map(_run_median, runs))
+
+
+def _ratio_text(ratios: list[float]) -> str:
+    """"median (min-max)" of per-invocation speed-ups."""
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def _trl_candidates(systems: dict[str, list[dict[str, Any]]]) -> list[str]:
+    return [name for name in systems if name.startswith("TRL")]
+
+
 def _trl_fastest(systems: dict[str, list[dict[str, Any]]]) -> str:
-    """The TRL candidate with the lowest median (over invocations) of its median step."""
-    trl = {name: statistics.median(map(_run_median, runs))
-           for name, runs in systems.items() if name.startswith("TRL")}
-    return min(trl, key=trl.__getitem__)
+    """The TRL candidate with the lowest median step."""
+    return min(_trl_candidates(systems), key=lambda name: _system_median(systems[name]))
 
 
-def _speedups(result: dict[str, Any], system: str) -> list[float]:
+def _speedups(result: dict[str, Any], system: str, fastest: str) -> list[float]:
     """Per invocation: TRL at its fastest's median step over `system`'s, in the same
     invocation."""
-    fastest = _trl_fastest(_rl_step_systems(result))
     return [_run_median(inv[fastest]) / _run_median(inv[system])
             for inv in result["invocations"]
             if "steps" in inv.get(fastest, {}) and "steps" in inv.get(system, {})]
@@ -344,7 +352,7 @@ def rl_step_table() -> str:
                 f"{c['steps']} steps per run, the first {c['warmup']} not measured; "
                 f"{len(result['invocations'])} invocations. TRL at its fastest that sitting: "
                 f"**{fastest}**"
-                + (" (the only TRL setting run)." if sum(n.startswith("TRL") for n in systems) == 1
+                + (" (the only TRL setting run)." if len(_trl_candidates(systems)) == 1
                    else "."), "",
                 "| system | settings | step s: median of each invocation | median | range "
                 "| sampling s | training s | tokens/sample | peak RSS GiB "
@@ -356,9 +364,8 @@ def rl_step_table() -> str:
             rss = max(r["peak_rss_gib"] for r in runs)
             engine = max(r.get("engine_peak_rss_gib", 0.0) for r in runs)
             memory = f"{rss:.2f}" + (f" + engine {engine:.2f}" if engine else "")
-            ratios = _speedups(result, system)
-            ratio = (f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
-                     if system != fastest else "1")
+            ratio = (_ratio_text(_speedups(result, system, fastest)) if system != fastest
+                     else "1")
             out.append(f"| {system} | {_settings(system, runs[0])} "
                        f"| {', '.join(f'{m:.2f}' for m in medians)} "
                        f"| **{statistics.median(medians):.2f}** "
@@ -404,7 +411,7 @@ TABLES = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--check", action="store_true",
                         help="change nothing; exit 1 if a doc differs from the data")
     args = parser.parse_args()
