@@ -1,11 +1,14 @@
 """RL step benchmark: mint_rl's actor pipeline (K=0 and K=1) against TRL's GRPOTrainer, same batch.
 
 SmolLM2-135M-Instruct, LoRA rank 16 on every linear layer, 8 prompts x 4 samples, T=1, on CPU.
-Two workload shapes (`--shape`): `arithmetic`, additions that ask for step-by-step reasoning with
-at most 16 new tokens (so EOS rarely stops a sample early), and `math256`, the math recipe's
-word problems with up to 256. Each system's generated tokens are recorded. The reward (the same
-for both) is 1 when the answer appears in the reply, plus 0.001 per character, so a group's
-rewards almost never tie and every sample is trained on.
+Three workload shapes (`--shape`): `arithmetic`, additions that ask for step-by-step reasoning
+with at most 16 new tokens (so EOS rarely stops a sample early); `math256`, the math recipe's
+word problems with up to 256; and `guess_number`, the guess_number recipe's game (up to 5 turns
+of at most 6 new tokens, the env's "Higher."/"Lower." as the next user message, every turn's
+prompt the whole game so far). Each system's generated tokens are recorded. The reward (the same
+for both) is 1 when the answer appears in the reply (guess_number: the recipe's game reward),
+plus 0.001 per character the model wrote, so a group's rewards almost never tie and every
+sample is trained on.
 
     .venv/bin/python bench/bench_rl.py [--shape arithmetic] [--invocations 3] [--steps 5]
         [--warmup 1] [--systems ...] [--trl-python /work/trl-venv/bin/python] [--name NAME]
@@ -50,7 +53,10 @@ PROMPTS_PER_STEP, SAMPLES = 8, 4
 # replies after shared chat prompts (where mint_rl's prompt sharing helps most); "math256":
 # the math recipe's word problems (recipes/math_problems.py, level 3), replies of up to 256
 # tokens (where training the completions dominates the step).
-SHAPES = {"arithmetic": 16, "math256": 256}
+# "guess_number": a game of up to GAME_TURNS replies, each of up to 6 tokens (the recipe's
+# defaults), where the prompt grows with every turn.
+SHAPES = {"arithmetic": 16, "math256": 256, "guess_number": 6}
+GAME_TURNS, GAME_MAX_NUMBER = 5, 10
 RESULT = "BENCH_RESULT "  # prefix of the one JSON line a child prints
 
 # mint_rl's systems: K, CPU placement, (sampler dtype, learner dtype). The fp32 rows are the
@@ -85,18 +91,67 @@ def reward(reply: str, answer: str) -> float:
     return float(correct) + 0.001 * len(reply)
 
 
-def problems(shape: str, n: int) -> list[tuple[str, str]]:
-    """n (question, answer) pairs of the shape: the same list for both systems."""
+def problems(shape: str, n: int) -> list[tuple[list[dict[str, str]], str]]:
+    """n (chat messages, answer) pairs of the shape: the same list for both systems."""
+    def user(text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    rng = random.Random(0)
     if shape == "math256":
         from mint_rl.recipes.math import question
         from mint_rl.recipes.math_problems import problem_at
 
-        return [(question(p.question), p.answer)
+        return [(user(question(p.question)), p.answer)
                 for p in (problem_at(0, "bench", i, (3,)) for i in range(n))]
-    rng = random.Random(0)
+    if shape == "guess_number":
+        from mint_rl.recipes.guess_number import opening
+
+        games = []
+        for _ in range(n):
+            messages = opening(GAME_MAX_NUMBER, GAME_TURNS)
+            # A name per game, in letters (a number could be read as a guess): TRL's rollout
+            # function sees only the prompts, and finds each game's secret by its last message.
+            name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6))
+            messages[-1]["content"] = messages[-1]["content"].replace(
+                "New game:", f"New game ({name}):")
+            games.append((messages, str(rng.randint(1, GAME_MAX_NUMBER))))
+        return games
     pairs = [(rng.randint(0, 99), rng.randint(0, 99)) for _ in range(n)]
-    return [(f"What is {a} + {b}? Explain your reasoning step by step, then give the answer.",
-             str(a + b)) for a, b in pairs]
+    return [(user(f"What is {a} + {b}? Explain your reasoning step by step, then give the "
+                  "answer."), str(a + b)) for a, b in pairs]
+
+
+def game_turn(reply: str, secret: int, turn: int) -> tuple[float, str | None]:
+    """One turn of guess_number by the recipe's rules (recipes/guess_number.py; restated here
+    because TRL's child cannot import mint_rl): the reward of `reply` on turn `turn` (1-based)
+    and the env's answer, None when the game is over."""
+    match = re.search(r"-?\d+", reply)
+    guess = int(match.group()) if match else None
+    shaping = 0.001 * len(reply)
+    if guess == secret:
+        return 1.0 - (turn - 1) / GAME_TURNS + shaping, None
+    penalty = 0.1 if guess is None else 0.0
+    if turn >= GAME_TURNS:
+        return shaping - penalty, None
+    answer = (f"Please reply with a number from 1 to {GAME_MAX_NUMBER}." if guess is None
+              else "Higher." if guess < secret else "Lower.")
+    return shaping - penalty, answer
+
+
+def next_user_tokens(tokenizer: Any, reply: list[int], content: str) -> list[int]:
+    """The tokens that follow the model's reply: the end of its turn (unless it sampled it), the
+    user message `content` and the assistant's header, from the chat template (the
+    recipe's ChatTurns.next_user). The model's own tokens are never re-rendered."""
+    base = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "?"}]
+    before = list(tokenizer.apply_chat_template(base, tokenize=True, return_dict=False))
+    after = list(tokenizer.apply_chat_template([*base, {"role": "user", "content": content}],
+                                               add_generation_prompt=True, tokenize=True,
+                                               return_dict=False))
+    eos = tokenizer.eos_token_id
+    close = before[len(before) - before[::-1].index(eos) - 1:]  # e.g. "<|im_end|>\n"
+    if reply and reply[-1] == eos:
+        close = close[1:]
+    return close + after[len(before):]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,28 +183,36 @@ async def _mint_main(args) -> dict:
     from mint_rl.sampler import EngineConfig
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
-    generated: list[int] = []  # tokens of every sampled reply (envs run in this process)
+    generated: list[int] = []  # the model's tokens in each sample (envs run in this process)
 
     class Env:
         def __init__(self, answer: str, prompt: list[int]) -> None:
-            self.answer, self.prompt = answer, prompt
+            self.answer, self.context = answer, prompt
+            self.turn, self.tokens = 0, 0
 
         async def initial_observation(self) -> list[int]:
-            return self.prompt
+            return self.context
 
         async def step(self, action: list[int]) -> StepResult:
-            generated.append(len(action))
+            self.turn, self.tokens = self.turn + 1, self.tokens + len(action)
             reply = tokenizer.decode(action, skip_special_tokens=True)
-            return StepResult(reward=reward(reply, self.answer), episode_done=True)
+            if args.shape != "guess_number":
+                generated.append(self.tokens)
+                return StepResult(reward=reward(reply, self.answer), episode_done=True)
+            score, answer = game_turn(reply, int(self.answer), self.turn)
+            if answer is None:
+                generated.append(self.tokens)
+                return StepResult(reward=score, episode_done=True)
+            self.context = self.context + action + next_user_tokens(tokenizer, action, answer)
+            return StepResult(reward=score, episode_done=False, next_observation=self.context)
 
     class Group:
-        def __init__(self, text: str, answer: str) -> None:
-            self.text, self.answer = text, answer
+        def __init__(self, messages: list[dict[str, str]], answer: str) -> None:
+            self.messages, self.answer = messages, answer
 
         async def make_envs(self) -> list[Env]:
             prompt = list(tokenizer.apply_chat_template(
-                [{"role": "user", "content": self.text}],
-                add_generation_prompt=True, tokenize=True, return_dict=False))
+                self.messages, add_generation_prompt=True, tokenize=True, return_dict=False))
             return [Env(self.answer, prompt) for _ in range(SAMPLES)]
 
         def logging_tag(self) -> str:
@@ -230,10 +293,13 @@ def trl_child(args) -> dict:
 
     torch.manual_seed(0)
     pool = json.loads(Path(args.problems).read_text())
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}], "answer": answer}
-                              for text, answer in pool])
+    data = Dataset.from_list([{"prompt": messages, "answer": answer}
+                              for messages, answer in pool])
+    game = args.shape == "guess_number"
 
-    def answer_reward(completions, answer, **_) -> list[float]:
+    def answer_reward(completions, answer, game_reward=None, **_) -> list[float]:
+        if game:  # scored turn by turn while the game was played
+            return list(game_reward)
         return [reward(c[0]["content"] if isinstance(c, list) else c, a)
                 for c, a in zip(completions, answer, strict=True)]
 
@@ -262,12 +328,53 @@ def trl_child(args) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    games = {messages[-1]["content"]: int(answer) for messages, answer in pool}
+
+    def play_games(prompts: list, trainer: Any) -> dict[str, Any]:
+        """guess_number through TRL's `rollout_func` (it has no multi-turn setting, and its
+        tool-calling loop needs a chat template with a tool format, which SmolLM2's lacks): each
+        turn is one call of TRL's own generation (`_generate_single_turn`, as its tool loop
+        makes them) for the games still on; the env's messages are masked out of the loss
+        (`env_mask`), as mint_rl gives them weight 0."""
+        prompt_ids = [list(tokenizer.apply_chat_template(p, add_generation_prompt=True,
+                                                         tokenize=True, return_dict=False))
+                      for p in prompts]
+        secrets = [games[p[-1]["content"]] for p in prompts]
+        completions: list[list[int]] = [[] for _ in prompts]
+        env_mask: list[list[int]] = [[] for _ in prompts]
+        scores = [0.0] * len(prompts)
+        playing = list(range(len(prompts)))
+        for turn in range(1, GAME_TURNS + 1):
+            if not playing:
+                break
+            replies, _ = trainer._generate_single_turn(
+                [prompt_ids[i] + completions[i] for i in playing], None, {}, 1)
+            still = []
+            for i, ids in zip(playing, replies, strict=True):
+                completions[i] += ids
+                env_mask[i] += [1] * len(ids)
+                score, answer = game_turn(tokenizer.decode(ids, skip_special_tokens=True),
+                                          secrets[i], turn)
+                scores[i] += score
+                if answer is not None:
+                    message = next_user_tokens(tokenizer, ids, answer)
+                    completions[i] += message
+                    env_mask[i] += [0] * len(message)
+                    still.append(i)
+            playing = still
+        return {"prompt_ids": prompt_ids, "completion_ids": completions, "logprobs": None,
+                "env_mask": env_mask, "game_reward": scores}
+
     timer = Timer()
     with tempfile.TemporaryDirectory() as out:
         config = GRPOConfig(
             output_dir=out, per_device_train_batch_size=PROMPTS_PER_STEP * SAMPLES,
             gradient_accumulation_steps=1, num_generations=SAMPLES,
-            max_completion_length=SHAPES[args.shape], temperature=1.0, learning_rate=LEARNING_RATE,
+            # guess_number: 6 new tokens a turn; the whole game's tokens (env messages
+            # included) are the completion.
+            max_completion_length=SHAPES[args.shape] * (GAME_TURNS * 8 if game else 1),
+            generation_kwargs={"max_new_tokens": SHAPES[args.shape]} if game else None,
+            temperature=1.0, learning_rate=LEARNING_RATE,
             max_steps=args.steps, logging_steps=1, save_strategy="no", report_to="none",
             use_cpu=True, use_vllm=False, seed=0, dataloader_num_workers=0,
             **TRL_SETTINGS[args.system],
@@ -275,6 +382,7 @@ def trl_child(args) -> dict:
         trainer = GRPOTrainer(
             model=model, reward_funcs=answer_reward, args=config, train_dataset=data,
             processing_class=tokenizer, callbacks=[timer],
+            rollout_func=play_games if game else None,
             peft_config=LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
                                    target_modules="all-linear", task_type="CAUSAL_LM"),
         )
