@@ -179,6 +179,7 @@ async def _mint_main(args) -> dict:
     from mint_rl.placement import plan_cpus
     from mint_rl.process_memory import engine_memory_metrics
     from mint_rl.rl.types import StepResult
+    from mint_rl.run.train import PROMPT_ALLOWANCE
     from mint_rl.runtime import open_system
     from mint_rl.sampler import EngineConfig
 
@@ -233,7 +234,10 @@ async def _mint_main(args) -> dict:
     cpus = plan_cpus(args.k, args.cpus)
     sampler_dtype, learner_dtype = args.dtypes
     settings = LearnerSettings(dtype=learner_dtype, cpu_cores=cpus.learner_cores())
-    engine_cfg = EngineConfig(cpu_cores=cpus.sampler_cores(), dtype=sampler_dtype)
+    # The KV cache sized for the batch as `mint-rl run` sizes it (mint_rl/run/train.py).
+    engine_cfg = EngineConfig(cpu_cores=cpus.sampler_cores(), dtype=sampler_dtype,
+                              sequences=PROMPTS_PER_STEP * SAMPLES,
+                              sequence_tokens=PROMPT_ALLOWANCE + SHAPES[args.shape])
     learner_cfg = LearnerConfig(base_model=args.model, rank=RANK, seed=0, loss="ppo",
                                 learning_rate=LEARNING_RATE, settings=settings)
     rows: list[dict] = []
