@@ -152,22 +152,36 @@ def _time_to_quality_row() -> str:
             "(bench/results/time_to_quality_arithmetic.json) |")
 
 
-def _rl_step_row(shape: str, what: str) -> str:
-    result = _result(f"rl_step_{shape}")
+def _rl_step_row(name: str, what: str, memory: bool = False) -> str:
+    """The README row of one rl_step_*.json: both K against TRL at its fastest (`memory`: and
+    each system's peak RSS)."""
+    result = _result(name)
     systems = _rl_step_systems(result)
     fastest = _trl_fastest(systems)
 
     def figure(system: str) -> str:
-        return (f"{system} {_system_median(systems[system]):.1f} s, "
+        rss = f", {_peak_rss(systems[system])} GiB" if memory else ""
+        return (f"{system} {_system_median(systems[system]):.1f} s{rss}, "
                 f"{_ratio_text(_speedups(result, system, fastest))}")
 
     step = _system_median(systems[fastest])
+    trl_rss = f", {_peak_rss(systems[fastest])} GiB" if memory else ""
     peer = "at its fastest" if len(_trl_candidates(systems)) > 1 else "in the one setting run"
-    return (f"| RL step against TRL's GRPOTrainer {peer} ({fastest}, {step:.1f} s), "
+    return (f"| RL step against TRL's GRPOTrainer {peer} ({fastest}, {step:.1f} s{trl_rss}), "
             f"{what}, {len(result['invocations'])} invocations ({_when(result)}) "
-            f"| {figure('mint_rl K=0')}; {figure('mint_rl K=1')} (median step; speed-up: median "
-            "and range over invocations) | [rl_bench.md](docs/rl_bench.md#results) "
-            f"| [rl_step_{shape}.json](bench/results/rl_step_{shape}.json) |")
+            f"| {figure('mint_rl K=0')}; {figure('mint_rl K=1')} (median step"
+            + ("; peak RSS, mint_rl's learner + vLLM engine" if memory else "")
+            + "; speed-up: median and range over invocations) "
+            "| [rl_bench.md](docs/rl_bench.md#results) "
+            f"| [{name}.json](bench/results/{name}.json) |")
+
+
+def _peak_rss(runs: list[dict[str, Any]]) -> str:
+    """A system's peak RSS over its runs, GiB: mint_rl's as learner + engine."""
+    rss = max(r["peak_rss_gib"] for r in runs)
+    engine = max(r.get("engine_peak_rss_gib", 0.0) for r in runs)
+    return f"{rss:.2f}" + (f" + {engine:.2f}" if engine else "")
+
 
 def _learner_row() -> str:
     now = {r["batch"]: r["peak_rss"] / GiB for r in _result("learner_memory_qwen3-0.6b")["rows"]}
@@ -348,7 +362,7 @@ def rl_step_table() -> str:
         out += [f"{name} ({_when(result)}, {result['sitting']['cpu']}, "
                 f"{result['sitting']['cores']} cores): `{c['command']}`. {c['prompts']} prompts "
                 f"x {c['samples']} samples x <= {c['max_tokens']} new tokens, "
-                f"LoRA r{c['lora_rank']}; "
+                f"{Path(c['model']).name}, LoRA r{c['lora_rank']}; "
                 f"{c['steps']} steps per run, the first {c['warmup']} not measured; "
                 f"{len(result['invocations'])} invocations. TRL at its fastest that sitting: "
                 f"**{fastest}**"
@@ -361,9 +375,7 @@ def rl_step_table() -> str:
         for system, runs in systems.items():
             medians = [_run_median(r) for r in runs]
             sampling, training = _phases(system, runs)
-            rss = max(r["peak_rss_gib"] for r in runs)
-            engine = max(r.get("engine_peak_rss_gib", 0.0) for r in runs)
-            memory = f"{rss:.2f}" + (f" + engine {engine:.2f}" if engine else "")
+            memory = _peak_rss(runs).replace(" + ", " + engine ")
             ratio = (_ratio_text(_speedups(result, system, fastest)) if system != fastest
                      else "1")
             out.append(f"| {system} | {_settings(system, runs[0])} "
@@ -392,8 +404,13 @@ def _rl_step_reading(systems: dict[str, list[dict[str, Any]]], fastest: str) -> 
 
 def headline_table() -> str:
     rows = [_arithmetic_row(), _time_to_quality_row(),
-            _rl_step_row("arithmetic", "arithmetic batch (<= 16 new tokens)"),
-            _rl_step_row("math256", "word problems (<= 256 new tokens)"), _learner_row(),
+            _rl_step_row("rl_step_arithmetic", "arithmetic batch (<= 16 new tokens)"),
+            _rl_step_row("rl_step_math256", "word problems (<= 256 new tokens)"),
+            _rl_step_row("rl_step_guess_number", "guess_number game (up to 5 turns of <= 6 "
+                         "new tokens)"),
+            _rl_step_row("rl_step_arithmetic_qwen3-0.6b", "arithmetic batch at Qwen3-0.6B's "
+                         "shape (random weights)", memory=True),
+            _learner_row(),
             _serve_row(), _server_clients_row(), _recipes_row()]
     return "\n".join(["| what | figure | doc | data |", "|---|---|---|---|", *rows])
 

@@ -137,6 +137,33 @@ def test_a_game_ends_unrewarded_after_max_turns(tokenizer: Any) -> None:
     assert not env.won and env.turns == 3
 
 
+def test_the_rl_step_bench_plays_the_recipes_game(tokenizer: Any) -> None:
+    """bench/bench_rl.py restates the rules for TRL's child (which cannot import mint_rl): its
+    turns must score, answer and extend the conversation exactly as GuessEnv does (less the
+    bench's 0.001 per character, which breaks ties)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        import bench_rl
+    finally:
+        sys.path.pop(0)
+    cfg = Config(max_number=bench_rl.GAME_MAX_NUMBER, max_turns=bench_rl.GAME_TURNS)
+    for secret, texts in [(7, ["5", "nine", "9", "7"]), (2, ["5", "1", "3", "4", "x"])]:
+        env = GuessEnv(ChatTurns(tokenizer), secret=secret, cfg=cfg)
+        context = anyio.run(env.initial_observation)
+        for turn, text in enumerate(texts, 1):
+            action = reply(tokenizer, text, finished=turn % 2 == 1)
+            result = play(env, [action])[0]
+            score, answer = bench_rl.game_turn(text, secret, turn)
+            assert score - 0.001 * len(text) == pytest.approx(result.reward)
+            assert (answer is None) == result.episode_done
+            if answer is not None:
+                assert result.next_observation == (
+                    context + action + bench_rl.next_user_tokens(tokenizer, action, answer))
+                context = result.next_observation
+
+
 def test_a_multi_turn_datum_trains_only_the_models_tokens(tokenizer: Any) -> None:
     cfg = Config(max_number=10, max_turns=5)
     env = GuessEnv(ChatTurns(tokenizer), secret=7, cfg=cfg)
