@@ -34,6 +34,7 @@ the project's): `python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip instal
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -140,18 +141,26 @@ def game_turn(reply: str, secret: int, turn: int) -> tuple[float, str | None]:
 
 def next_user_tokens(tokenizer: Any, reply: list[int], content: str) -> list[int]:
     """The tokens that follow the model's reply: the end of its turn (unless it sampled it), the
-    user message `content` and the assistant's header, from the chat template (the
-    recipe's ChatTurns.next_user). The model's own tokens are never re-rendered."""
+    user message `content` and the assistant's header. The recipe's ChatTurns.next_user,
+    restated for TRL's child, which cannot import mint_rl (mint_rl's child calls the recipe's;
+    tests/test_guess_number.py checks that the two agree)."""
+    close, message = _user_turn(tokenizer, content)
+    if reply and reply[-1] == tokenizer.eos_token_id:
+        close = close[1:]
+    return [*close, *message]
+
+
+@functools.cache
+def _user_turn(tokenizer: Any, content: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(end of an assistant turn, user message `content` + assistant header), rendered by the
+    chat template once per message: a game has a handful of distinct ones."""
     base = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "?"}]
     before = list(tokenizer.apply_chat_template(base, tokenize=True, return_dict=False))
     after = list(tokenizer.apply_chat_template([*base, {"role": "user", "content": content}],
                                                add_generation_prompt=True, tokenize=True,
                                                return_dict=False))
-    eos = tokenizer.eos_token_id
-    close = before[len(before) - before[::-1].index(eos) - 1:]  # e.g. "<|im_end|>\n"
-    if reply and reply[-1] == eos:
-        close = close[1:]
-    return close + after[len(before):]
+    end = len(before) - before[::-1].index(tokenizer.eos_token_id) - 1
+    return tuple(before[end:]), tuple(after[len(before):])  # e.g. "<|im_end|>\n", ...
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,12 +187,14 @@ async def _mint_main(args) -> dict:
     from mint_rl.models import resolve_model
     from mint_rl.placement import plan_cpus
     from mint_rl.process_memory import engine_memory_metrics
+    from mint_rl.recipes.guess_number import ChatTurns
     from mint_rl.rl.types import StepResult
     from mint_rl.run.train import PROMPT_ALLOWANCE
     from mint_rl.runtime import open_system
     from mint_rl.sampler import EngineConfig
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+    chat = ChatTurns(tokenizer)
     generated: list[int] = []  # the model's tokens in each sample (envs run in this process)
 
     class Env:
@@ -204,7 +215,7 @@ async def _mint_main(args) -> dict:
             if answer is None:
                 generated.append(self.tokens)
                 return StepResult(reward=score, episode_done=True)
-            self.context = self.context + action + next_user_tokens(tokenizer, action, answer)
+            self.context = self.context + action + chat.next_user(action, answer)
             return StepResult(reward=score, episode_done=False, next_observation=self.context)
 
     class Group:
@@ -374,9 +385,10 @@ def trl_child(args) -> dict:
         config = GRPOConfig(
             output_dir=out, per_device_train_batch_size=PROMPTS_PER_STEP * SAMPLES,
             gradient_accumulation_steps=1, num_generations=SAMPLES,
-            # guess_number: 6 new tokens a turn; the whole game's tokens (env messages
-            # included) are the completion.
-            max_completion_length=SHAPES[args.shape] * (GAME_TURNS * 8 if game else 1),
+            # guess_number: 6 new tokens a turn (generation_kwargs); the whole game, env
+            # messages included, is the completion, whose length TRL does not cap for a
+            # rollout_func: 240 only has to be at least a game's tokens (about 100 at most).
+            max_completion_length=240 if game else SHAPES[args.shape],
             generation_kwargs={"max_new_tokens": SHAPES[args.shape]} if game else None,
             temperature=1.0, learning_rate=LEARNING_RATE,
             max_steps=args.steps, logging_steps=1, save_strategy="no", report_to="none",

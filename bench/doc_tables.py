@@ -176,11 +176,11 @@ def _rl_step_row(name: str, what: str, memory: bool = False) -> str:
             f"| [{name}.json](bench/results/{name}.json) |")
 
 
-def _peak_rss(runs: list[dict[str, Any]]) -> str:
-    """A system's peak RSS over its runs, GiB: mint_rl's as learner + engine."""
+def _peak_rss(runs: list[dict[str, Any]], engine_label: str = "") -> str:
+    """A system's peak RSS over its runs, GiB: mint_rl's as learner + `engine_label` engine."""
     rss = max(r["peak_rss_gib"] for r in runs)
     engine = max(r.get("engine_peak_rss_gib", 0.0) for r in runs)
-    return f"{rss:.2f}" + (f" + {engine:.2f}" if engine else "")
+    return f"{rss:.2f}" + (f" + {engine_label}{engine:.2f}" if engine else "")
 
 
 def _learner_row() -> str:
@@ -375,7 +375,7 @@ def rl_step_table() -> str:
         for system, runs in systems.items():
             medians = [_run_median(r) for r in runs]
             sampling, training = _phases(system, runs)
-            memory = _peak_rss(runs).replace(" + ", " + engine ")
+            memory = _peak_rss(runs, engine_label="engine ")
             ratio = (_ratio_text(_speedups(result, system, fastest)) if system != fastest
                      else "1")
             out.append(f"| {system} | {_settings(system, runs[0])} "
