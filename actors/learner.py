@@ -97,7 +97,7 @@ class LearnerActor(Actor):
         policy_version = self.policy_version
         folder = self.client.save_sampler_folder(f"v{policy_version:06d}")
         probe_logprobs = self.client.probe_logprobs(probe_tokens)  # queued behind the save
-        return SavedPolicy(str(await folder), policy_version, await probe_logprobs)
+        return SavedPolicy(await folder, policy_version, await probe_logprobs)
 
     @endpoint
     async def save_state(self, name: str) -> str:

@@ -5,11 +5,12 @@ ordered control message: it loads the saved version into the engine, checks it a
 logprobs against the learner's), and only then lets rollouts that wait for that version start.
 
 Each sampler actor of a run has its own vLLM engine (`EngineConfig.slot`: its own engine
-process and cores). A rollout that fails (the engine process died, the env raised or timed out)
-crashes the actor; the runtime's supervision starts a new one, which takes its slot's engine over
-(a new one if it died) without forgetting the run's policy versions, and serves nothing until
-the pipeline loads the current weights into it again (RLPipeline._restore; the group is sampled
-again).
+process and cores), held by the `SamplerEngines` the run hands it. A rollout that fails (the
+engine process died, the env raised or timed out) crashes the actor; the runtime's supervision
+builds a new one from the same arguments, so from the same `SamplerEngines`: it takes its slot's
+engine over (a new one if it died) without forgetting the run's policy versions, and serves
+nothing until the pool loads the current weights into it again (SamplerPool.restore_crashed; the
+group is sampled again).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from mint_rl.runtime import Actor, endpoint
 
 if TYPE_CHECKING:  # vLLM-heavy: imported when the sampler starts, not with this module
     from mint_rl.sampler import EngineConfig, SamplingClient
-    from mint_rl.sampler.engine import SamplerEngine
+    from mint_rl.sampler.engine import SamplerEngine, SamplerEngines
 
 
 T = TypeVar("T")
@@ -35,10 +36,12 @@ T = TypeVar("T")
 class SamplerActor(Actor):
     def __init__(self, base_model: str, params: types.SamplingParams,
                  engine_config: EngineConfig | None = None,
-                 env_timeout_s: float | None = None) -> None:
+                 env_timeout_s: float | None = None, *,
+                 engines: SamplerEngines | None = None) -> None:
         self.base_model = base_model
         self.params = params
         self.engine_config = engine_config
+        self.engines = engines  # None: the in-process API's (mint_rl.sampler.IN_PROCESS)
         self.env_timeout_s = env_timeout_s  # an env.step (the reward) taking longer fails
         self.served = LatestVersion()  # -1: nothing loaded yet; rollouts wait on it
         self._client: SamplingClient | None = None
@@ -46,16 +49,17 @@ class SamplerActor(Actor):
         self._crashed = False
 
     async def setup(self) -> None:
-        from mint_rl.sampler import acquire_engine
+        from mint_rl.sampler import IN_PROCESS
 
-        # The engine is found once, here, and held: every load and rollout below uses this
-        # one. A run numbers policy versions from 0. An engine already running in this process
-        # in this sampler's slot (a second run in a notebook, a test session) is reset and reused
-        # instead of restarted (a start costs 20-60 s); one this actor starts, it also shuts
-        # down. A restarted actor keeps the run's versions: it resets nothing.
+        # The engine is taken once, here, and held: every load and rollout below uses this
+        # one. A run numbers policy versions from 0. An engine already running in this sampler's
+        # slot (a second run in a notebook, a test session) is reset and reused instead of
+        # restarted (a start costs 20-60 s); one this actor starts, it also shuts down. A
+        # restarted actor keeps the run's versions: it resets nothing.
         # Starting vLLM takes a while and blocks: keep the event loop free meanwhile.
+        engines = self.engines if self.engines is not None else IN_PROCESS
         self._engine, self._owns_engine = await self.ctx.run_blocking(
-            acquire_engine, self.base_model, self.engine_config)
+            engines.acquire, self.base_model, self.engine_config)
         engine = self._engine
         if not self._owns_engine and self.ctx.restarts == 0:
             await self.ctx.run_blocking(engine.reset)
@@ -118,7 +122,7 @@ class SamplerActor(Actor):
     async def teardown(self) -> None:
         if self._engine is None:  # setup failed before an engine was up
             return
-        if self._crashed:  # the restarted actor takes the engine over (get_engine replaces it
+        if self._crashed:  # the restarted actor takes the engine over (acquire replaces it
             return         # if it died): stopping or resetting it would lose the run's versions
         engine = self._engine
         if self._owns_engine:

@@ -81,7 +81,7 @@ def bench_mint(model: str, adapter: Path, probe_logprobs: Any, repeats: int) -> 
             sampler = await system.spawn(SamplerActor, model, params,
                                          EngineConfig(), name="sampler")
             probe = await sampler.probe_tokens()
-            await sampler.load_weights(SavedPolicy(str(adapter), 1, probe_logprobs(probe)))
+            await sampler.load_weights(SavedPolicy(Path(adapter), 1, probe_logprobs(probe)))
             client = SamplerActorClient(sampler, 1)  # what the pipeline evaluates with
 
             async def batch() -> None:

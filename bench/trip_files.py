@@ -9,8 +9,8 @@ checks the probe, batch 2 is sampled with it and turned into advantages and datu
 The files are sorted into three kinds: the trip itself; the actor runtime (mailboxes, calls,
 supervision: plumbing a reader skips, as they skip anyio); and the run around it (metrics,
 the live view, samples.jsonl). The vLLM engine runs in a process of its own, which the profiler
-does not see: its one file of ours (`mint_rl/sampler/worker_ext.py`, the `merged` weight rebuild)
-is added by hand.
+does not see: its files of ours (`mint_rl/sampler/worker_ext.py`, the `merged` weight rebuild,
+and `mint_rl/sampler/lora_merge.py`, which reads the adapter and merges it) are added by hand.
 
     python bench/trip_files.py [--name trip_files]   # writes bench/results/NAME.json
 """
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MINT_RL = ROOT / "mint_rl"
 # mint_rl/actors and mint_rl/recipes are the top-level folders, under the package's name.
 ALIASES = {str(MINT_RL / "actors"): "actors", str(MINT_RL / "recipes"): "recipes"}
-OUTSIDE_PROCESS = ["mint_rl/sampler/worker_ext.py"]
+OUTSIDE_PROCESS = ["mint_rl/sampler/worker_ext.py", "mint_rl/sampler/lora_merge.py"]
 RUNTIME = ("mint_rl/runtime/",)
 RUN_AROUND = ("mint_rl/run/", "mint_rl/terminal.py", "mint_rl/process_memory.py")
 

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (never run)
     from mint_rl import types
-    from mint_rl.client import ServiceClient, TrainingClient
+    from mint_rl.client import APIFuture, ServiceClient, TrainingClient
     from mint_rl.errors import (
         BadRequestError,
         ConflictError,
@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (nev
         TinkerError,
         WeightSyncError,
     )
-    from mint_rl.futures import APIFuture
     from mint_rl.learner.engine import LearnerSettings
     from mint_rl.sampler.sampling_client import SamplingClient
     from mint_rl.types import (
@@ -45,7 +44,7 @@ _LAZY = {
     "ServiceClient": "mint_rl.client",
     "TrainingClient": "mint_rl.client",
     "SamplingClient": "mint_rl.sampler.sampling_client",
-    "APIFuture": "mint_rl.futures",
+    "APIFuture": "mint_rl.client",
     "LearnerSettings": "mint_rl.learner.engine",
     "BadRequestError": "mint_rl.errors",
     "ConflictError": "mint_rl.errors",

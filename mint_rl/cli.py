@@ -258,7 +258,7 @@ def _running_engine(base_model: str) -> Any:
     """The vLLM engine for `base_model` running in this process, if any (imports no vLLM)."""
     engines = sys.modules.get("mint_rl.sampler.engine")  # never imported: no engine runs
     try:
-        return engines.running_engine(base_model) if engines is not None else None
+        return engines.IN_PROCESS.running(base_model) if engines is not None else None
     except MintError:  # a model that cannot be resolved has no engine
         return None
 

@@ -8,16 +8,16 @@ Tinker cookbook does.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from mint_rl.errors import InvalidInputError
-from mint_rl.futures import APIFuture
 from mint_rl.learner import checkpoint as ckpt
 from mint_rl.learner.base_models import BaseModels
 from mint_rl.learner.engine import CustomLossFn, LearnerEngine, LearnerSettings
@@ -40,6 +40,37 @@ from mint_rl.types import (
 )
 
 T = TypeVar("T")
+
+
+class APIFuture(Generic[T]):
+    """Wraps a concurrent.futures.Future so both sync and asyncio code can wait on it."""
+
+    def __init__(self, future: concurrent.futures.Future[T]) -> None:
+        self._future = future
+
+    def result(self, timeout: float | None = None) -> T:
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"no result within {timeout} s") from None
+
+    async def result_async(self, timeout: float | None = None) -> T:
+        wrapped = asyncio.wrap_future(self._future)
+        if timeout is None:
+            return await asyncio.shield(wrapped)
+        try:
+            return await asyncio.wait_for(asyncio.shield(wrapped), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no result within {timeout} s") from None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result_async().__await__()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def future(self) -> concurrent.futures.Future[T]:
+        return self._future
 
 
 class ServiceClient:

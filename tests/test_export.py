@@ -119,8 +119,7 @@ def test_export_refuses_to_overwrite_what_is_not_an_earlier_export(
 @pytest.mark.slow
 def test_exported_folders_serve_the_learners_logprobs_in_vllm(
         default_model: Path, sampler_engine, tmp_path: Path) -> None:
-    from mint_rl.sampler import SamplingClient
-    from mint_rl.sampler.engine import running_engine
+    from mint_rl.sampler import IN_PROCESS, SamplingClient
 
     client, run_dir = trained_run(default_model, tmp_path / "run", rank=8)
     tokens = client.get_tokenizer().encode("The capital of France is Paris, and 3 + 4 = 7.")
@@ -137,7 +136,7 @@ def test_exported_folders_serve_the_learners_logprobs_in_vllm(
         alone = SamplingClient(base_model=str(merged)).compute_logprobs(
             types.ModelInput.from_ints(tokens)).result()
     finally:
-        engine = running_engine(str(merged))
+        engine = IN_PROCESS.running(str(merged))
         if engine is not None:
             engine.close()
     for logprobs in (served, alone):

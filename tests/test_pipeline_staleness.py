@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import pytest
@@ -97,7 +98,7 @@ class TimedLearner(Actor):
 
     @endpoint
     async def save_weights_for_sampler(self, probe) -> SavedPolicy:
-        return SavedPolicy("unused", self.clock.learner_version, [])
+        return SavedPolicy(Path("unused"), self.clock.learner_version, [])
 
     @endpoint
     async def train(self, datums) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -123,7 +124,7 @@ class SavedPolicy:
     """A policy version the learner saved for samplers: its adapter folder, and the logprobs of
     the probe tokens that the sampler must reproduce to show it loaded these weights."""
 
-    adapter_dir: str
+    adapter_dir: Path
     policy_version: int
     probe_logprobs: list[float]
 

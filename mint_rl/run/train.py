@@ -68,7 +68,7 @@ from mint_rl.terminal import StartupTimeline, console, startup_timeline
 
 if TYPE_CHECKING:
     from mint_rl.placement import CpuPlacement
-    from mint_rl.sampler import EngineConfig
+    from mint_rl.sampler import EngineConfig, SamplerEngines
 
 A = TypeVar("A", bound=Actor)
 
@@ -87,10 +87,12 @@ PLOTTED = ["eval/accuracy", "reward/mean", "kl/sampler_learner", "staleness/max"
 
 
 def train(config: RLConfig, dataset: RLDataset, log_dir: Path, *,
-          evaluate: Evaluate | None = None, stages: Sequence[GroupStage] = ()) -> PipelineState:
-    """Trains `config.steps` steps on `dataset` (resuming from `log_dir` if it holds a run)."""
+          evaluate: Evaluate | None = None, stages: Sequence[GroupStage] = (),
+          engines: SamplerEngines | None = None) -> PipelineState:
+    """Trains `config.steps` steps on `dataset` (resuming from `log_dir` if it holds a run);
+    `engines`: who holds the sampler engines (see `TrainingRun.open`)."""
     async def run_all() -> PipelineState:
-        async with TrainingRun.open(config, log_dir) as run:
+        async with TrainingRun.open(config, log_dir, engines=engines) as run:
             return await run.train(dataset, evaluate=evaluate, stages=stages)
 
     return anyio.run(run_all)
@@ -121,8 +123,9 @@ class TrainingRun:
     """An open run: its folder, its actor system and actors, and the step it starts from."""
 
     def __init__(self, config: RLConfig, log_dir: Path, system: ActorSystem,
-                 timeline: StartupTimeline) -> None:
+                 timeline: StartupTimeline, engines: SamplerEngines) -> None:
         self.config, self.log_dir, self.system, self.timeline = config, log_dir, system, timeline
+        self.engines = engines
         self.checkpoints = RunCheckpoints(log_dir, keep_last=config.keep_checkpoints)
         latest = self.checkpoints.latest()
         self.resume_from = latest.state_path if latest else None
@@ -136,8 +139,16 @@ class TrainingRun:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, config: RLConfig, log_dir: Path) -> AsyncIterator[TrainingRun]:
-        """Starts the run's actors (unless every step is done); stops them when the block ends."""
+    async def open(cls, config: RLConfig, log_dir: Path, *,
+                   engines: SamplerEngines | None = None) -> AsyncIterator[TrainingRun]:
+        """Starts the run's actors (unless every step is done); stops them when the block ends.
+
+        The sampler actors take their vLLM engines from `engines`; None: the in-process API's
+        (`mint_rl.sampler.IN_PROCESS`), so an engine already running there is reused (a second
+        run in one process skips the 20-60 s start) and `SamplingClient`s share it.
+        """
+        from mint_rl.sampler import IN_PROCESS
+
         write_config(log_dir, config)  # also for runs started from Python, not `mint-rl run`
         check_sinks(config)  # a missing wandb stops the run here, not after the engines start
         timeline = startup_timeline()
@@ -146,7 +157,8 @@ class TrainingRun:
         backend = RayBackend(config.ray_address) if config.backend == "ray" else None
         async with open_system(restart=SUPERVISION, teardown_timeout=60, backend=backend,
                                on_failure=functools.partial(_record_failure, log_dir)) as system:
-            run = cls(config, log_dir, system, timeline)
+            run = cls(config, log_dir, system, timeline,
+                      engines if engines is not None else IN_PROCESS)
             run.tokenizer = tokenizer
             if run.start_step < config.steps:
                 await run._start_actors()
@@ -188,7 +200,7 @@ class TrainingRun:
                                 loss=cfg.loss, learning_rate=cfg.lr, resume_from=self.resume_from,
                                 settings=settings)
         samplers = [functools.partial(SamplerActor, cfg.base_model, self.sampling_params(), e,
-                                      cfg.env_timeout_s) for e in engines]
+                                      cfg.env_timeout_s, engines=self.engines) for e in engines]
         if self.system.backend is not None:
             self.resources = _ray_resources(cfg, cpus, engines)
         reference: ReferenceActor | None = None

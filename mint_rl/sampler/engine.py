@@ -4,10 +4,10 @@
 version store and the per-token version stamps (versions.py: policy_version -> adapter copy, the
 version of each token) and a weight-sync strategy (weight_sync.py: how a version gets into the
 engine, and the probe that checks it arrived). Engines are shared per (base model,
-`EngineConfig.slot`) within a process (`get_engine`: the in-process API's clients, and a sampler
-actor when it starts; several sampler actors of a run each have their own slot, so their own
-vLLM engine process) and closed by `close_all()` (also registered with atexit), so no engine
-process outlives us.
+`EngineConfig.slot`) by their owner, a `SamplerEngines`: a run's (handed to its sampler actors;
+several sampler actors each have their own slot, so their own vLLM engine process), or
+`IN_PROCESS`, the in-process API's (closed at interpreter exit, so no engine process outlives
+us).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ class SamplerEngine:
 
     @property
     def dead(self) -> bool:
-        """Its vLLM engine process died; `get_engine` replaces it with a new engine."""
+        """Its vLLM engine process died; its owner (`SamplerEngines.acquire`) replaces it."""
         return self.vllm.dead
 
     # ---------------------------------------------------------------- policy versions
@@ -207,74 +208,107 @@ class SamplerEngine:
                 self.stamps.discard(key)
 
 
-# ---------------------------------------------------------------------------- registry
+# ---------------------------------------------------------------------------- owners
 
-_ENGINES: dict[tuple[Path, int], SamplerEngine] = {}
-_LOCK = threading.Lock()  # guards _ENGINES; held only briefly
-# One engine starts at a time: vLLM's start reads this process's environment, which VllmEngine
-# sets for the engine it starts. Looking up a running engine never waits for a start (a sampler
-# whose engine is being replaced must not hold up the others).
+# One engine starts at a time in a process: vLLM's start reads the process's environment, which
+# VllmEngine sets for the engine it starts. Looking up a running engine never waits for a start
+# (a sampler whose engine is being replaced must not hold up the others).
 _START_LOCK = threading.Lock()
 
 
-def _running(key: tuple[Path, int], config: EngineConfig | None,
-             base_model: str) -> SamplerEngine | None:
-    """The live engine under `key` (its config must match `config`); None if there is none."""
-    with _LOCK:
-        engine = _ENGINES.get(key)
-    if engine is None or engine.closed or engine.dead:
-        return None
-    if config is not None and not config.served_by(engine.config):
-        raise InvalidInputError(
-            "engine_config", f"an engine for {base_model!r} (slot {key[1]}) already runs with "
-            f"{engine.config}; close_all() first to change it"
-        )
-    return engine
+class SamplerEngines:
+    """The sampler engines one owner holds, one per (base model, `EngineConfig.slot`), each
+    started on first use (20-60 s on the 2-core CPU, docs/startup.md); an engine whose process
+    died is replaced by a new one.
+
+    A run hands its `SamplerEngines` to every sampler actor it spawns, so an actor restarted
+    after a crash takes its slot's engine over (the runtime builds the new instance from the same
+    arguments). `IN_PROCESS` holds the engines of the in-process API (`SamplingClient`) and of
+    runs not given their own: a second run in a notebook, or the test suite, reuses the engine
+    instead of starting one. Sent to another process (a Ray actor), it arrives empty: engines
+    belong to the process that started them.
+    """
+
+    def __init__(self) -> None:
+        self._engines: dict[tuple[Path, int], SamplerEngine] = {}
+        self._lock = threading.Lock()  # guards _engines; held only briefly
+        _OPEN.add(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SamplerEngines, ())
+
+    def get(self, base_model: str, config: EngineConfig | None = None) -> SamplerEngine:
+        """The engine for `base_model` in `config.slot` (default 0), started if none runs."""
+        return self.acquire(base_model, config)[0]
+
+    def acquire(self, base_model: str, config: EngineConfig | None = None,
+                ) -> tuple[SamplerEngine, bool]:
+        """`get`, and whether this call started the engine (its caller then owns it)."""
+        key = (resolve_model(base_model), config.slot if config is not None else 0)
+        engine = self._running(key, config, base_model)
+        if engine is not None:
+            return engine, False
+        with _START_LOCK:
+            engine = self._running(key, config, base_model)  # started by another thread
+            if engine is not None:
+                return engine, False
+            with self._lock:
+                old = self._engines.pop(key, None)
+            if old is not None and old.dead:
+                log.warning("the sampler engine for %s (slot %d) died; starting a new one",
+                            base_model, key[1])
+            if old is not None:
+                old.close()
+            engine = SamplerEngine(base_model, config)
+            with self._lock:
+                self._engines[key] = engine
+            return engine, True
+
+    def running(self, base_model: str, slot: int = 0) -> SamplerEngine | None:
+        """The engine for `base_model` in `slot` if one runs (never starts one)."""
+        return self._running((resolve_model(base_model), slot), None, base_model)
+
+    def _running(self, key: tuple[Path, int], config: EngineConfig | None,
+                 base_model: str) -> SamplerEngine | None:
+        """The live engine under `key` (its config must match `config`); None if there is none."""
+        with self._lock:
+            engine = self._engines.get(key)
+        if engine is None or engine.closed or engine.dead:
+            return None
+        if config is not None and not config.served_by(engine.config):
+            raise InvalidInputError(
+                "engine_config", f"an engine for {base_model!r} (slot {key[1]}) already runs "
+                f"with {engine.config}; close it first to change it"
+            )
+        return engine
+
+    def close(self) -> None:
+        """Shuts every engine down. Safe to call twice; engines start again on next use."""
+        with self._lock:
+            engines = list(self._engines.values())
+            self._engines.clear()
+        for engine in engines:
+            engine.close()
+
+
+_OPEN: weakref.WeakSet[SamplerEngines] = weakref.WeakSet()  # closed at exit, never looked up
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """No engine process outlives us (a script may end without closing its engines)."""
+    for engines in list(_OPEN):
+        engines.close()
+
+
+IN_PROCESS = SamplerEngines()
 
 
 def get_engine(base_model: str, config: EngineConfig | None = None) -> SamplerEngine:
-    """The process's engine for `base_model` in `config.slot` (default 0), started on first use
-    (20-60 s on the 2-core CPU, docs/startup.md). An engine whose process died is replaced by a
-    new one."""
-    return acquire_engine(base_model, config)[0]
-
-
-def acquire_engine(base_model: str, config: EngineConfig | None = None,
-                   ) -> tuple[SamplerEngine, bool]:
-    """`get_engine`, and whether this call started the engine (its caller then owns it)."""
-    key = (resolve_model(base_model), config.slot if config is not None else 0)
-    engine = _running(key, config, base_model)
-    if engine is not None:
-        return engine, False
-    with _START_LOCK:
-        engine = _running(key, config, base_model)  # started by another thread meanwhile
-        if engine is not None:
-            return engine, False
-        with _LOCK:
-            old = _ENGINES.pop(key, None)
-        if old is not None and old.dead:
-            log.warning("the sampler engine for %s (slot %d) died; starting a new one",
-                        base_model, key[1])
-        if old is not None:
-            old.close()
-        engine = SamplerEngine(base_model, config)
-        with _LOCK:
-            _ENGINES[key] = engine
-        return engine, True
-
-
-def running_engine(base_model: str, slot: int = 0) -> SamplerEngine | None:
-    """The engine for `base_model` in `slot` if one runs in this process (never starts one)."""
-    return _running((resolve_model(base_model), slot), None, base_model)
+    """The in-process API's engine for `base_model` (`IN_PROCESS.get`)."""
+    return IN_PROCESS.get(base_model, config)
 
 
 def close_all() -> None:
-    """Shuts every sampler engine of this process down (also runs at interpreter exit)."""
-    with _LOCK:
-        engines = list(_ENGINES.values())
-        _ENGINES.clear()
-    for engine in engines:
-        engine.close()
-
-
-atexit.register(close_all)
+    """Shuts the in-process API's engines down (also runs at interpreter exit)."""
+    IN_PROCESS.close()
