@@ -10,7 +10,8 @@ Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` in its doc
 - docs/server.md `server-clients`: server RSS with 1/2/4 training clients, base weights shared or
   copied (bench_server_clients.py: server_clients_*.json)
 - docs/pipeline.md `trip`: the files one group's trip runs through (trip_files.py:
-  trip_files*.json)
+  trip_files*.json); `structure-behaviour`: the arithmetic recipe's curve and step time before
+  and after a structure change, one sitting (time_to_quality.py: structure_behaviour_*.json)
 - docs/off_policy.md `time-to-quality`: wall-clock time to 0.9 held-out accuracy at K = 0 and
   K = 1 (time_to_quality.py: time_to_quality_*.json)
 - docs/rl_bench.md `rl-step`: whole RL steps of mint_rl and TRL's GRPOTrainer, several
@@ -258,17 +259,26 @@ def _median(values: list[float]) -> str:
 
 
 def time_to_quality_table() -> str:
-    """Per K: each seed's time (and step) to the target, their median, and the median phase
-    times over the steps without an evaluation of every seed (and the evaluations' median)."""
+    return _time_to_target_tables("time_to_quality_*.json")
+
+
+def structure_behaviour_table() -> str:
+    return _time_to_target_tables("structure_behaviour_[ab]*.json")
+
+
+def _time_to_target_tables(pattern: str) -> str:
+    """Per K: each seed's time (and step) to the target, their median, each seed's final
+    accuracy, and the median phase times over the steps without an evaluation of every seed (and
+    the evaluations' median)."""
     out = []
-    for name, result in _load("time_to_quality_*.json"):
+    for name, result in _load(pattern):
         target, runs = result["config"]["target"], result["runs"]
         seeds = sorted({r["seed"] for r in runs})
         out += [f"{name} ({_when(result)}): `{result['config']['command']}`, target {target}.",
                 "", "| K | " + " | ".join(f"seed {s}: s (step)" for s in seeds)
-                + " | median s to target | step s | sampling wait s | training s "
-                "| loading weights s | evaluation s | staleness max |",
-                "|---|" + "---:|" * (len(seeds) + 7)]
+                + " | median s to target | final accuracy | step s | sampling wait s "
+                "| training s | loading weights s | evaluation s | staleness max |",
+                "|---|" + "---:|" * (len(seeds) + 8)]
         for k in sorted({r["k"] for r in runs}):
             mine = {r["seed"]: r for r in runs if r["k"] == k}
             cells = [f"{mine[s]['reached']['seconds']:.1f} ({mine[s]['reached']['step']})"
@@ -284,6 +294,7 @@ def time_to_quality_table() -> str:
                                    if "time/eval" in x]
             median = _median_time_to_target(list(mine.values()))
             cells.append(f"**{median:.1f}**" if median != math.inf else "not reached")
+            cells.append(" / ".join(f"{mine[s]['evals'][-1]['accuracy']:.2f}" for s in seeds))
             cells += [_median(phases[key]) for key in phases]
             cells.append(str(max(r["staleness_max"] for r in mine.values())))
             out.append(f"| {k} | " + " | ".join(cells) + " |")
@@ -421,6 +432,7 @@ TABLES = {
     (DOCS / "memory.md", "serve-memory"): serve_table,
     (DOCS / "server.md", "server-clients"): server_clients_table,
     (DOCS / "pipeline.md", "trip"): trip_table,
+    (DOCS / "pipeline.md", "structure-behaviour"): structure_behaviour_table,
     (DOCS / "off_policy.md", "time-to-quality"): time_to_quality_table,
     (DOCS / "rl_bench.md", "rl-step"): rl_step_table,
     (ROOT / "README.md", "headline"): headline_table,
