@@ -153,6 +153,21 @@ def _time_to_quality_row() -> str:
             "(bench/results/time_to_quality_arithmetic.json) |")
 
 
+def _defaults_row() -> str:
+    """The arithmetic recipe at its defaults, every seed of the two latest sittings."""
+    finals = []
+    for name in ("structure_behaviour_before", "structure_behaviour_after"):
+        result = _result(name)
+        finals += [f"{r['evals'][-1]['accuracy']:.2f}" for r in result["runs"]]
+        when = _when(result)
+    return ("| Arithmetic RL at the defaults (K = 0, 30 steps), SmolLM2-135M, "
+            f"{len(finals)} runs: seeds 0-2 twice, unseeded sampling (latest {when}) "
+            f"| held-out accuracy at step 30: {', '.join(finals)} "
+            "| [pipeline.md](docs/pipeline.md#behaviour-across-a-structure-change) "
+            "| [before](bench/results/structure_behaviour_before.json), "
+            "[after](bench/results/structure_behaviour_after.json) |")
+
+
 def _rl_step_row(name: str, what: str, memory: bool = False) -> str:
     """The README row of one rl_step_*.json: both K against TRL at its fastest (`memory`: and
     each system's peak RSS)."""
@@ -168,9 +183,13 @@ def _rl_step_row(name: str, what: str, memory: bool = False) -> str:
     step = _system_median(systems[fastest])
     trl_rss = f", {_peak_rss(systems[fastest])} GiB" if memory else ""
     peer = "at its fastest" if len(_trl_candidates(systems)) > 1 else "in the one setting run"
+    # mint_rl's rows in the sitting: fp32 (its default), and bf16 where it ran (TRL's own
+    # precision when a bf16 setting is its fastest).
+    mint = [s for s in ("mint_rl K=0", "mint_rl K=1", "mint_rl K=0 bf16", "mint_rl K=1 bf16")
+            if s in systems]
     return (f"| RL step against TRL's GRPOTrainer {peer} ({fastest}, {step:.1f} s{trl_rss}), "
             f"{what}, {len(result['invocations'])} invocations ({_when(result)}) "
-            f"| {figure('mint_rl K=0')}; {figure('mint_rl K=1')} (median step"
+            f"| {'; '.join(figure(s) for s in mint)} (median step"
             + ("; peak RSS, mint_rl's learner + vLLM engine" if memory else "")
             + "; speed-up: median and range over invocations) "
             "| [rl_bench.md](docs/rl_bench.md#results) "
@@ -414,7 +433,7 @@ def _rl_step_reading(systems: dict[str, list[dict[str, Any]]], fastest: str) -> 
 
 
 def headline_table() -> str:
-    rows = [_arithmetic_row(), _time_to_quality_row(),
+    rows = [_arithmetic_row(), _defaults_row(), _time_to_quality_row(),
             _rl_step_row("rl_step_arithmetic", "arithmetic batch (<= 16 new tokens)"),
             _rl_step_row("rl_step_math256", "word problems (<= 256 new tokens)"),
             _rl_step_row("rl_step_guess_number", "guess_number game (up to 5 turns of <= 6 "

@@ -21,6 +21,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,11 +67,11 @@ def read_run(folder: Path, loss: str, k: int, seed: int, steps: int) -> RunResul
 
 
 def run_arithmetic(folder: Path, loss: str, k: int, seed: int, steps: int,
-                   eval_every: int) -> None:
+                   eval_every: int, extra: Sequence[str] = ()) -> None:
     mint_rl = Path(sys.executable).with_name("mint-rl")
     cmd = [str(mint_rl), "run", "arithmetic", "--loss", loss, "--seed", str(seed),
            "--steps", str(steps), "--eval-every", str(eval_every),
-           "--max-steps-off-policy", str(k), "--log-dir", str(folder)]
+           "--max-steps-off-policy", str(k), "--log-dir", str(folder), *extra]
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f"{folder.name}.log", "w") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)

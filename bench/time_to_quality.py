@@ -13,6 +13,7 @@ problems x 4 samples, T = 1), so "reached" is the moment that evaluation ended:
 
     .venv/bin/python bench/time_to_quality.py --out /tmp/ttq [--ks 0,1] [--seeds 0,1,2]
         [--steps 20] [--eval-every 2] [--target 0.9] [--name time_to_quality_arithmetic]
+        [--run-args "--sampler-dtype bfloat16 --learner-dtype bfloat16"]
 
 Writes bench/results/NAME.json (every run's evaluations with their times, and each step's phase
 times); bench/doc_tables.py tables it in docs/off_policy.md. A folder that already holds
@@ -71,7 +72,11 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=2)
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--name", default="time_to_quality_arithmetic")
+    ap.add_argument("--run-args", default="",
+                    help="more `mint-rl run` options for every run, e.g. "
+                         "'--sampler-dtype bfloat16 --learner-dtype bfloat16'")
     args = ap.parse_args()
+    extra = args.run_args.split()
     runs = []
     for k in (int(k) for k in args.ks.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -79,7 +84,7 @@ def main() -> None:
             run = read_run(folder, args.steps)
             if run is None:
                 print(f"running K={k} seed={seed} -> {folder}", flush=True)
-                run_arithmetic(folder, "ppo", k, seed, args.steps, args.eval_every)
+                run_arithmetic(folder, "ppo", k, seed, args.steps, args.eval_every, extra)
                 run = read_run(folder, args.steps)
                 if run is None:
                     raise SystemExit(f"{folder}: the run ended without its final evaluation")
@@ -94,7 +99,8 @@ def main() -> None:
                 f"(ppo, defaults), K = {args.ks}, seeds {args.seeds}",
         "config": {"steps": args.steps, "eval_every": args.eval_every, "target": args.target,
                    "command": "mint-rl run arithmetic --seed S --max-steps-off-policy K "
-                              f"--steps {args.steps} --eval-every {args.eval_every}"},
+                              f"--steps {args.steps} --eval-every {args.eval_every}"
+                              + (f" {args.run_args}" if extra else "")},
         "runs": runs,
     })
     print(f"wrote {path}")
