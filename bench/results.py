@@ -33,6 +33,22 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
+def _code_state() -> str:
+    """The commit checked out, "+dirty" if a tracked file outside bench/results differs."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).parent).stdout.strip()
+    # A bench rewrites its own result file after each run: that is not a change to the code.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                            ":(top,exclude)bench/results"],
+                           capture_output=True, text=True, cwd=Path(__file__).parent).stdout
+    return commit + ("+dirty" if dirty.strip() else "")
+
+
+# The code a bench measures is the code it started with (this module is imported at its start):
+# a doc edited while a long bench runs does not change what it measured.
+CODE_AT_LAUNCH = _code_state()
+
+
 def sitting() -> dict[str, Any]:
     """The machine and code a result was measured on."""
     cpu, flags = platform.processor() or platform.machine(), []
@@ -49,15 +65,9 @@ def sitting() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory = int(line.split()[1]) * 1024
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
-    # A bench rewrites its own result file after each run: that is not a change to the code.
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                            ":(top,exclude)bench/results"],
-                           capture_output=True, text=True, cwd=Path(__file__).parent).stdout
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": commit + ("+dirty" if dirty.strip() else ""),
+        "commit": CODE_AT_LAUNCH,
         "cpu": cpu, "cpu_flags": flags, "cores": len(os.sched_getaffinity(0)),
         "memory_bytes": memory,
     }

@@ -162,8 +162,8 @@ def test_probe_tolerance_follows_the_samplers_precision() -> None:
     """fp32 is checked to 1e-3 nats at every position; bf16 rounding alone moves single probe
     logprobs by over 0.5 nats, so a bf16 engine (a GPU's default) is checked on the mean."""
     assert EngineConfig(device="cpu").resolve().probe_tolerance == 1e-3
-    assert EngineConfig(device="cuda").resolve().probe_tolerance == 0.1
-    assert EngineConfig(device="cpu", dtype="bfloat16").resolve().probe_tolerance == 0.1
+    assert EngineConfig(device="cuda").resolve().probe_tolerance == 0.25
+    assert EngineConfig(device="cpu", dtype="bfloat16").resolve().probe_tolerance == 0.25
     assert EngineConfig(device="cuda", probe_tolerance=0.1).resolve().probe_tolerance == 0.1
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(InvalidInputError, match="probe_tolerance"):

@@ -46,10 +46,12 @@ class EngineConfig:
     where vLLM cannot rewind a seeded generator after a partial prefill (the engine dies with
     "CPU Generator does not use offset")."""
     # Nats: how far the sampler's probe logprobs may be from the learner's after a load. None =
-    # by dtype: float32, 1e-3 at every position (they agree to ~1e-5). bf16/fp16: 0.1 on the
-    # mean over positions, as rounding alone moves single positions of the default model by up
-    # to 0.57 nats (measured) but the mean by ~0.05: a gross mismatch (another model, weights
-    # not applied) fails, a one-step lag may not.
+    # by dtype: float32, 1e-3 at every position (they agree to ~1e-5). bf16/fp16: 0.25 on the
+    # mean over positions. Precision alone (vLLM keeps the residual stream in bf16, the learner's
+    # autocast in fp32) moves single positions of the default model by up to 0.57 nats and the
+    # mean by 0.04-0.09 over a 30-step run, once 0.101, which stopped a run at 0.1
+    # (bench/probe_precision.py). A gross mismatch (another model, weights not applied) fails,
+    # a one-step lag may not.
     probe_tolerance: float | None = None
     seed: int = 0
     # Which of the process's engines for this base model: engines with different slots are
@@ -119,7 +121,7 @@ class EngineConfig:
             block_size = 32
         probe_tolerance = self.probe_tolerance
         if probe_tolerance is None:
-            probe_tolerance = 1e-3 if dtype == "float32" else 0.1
+            probe_tolerance = 1e-3 if dtype == "float32" else 0.25
         return replace(self, device=device, strategy=strategy, dtype=dtype, cpu_cores=cpu_cores,
                        enforce_eager=enforce_eager, probe_tolerance=probe_tolerance,
                        block_size=block_size)
