@@ -49,9 +49,9 @@ class EngineConfig:
     # by dtype: float32, 1e-3 at every position (they agree to ~1e-5). bf16/fp16: 0.25 on the
     # mean over positions. Precision alone (vLLM keeps the residual stream in bf16, the learner's
     # autocast in fp32) moves single positions of the default model by up to 0.57 nats and the
-    # mean by 0.04-0.09 over a 30-step run, once 0.101, which stopped a run at 0.1
-    # (bench/probe_precision.py). A gross mismatch (another model, weights not applied) fails,
-    # a one-step lag may not.
+    # mean by 0.04-0.09 over a 30-step run (bench/probe_precision.py), close enough to the
+    # earlier 0.1 that it stopped a run. A gross mismatch (another model, weights not applied)
+    # fails, a one-step lag may not.
     probe_tolerance: float | None = None
     seed: int = 0
     # Which of the process's engines for this base model: engines with different slots are
