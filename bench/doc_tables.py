@@ -9,6 +9,8 @@ Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` in its doc
   guess_number (bench_serve_memory.py: serve_memory_*.json)
 - docs/server.md `server-clients`: server RSS with 1/2/4 training clients, base weights shared or
   copied (bench_server_clients.py: server_clients_*.json)
+- docs/arithmetic.md `arithmetic-run`: the README main job's documented run (its metrics file,
+  docs/arithmetic_k0_metrics.jsonl)
 - docs/pipeline.md `trip`: the files one group's trip runs through (trip_files.py:
   trip_files*.json); `structure-behaviour`: the arithmetic recipe's curve and step time before
   and after a structure change, one sitting (time_to_quality.py: structure_behaviour_*.json)
@@ -110,13 +112,30 @@ def server_clients_table() -> str:
     return "\n".join(lines)
 
 
+ARITHMETIC_RUN = ROOT / "docs" / "arithmetic_k0_metrics.jsonl"
+
+
+def arithmetic_run_table() -> str:
+    """The README main job's documented run: held-out accuracy and time at each evaluation."""
+    rows = [json.loads(x) for x in ARITHMETIC_RUN.read_text().splitlines()]
+    out = ["| step | held-out accuracy | seconds of training so far | mean reward of the step |",
+           "|---:|---:|---:|---:|"]
+    for r in rows:
+        if "eval/accuracy" in r:
+            reward = f"{r['reward/mean']:.2f}" if "reward/mean" in r else ""
+            out.append(f"| {r['step']} | {r['eval/accuracy']:.3f} | {r['time/elapsed']:.0f} "
+                       f"| {reward} |")
+    step = statistics.median(r["time/step"] for r in rows if "time/step" in r)
+    out += ["", f"Median step {step:.2f} s."]
+    return "\n".join(out)
+
+
 def _arithmetic_row() -> str:
-    path = ROOT / "docs" / "arithmetic_k0_metrics.jsonl"
-    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows = [json.loads(x) for x in ARITHMETIC_RUN.read_text().splitlines()]
     accuracy = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
     step = statistics.median(r["time/step"] for r in rows if "time/step" in r)
-    return ("| Arithmetic RL, SmolLM2-135M, K = 0, 30 steps (one run, 2026-12-01, lr 1e-3; the "
-            "default is now 5e-4) | held-out accuracy "
+    return ("| Arithmetic RL, SmolLM2-135M, K = 0, 30 steps (the README's main job at its "
+            "defaults, one run, 2026-12-08) | held-out accuracy "
             f"{accuracy[0]:.3f} → {accuracy[10]:.3f} (step 10) → {accuracy[30]:.3f} (step 30); "
             f"median step {step:.1f} s | [arithmetic.md](docs/arithmetic.md) "
             "| [arithmetic_k0_metrics.jsonl](docs/arithmetic_k0_metrics.jsonl) |")
@@ -450,6 +469,7 @@ TABLES = {
     (DOCS / "memory.md", "learner-memory"): learner_table,
     (DOCS / "memory.md", "serve-memory"): serve_table,
     (DOCS / "server.md", "server-clients"): server_clients_table,
+    (DOCS / "arithmetic.md", "arithmetic-run"): arithmetic_run_table,
     (DOCS / "pipeline.md", "trip"): trip_table,
     (DOCS / "pipeline.md", "structure-behaviour"): structure_behaviour_table,
     (DOCS / "off_policy.md", "time-to-quality"): time_to_quality_table,
