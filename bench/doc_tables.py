@@ -115,25 +115,29 @@ def server_clients_table() -> str:
 ARITHMETIC_RUN = ROOT / "docs" / "arithmetic_k0_metrics.jsonl"
 
 
+def _arithmetic_run() -> tuple[list[dict[str, Any]], float]:
+    """The documented run's metric rows (those with an evaluation) and its median step."""
+    rows = [json.loads(x) for x in ARITHMETIC_RUN.read_text().splitlines()]
+    step = statistics.median(r["time/step"] for r in rows if "time/step" in r)
+    return [r for r in rows if "eval/accuracy" in r], step
+
+
 def arithmetic_run_table() -> str:
     """The README main job's documented run: held-out accuracy and time at each evaluation."""
-    rows = [json.loads(x) for x in ARITHMETIC_RUN.read_text().splitlines()]
+    evaluated, step = _arithmetic_run()
     out = ["| step | held-out accuracy | seconds of training so far | mean reward of the step |",
            "|---:|---:|---:|---:|"]
-    for r in rows:
-        if "eval/accuracy" in r:
-            reward = f"{r['reward/mean']:.2f}" if "reward/mean" in r else ""
-            out.append(f"| {r['step']} | {r['eval/accuracy']:.3f} | {r['time/elapsed']:.0f} "
-                       f"| {reward} |")
-    step = statistics.median(r["time/step"] for r in rows if "time/step" in r)
+    for r in evaluated:
+        reward = f"{r['reward/mean']:.2f}" if "reward/mean" in r else ""
+        out.append(f"| {r['step']} | {r['eval/accuracy']:.3f} | {r['time/elapsed']:.0f} "
+                   f"| {reward} |")
     out += ["", f"Median step {step:.2f} s."]
     return "\n".join(out)
 
 
 def _arithmetic_row() -> str:
-    rows = [json.loads(x) for x in ARITHMETIC_RUN.read_text().splitlines()]
-    accuracy = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
-    step = statistics.median(r["time/step"] for r in rows if "time/step" in r)
+    evaluated, step = _arithmetic_run()
+    accuracy = {r["step"]: r["eval/accuracy"] for r in evaluated}
     return ("| Arithmetic RL, SmolLM2-135M, K = 0, 30 steps (the README's main job at its "
             "defaults, one run, 2026-12-08) | held-out accuracy "
             f"{accuracy[0]:.3f} → {accuracy[10]:.3f} (step 10) → {accuracy[30]:.3f} (step 30); "
@@ -174,11 +178,9 @@ def _time_to_quality_row() -> str:
 
 def _defaults_row() -> str:
     """The arithmetic recipe at its defaults, every seed of the two latest sittings."""
-    finals = []
-    for name in ("structure_behaviour_before", "structure_behaviour_after"):
-        result = _result(name)
-        finals += [f"{r['evals'][-1]['accuracy']:.2f}" for r in result["runs"]]
-        when = _when(result)
+    names = ("structure_behaviour_before", "structure_behaviour_after")
+    finals = [f"{r['evals'][-1]['accuracy']:.2f}" for n in names for r in _result(n)["runs"]]
+    when = _when(_result(names[-1]))
     return ("| Arithmetic RL at the defaults (K = 0, 30 steps), SmolLM2-135M, "
             f"{len(finals)} runs: seeds 0-2 twice, unseeded sampling (latest {when}) "
             f"| held-out accuracy at step 30: {', '.join(finals)} "

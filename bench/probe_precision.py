@@ -14,23 +14,21 @@ Writes bench/results/NAME.json (default probe_precision_bf16).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 from results import write_result
 
-DIFFS = Path(tempfile.gettempdir()) / "mint-probe-precision.jsonl"
+LOADS: list[dict[str, Any]] = []  # the check runs on the engine's loop thread, in this process
 
 
 def recording_check(policy_version: int, got: Sequence[float], expected: Sequence[float],
                     tolerance: float, exact: bool = True) -> None:
     diffs = [abs(g - float(e)) for g, e in zip(got, expected, strict=True)]
-    with open(DIFFS, "a") as f:
-        f.write(json.dumps({"policy_version": policy_version, "mean": sum(diffs) / len(diffs),
-                            "max": max(diffs)}) + "\n")
+    LOADS.append({"policy_version": policy_version, "mean": sum(diffs) / len(diffs),
+                  "max": max(diffs)})
 
 
 def main() -> None:
@@ -42,7 +40,6 @@ def main() -> None:
     import mint_rl.sampler.engine as engine_module
     from mint_rl.cli import main as cli
 
-    DIFFS.unlink(missing_ok=True)
     engine_module.check_arrival = recording_check  # the engine's own reference to the check
     command = ["run", "arithmetic", "--steps", str(args.steps), "--seed", str(args.seed),
                "--eval-every", "0", "--sampler-dtype", "bfloat16", "--learner-dtype", "bfloat16"]
@@ -50,15 +47,15 @@ def main() -> None:
         code = cli([*command, "--log-dir", f"{tmp}/run"])
     if code:
         sys.exit(code)
-    loads = [json.loads(line) for line in DIFFS.read_text().splitlines()]
-    means = [x["mean"] for x in loads]
+
+    means = [x["mean"] for x in LOADS]
     path = write_result(args.name, {
         "what": "bf16 sampler vs bf16 learner: probe logprob differences (nats) at every weight "
                 "load of an arithmetic run",
-        "command": "mint-rl " + " ".join(command), "loads": loads,
+        "command": "mint-rl " + " ".join(command), "loads": LOADS,
         "mean_of_means": sum(means) / len(means), "largest_mean": max(means),
-        "largest_position": max(x["max"] for x in loads)})
-    print(f"{len(loads)} loads: mean {min(means):.3f}-{max(means):.3f} nats; wrote {path}")
+        "largest_position": max(x["max"] for x in LOADS)})
+    print(f"{len(LOADS)} loads: mean {min(means):.3f}-{max(means):.3f} nats; wrote {path}")
 
 
 if __name__ == "__main__":  # vLLM starts its engine process with spawn: it imports this module

@@ -96,7 +96,8 @@ def main() -> None:
                   + f"; median step {step_s:.2f} s", flush=True)
     path = write_result(args.name, {
         "what": f"wall-clock time to {args.target} held-out accuracy, arithmetic recipe "
-                f"(ppo, defaults), K = {args.ks}, seeds {args.seeds}",
+                f"(ppo, defaults{' but ' + args.run_args if extra else ''}), K = {args.ks}, "
+                f"seeds {args.seeds}",
         "config": {"steps": args.steps, "eval_every": args.eval_every, "target": args.target,
                    "command": "mint-rl run arithmetic --seed S --max-steps-off-policy K "
                               f"--steps {args.steps} --eval-every {args.eval_every}"
